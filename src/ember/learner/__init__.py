@@ -1,0 +1,66 @@
+"""The training engine: `Learner`, its callbacks, optimizers and schedules."""
+
+from __future__ import annotations
+
+from ember.learner.callback import (
+    EVENTS,
+    Callback,
+    CancelBackwardException,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+)
+from ember.learner.callbacks import (
+    CSVLogger,
+    EarlyStoppingCallback,
+    GatherPreds,
+    GradientAccumulation,
+    GradientClip,
+    ReduceLROnPlateau,
+    SaveModelCallback,
+    TensorBoardCallback,
+    TerminateOnNaNCallback,
+    TrackerCallback,
+)
+from ember.learner.checkpoint import CheckpointCallback
+from ember.learner.learner import Learner
+from ember.learner.lr_find import LRFinder, suggest_lrs
+from ember.learner.optim import SGD, Adam, RMSprop
+from ember.learner.progress import ProgressCallback
+from ember.learner.recorder import Recorder
+from ember.learner.schedule import ParamScheduler
+
+__all__ = [
+    "Learner",
+    "Callback",
+    "EVENTS",
+    "CancelFitException",
+    "CancelEpochException",
+    "CancelTrainException",
+    "CancelValidException",
+    "CancelBatchException",
+    "CancelBackwardException",
+    "CancelStepException",
+    "Recorder",
+    "ProgressCallback",
+    "ParamScheduler",
+    "LRFinder",
+    "suggest_lrs",
+    "GatherPreds",
+    "GradientAccumulation",
+    "GradientClip",
+    "TrackerCallback",
+    "EarlyStoppingCallback",
+    "SaveModelCallback",
+    "ReduceLROnPlateau",
+    "CSVLogger",
+    "TensorBoardCallback",
+    "TerminateOnNaNCallback",
+    "CheckpointCallback",
+    "Adam",
+    "SGD",
+    "RMSprop",
+]

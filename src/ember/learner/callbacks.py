@@ -1,0 +1,388 @@
+"""The stock callbacks: gathering predictions, gradient accumulation and clipping, early stopping,
+saving the best model, logging to CSV or TensorBoard, and stopping on a NaN loss."""
+
+from __future__ import annotations
+
+import csv
+import math
+import operator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ember.core.errors import ConfigError, EmberError, expected
+from ember.learner.callback import (
+    Callback,
+    CancelFitException,
+    CancelStepException,
+)
+
+__all__ = [
+    "GatherPreds",
+    "GradientAccumulation",
+    "GradientClip",
+    "TrackerCallback",
+    "EarlyStoppingCallback",
+    "SaveModelCallback",
+    "ReduceLROnPlateau",
+    "CSVLogger",
+    "TensorBoardCallback",
+    "TerminateOnNaNCallback",
+]
+
+
+def _cat(chunks: list[Any]) -> Any:
+    if not chunks:
+        return None
+    first = chunks[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(chunks)
+    if isinstance(first, (tuple, list)):
+        return type(first)(_cat([c[i] for c in chunks]) for i in range(len(first)))
+    return chunks
+
+
+def _cpu(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu() if x.is_floating_point() else x.detach().cpu()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_cpu(v) for v in x)
+    return x
+
+
+class GatherPreds(Callback):
+    """Collect predictions (and targets, inputs, per-item losses) batch by batch on the CPU."""
+
+    order = 70
+    run_train = False
+
+    def __init__(self, with_input: bool = False, with_loss: bool = False) -> None:
+        self.with_input, self.with_loss = with_input, with_loss
+
+    def before_validate(self) -> None:
+        self._preds: list[Any] = []
+        self._targs: list[Any] = []
+        self._inputs: list[Any] = []
+        self._losses: list[torch.Tensor] = []
+
+    def after_pred(self) -> None:
+        self._preds.append(_cpu(self.learn.pred))
+        if self.with_input:
+            xb = self.learn.xb
+            self._inputs.append(_cpu(xb[0] if len(xb) == 1 else xb))
+        yb = self.learn.yb
+        if yb:
+            self._targs.append(_cpu(yb[0] if len(yb) == 1 else yb))
+            if self.with_loss:
+                self._losses.append(_per_item_loss(self.learn.loss_func, self.learn.pred, *yb).cpu())
+
+    @property
+    def preds(self) -> Any:
+        return _cat(self._preds)
+
+    @property
+    def targs(self) -> Any:
+        return _cat(self._targs)
+
+    @property
+    def inputs(self) -> Any:
+        return _cat(self._inputs)
+
+    @property
+    def losses(self) -> torch.Tensor | None:
+        return _cat(self._losses)
+
+
+def _per_item_loss(loss_func: Any, pred: torch.Tensor, *yb: torch.Tensor) -> torch.Tensor:
+    """The loss of each item of a batch: the loss with ``reduction="none"``, averaged over non-batch axes."""
+    if not hasattr(loss_func, "reduction"):
+        raise ConfigError(
+            f"Per-item losses need a loss with a `reduction` attribute (like torch's losses); "
+            f"received `loss_func={loss_func!r}`."
+        )
+    old = loss_func.reduction
+    loss_func.reduction = "none"
+    try:
+        loss = loss_func(pred, *yb).detach().float()
+    finally:
+        loss_func.reduction = old
+    bs = pred.shape[0] if isinstance(pred, torch.Tensor) else yb[0].shape[0]
+    return loss.reshape(bs, -1).mean(1)
+
+
+class GradientAccumulation(Callback):
+    """Accumulate gradients over batches until `n_acc` samples are seen, then step once.
+
+    This trains with an effective batch size of `n_acc` when memory allows only smaller batches. The
+    loss is scaled so that the accumulated gradient is the mean over the `n_acc` samples.
+    """
+
+    order = 20
+    run_valid = False
+
+    def __init__(self, n_acc: int = 32) -> None:
+        if n_acc < 1:
+            raise ConfigError(expected("a positive int", "n_acc", n_acc))
+        self.n_acc = n_acc
+
+    def before_fit(self) -> None:
+        self.count = 0
+
+    def after_loss(self) -> None:
+        bs = int(self.learn.xb[0].shape[0])
+        self.learn.loss_grad = self.learn.loss_grad * (bs / self.n_acc)
+
+    def before_step(self) -> None:
+        self.count += int(self.learn.xb[0].shape[0])
+        if self.count < self.n_acc:
+            raise CancelStepException()  # keep the gradients and add the next batch's
+        self.count = 0
+
+
+class GradientClip(Callback):
+    """Clip the gradients' global norm to `max_norm` before each step (after undoing loss scaling)."""
+
+    order = 30
+    run_valid = False
+
+    def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
+        self.max_norm, self.norm_type = max_norm, norm_type
+
+    def before_step(self) -> None:
+        self.learn.unscale_grads()
+        torch.nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
+
+
+class TrackerCallback(Callback):
+    """Base of callbacks that watch a recorded value (``valid_loss`` or a metric) after every epoch.
+
+    Args:
+        monitor: a column of the recorder's table (``"valid_loss"``, ``"train_loss"``, a metric name).
+        comp: ``operator.lt`` or ``operator.gt``; default: lower is better for names containing
+            "loss" or "error", higher for the rest.
+        min_delta: the smallest change that counts as an improvement.
+    """
+
+    order = 80
+
+    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0) -> None:
+        if comp is None:
+            comp = operator.lt if ("loss" in monitor or "error" in monitor) else operator.gt
+        if comp is operator.lt:
+            min_delta = -min_delta
+        self.monitor, self.comp, self.min_delta = monitor, comp, min_delta
+
+    def before_fit(self) -> None:
+        names = self.learn.recorder.metric_names
+        if self.monitor not in names[1:-1]:
+            raise ConfigError(expected("a recorded value", "monitor", self.monitor, names[1:-1]))
+        self.best = math.inf if self.comp is operator.lt else -math.inf
+        self.new_best = False
+
+    def after_epoch(self) -> None:
+        value = self.learn.recorder.log.get(self.monitor)
+        self.new_best = value is not None and self.comp(value - self.min_delta, self.best)
+        if self.new_best:
+            self.best = value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+
+
+class EarlyStoppingCallback(TrackerCallback):
+    """Stop training when `monitor` has not improved for `patience` epochs."""
+
+    def __init__(
+        self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, patience: int = 1
+    ) -> None:
+        super().__init__(monitor, comp, min_delta)
+        self.patience = patience
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.wait = 0
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.wait >= self.patience:
+            print(f"No improvement of {self.monitor} for {self.wait} epochs: stopping after epoch {self.learn.epoch}.")
+            raise CancelFitException()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state["wait"]
+
+
+class SaveModelCallback(TrackerCallback):
+    """Save the model whenever `monitor` improves (or every epoch), and load the best at the end.
+
+    Args:
+        fname: file name under ``learn.path / learn.model_dir`` (``.pth`` added).
+        every_epoch: save after every epoch as ``{fname}_{epoch}`` instead of only on improvement.
+        with_opt: also save the optimizer's state.
+        reset_on_fit: forget the best value at the start of each fit.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        comp: Any = None,
+        min_delta: float = 0.0,
+        fname: str = "model",
+        every_epoch: bool = False,
+        at_end: bool = False,
+        with_opt: bool = False,
+    ) -> None:
+        super().__init__(monitor, comp, min_delta)
+        self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
+
+    def after_epoch(self) -> None:
+        if self.every_epoch:
+            self.learn.save(f"{self.fname}_{self.learn.epoch}", with_opt=self.with_opt)
+            return
+        super().after_epoch()
+        if self.new_best and not self.at_end:
+            self.learn.save(self.fname, with_opt=self.with_opt)
+
+    def after_fit(self) -> None:
+        if self.at_end:
+            self.learn.save(self.fname, with_opt=self.with_opt)
+        elif not self.every_epoch and math.isfinite(self.best):
+            self.learn.load(self.fname, with_opt=False)
+
+
+class ReduceLROnPlateau(TrackerCallback):
+    """Divide the learning rate by `factor` when `monitor` has not improved for `patience` epochs."""
+
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        comp: Any = None,
+        min_delta: float = 0.0,
+        patience: int = 1,
+        factor: float = 10.0,
+        min_lr: float = 0.0,
+    ) -> None:
+        super().__init__(monitor, comp, min_delta)
+        self.patience, self.factor, self.min_lr = patience, factor, min_lr
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.wait = 0
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.wait >= self.patience:
+            self.wait = 0
+            for g in self.learn.opt.param_groups:
+                g["lr"] = max(g["lr"] / self.factor, self.min_lr)
+
+
+class CSVLogger(Callback):
+    """Append each epoch's row of the metrics table to a CSV file (``learn.path / fname``)."""
+
+    order = 85
+
+    def __init__(self, fname: str = "history.csv", append: bool = False) -> None:
+        self.fname, self.append = fname, append
+
+    @property
+    def path(self) -> Path:
+        return self.learn.path / self.fname
+
+    def before_fit(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not (self.append and self.path.exists())
+        self._file = open(self.path, "w" if new else "a", newline="")  # noqa: SIM115 (closed in after_fit)
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(self.learn.recorder.metric_names)
+
+    def after_epoch(self) -> None:
+        log = self.learn.recorder.log
+        self._writer.writerow(["" if log.get(n) is None else log.get(n) for n in self.learn.recorder.metric_names])
+        self._file.flush()
+
+    def after_fit(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def read_log(self) -> Any:
+        """The log as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.path)
+
+
+class TensorBoardCallback(Callback):
+    """Write training loss per batch and the epoch table to TensorBoard (needs the `tensorboard` extra)."""
+
+    order = 85
+
+    def __init__(self, log_dir: str | None = None, trace_model: bool = False) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise EmberError(
+                "TensorBoardCallback needs the tensorboard package: pip install 'ember[tensorboard]'."
+            ) from e
+        self._writer_cls = SummaryWriter
+        self.log_dir, self.trace_model = log_dir, trace_model
+        self.writer = None
+
+    def before_fit(self) -> None:
+        self.writer = self._writer_cls(log_dir=self.log_dir)
+        self._step = 0
+        if self.trace_model:
+            self.writer.add_graph(self.learn.model, self.learn.dls.one_batch()[: self.learn.dls.n_inp])
+
+    def after_batch(self) -> None:
+        if self.learn.training:
+            self._step += 1
+            self.writer.add_scalar("train/batch_loss", self.learn.loss, self._step)
+            self.writer.add_scalar("train/lr", self.learn.opt.param_groups[-1]["lr"], self._step)
+
+    def after_epoch(self) -> None:
+        for name, value in self.learn.recorder.log.items():
+            if name not in ("epoch", "time") and value is not None:
+                self.writer.add_scalar(f"epoch/{name}", value, self.learn.epoch)
+
+    def after_fit(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class TerminateOnNaNCallback(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, saying where and what to try.
+
+    Checking a loss needs the value on the host, so this callback checks every `check_every` batches
+    (a NaN stays NaN, so it is still caught, a few batches later at most).
+    """
+
+    order = 40
+    run_valid = False
+
+    def __init__(self, check_every: int = 1) -> None:
+        self.check_every = check_every
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.loss is None or learn.iter % self.check_every:
+            return
+        if not torch.isfinite(learn.loss).all():
+            self.message = (
+                f"The loss is {learn.loss.item()} at epoch {learn.epoch}, batch {learn.iter}: training stopped. "
+                "Try a lower learning rate (learn.lr_find()), check the data for NaN or infinite values, "
+                "or clip gradients (cbs=GradientClip())."
+            )
+            print(self.message)
+            raise CancelFitException()

@@ -1,0 +1,658 @@
+"""`Learner`: a model, its data, a loss and an optimizer, and the loop that trains them.
+
+The loop is a fixed sequence of events (see :data:`ember.learner.callback.EVENTS`); everything
+optional (recording, the progress bar, schedules, checkpoints, early stopping, …) is a callback.
+The hot path does no device-to-host synchronisation: losses stay on the device until the end of the
+epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.core.device import to_detach
+from ember.core.errors import CallbackError, ConfigError, EmberError, expected
+from ember.data.loaders import DataLoaders, DeviceLoader
+from ember.learner.callback import CANCEL_EXCEPTIONS, EVENTS, Callback
+from ember.learner.checkpoint import CheckpointCallback, atomic_save, restore_state, safe_load
+from ember.learner.optim import Adam, params_of, set_hyper, spread_lr
+from ember.learner.progress import ProgressCallback
+from ember.learner.recorder import Recorder
+from ember.learner.schedule import ParamScheduler, flat_cos_scheds, one_cycle_scheds
+from ember.losses import loss_activation, loss_decodes
+
+__all__ = ["Learner", "PRECISIONS"]
+
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+_FIT_EVENTS = frozenset({"after_create", "before_fit", "after_fit", "after_cancel_fit"})
+_CANCELS = tuple(CANCEL_EXCEPTIONS.values())
+
+
+def _listify(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+def _norm_layer(m: nn.Module) -> bool:
+    return isinstance(
+        m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+    )
+
+
+class Learner:
+    """Train `model` on `dls` with `loss_func`.
+
+    Args:
+        dls: the data (:class:`ember.data.DataLoaders`).
+        model: any ``nn.Module``; it is moved to ``dls.device``.
+        loss_func: ``loss_func(pred, *targets) -> scalar``. ``None`` takes ``dls.loss_func`` when the
+            data knows a suitable one.
+        opt_func: ``opt_func(param_groups, lr=..., wd=...) -> torch.optim.Optimizer`` (see
+            :mod:`ember.learner.optim`).
+        lr: default learning rate of `fit`.
+        splitter: ``splitter(model) -> list of parameter lists``, one per group (body and head, …);
+            groups can be frozen and get their own learning rates.
+        cbs: callbacks kept for every fit.
+        metrics: functions ``(pred, targ) -> tensor``, :class:`ember.metrics.Metric` objects or
+            torchmetrics objects, computed on the validation set each epoch.
+        wd: weight decay (``None`` keeps the optimizer's default).
+        moms: momentums (start, middle, end) of the one-cycle schedule.
+        path: folder for saved models and checkpoints (with `model_dir`).
+        precision: ``"32"``, ``"16-mixed"`` (float16 autocast with gradient scaling) or
+            ``"bf16-mixed"`` (bfloat16 autocast), on CPU or CUDA.
+        train_bn: keep normalization layers of frozen groups trainable.
+
+    >>> learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy)  # doctest: +SKIP
+    >>> learn.fit_one_cycle(3, 1e-3)                                                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dls: DataLoaders,
+        model: nn.Module,
+        loss_func: Callable[..., torch.Tensor] | None = None,
+        opt_func: Callable[..., torch.optim.Optimizer] = Adam,
+        lr: float | slice = 1e-3,
+        splitter: Callable[[nn.Module], Sequence[Iterable[nn.Parameter]]] | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        metrics: Any = None,
+        wd: float | None = None,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+        path: str | Path = ".",
+        model_dir: str | Path = "models",
+        precision: str = "32",
+        train_bn: bool = True,
+    ) -> None:
+        from ember.metrics import as_metric
+
+        if not isinstance(dls, DataLoaders):
+            raise ConfigError(
+                expected(
+                    "an ember.data.DataLoaders",
+                    "dls",
+                    type(dls).__name__,
+                    hint="Wrap torch DataLoaders with DataLoaders(train_dl, valid_dl).",
+                )
+            )
+        if not isinstance(model, nn.Module):
+            raise ConfigError(expected("a torch.nn.Module", "model", type(model).__name__))
+        if str(precision) not in PRECISIONS:
+            raise ConfigError(expected("one of the supported precisions", "precision", precision, PRECISIONS))
+        if loss_func is None:
+            loss_func = getattr(dls, "loss_func", None)
+            if loss_func is None:
+                raise ConfigError(
+                    "Expected a `loss_func`; received `loss_func=None`, and these DataLoaders do not suggest one. "
+                    "Pass e.g. loss_func=nn.CrossEntropyLoss() for classification or nn.MSELoss() for regression."
+                )
+        self.dls = dls
+        self.model = model.to(dls.device)
+        self.loss_func = loss_func
+        self.opt_func = opt_func
+        self.lr = lr
+        self.splitter = splitter if splitter is not None else (lambda m: [list(m.parameters())])
+        self.metrics = [as_metric(m) for m in _listify(metrics)]
+        self.wd = wd
+        self.moms = tuple(moms)
+        self.path = Path(path)
+        self.model_dir = Path(model_dir)
+        self.precision = str(precision)
+        self.train_bn = train_bn
+
+        self.opt: torch.optim.Optimizer | None = None
+        self.scaler: Any = None
+        self.frozen_to: int | None = None
+        self.silent = False
+        # Loop state, readable (and where it makes sense replaceable) by callbacks.
+        self.epoch = 0
+        self.n_epoch = 0
+        self.iter = 0
+        self.n_iter = 0
+        self.training = False
+        self.dl: DeviceLoader | None = None
+        self.xb: tuple = ()
+        self.yb: tuple = ()
+        self.pred: Any = None
+        self.loss: torch.Tensor | None = None
+        self.loss_grad: torch.Tensor | None = None
+        self._resume_path: Path | None = None
+        self._start_epoch = 0
+
+        self.cbs: list[Callback] = []
+        self.recorder = Recorder()
+        self.add_cbs([self.recorder, ProgressCallback(), *_listify(cbs)])
+        self("after_create")
+
+    # ---------------------------------------------------------------------------------------------
+    # callbacks
+    # ---------------------------------------------------------------------------------------------
+    def add_cb(self, cb: Callback | type[Callback]) -> Learner:
+        """Add a callback (an instance, or a class to instantiate) for good; returns self."""
+        if isinstance(cb, type):
+            cb = cb()
+        if not isinstance(cb, Callback):
+            raise ConfigError(expected("an ember Callback", "cb", type(cb).__name__))
+        cb.learn = self
+        self.cbs.append(cb)
+        self._index_cbs()
+        return self
+
+    def add_cbs(self, cbs: Iterable[Callback | type[Callback]]) -> Learner:
+        for cb in cbs:
+            self.add_cb(cb)
+        return self
+
+    def remove_cb(self, cb: Callback | type[Callback]) -> Learner:
+        """Remove a callback instance, or every callback of a class; returns self."""
+        if isinstance(cb, type):
+            self.cbs = [c for c in self.cbs if not isinstance(c, cb)]
+        else:
+            self.cbs = [c for c in self.cbs if c is not cb]
+        self._index_cbs()
+        return self
+
+    def remove_cbs(self, cbs: Iterable[Callback | type[Callback]]) -> Learner:
+        for cb in cbs:
+            self.remove_cb(cb)
+        return self
+
+    @contextlib.contextmanager
+    def added_cbs(self, cbs: Callback | Sequence[Callback] | None) -> Iterator[Learner]:
+        """Add callbacks for the duration of a ``with`` block."""
+        cbs = _listify(cbs)
+        self.add_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.remove_cbs(cbs)
+
+    @contextlib.contextmanager
+    def removed_cbs(self, cbs: Sequence[Callback]) -> Iterator[Learner]:
+        """Remove callbacks for the duration of a ``with`` block."""
+        cbs = [c for c in _listify(cbs) if c in self.cbs]
+        self.remove_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.add_cbs(cbs)
+
+    @contextlib.contextmanager
+    def no_bar(self) -> Iterator[Learner]:
+        """Train quietly (no progress bar, no table) inside a ``with`` block."""
+        old, self.silent = self.silent, True
+        try:
+            yield self
+        finally:
+            self.silent = old
+
+    def get_cb(self, kind: type[Callback] | str) -> Callback | None:
+        """The first callback of a class (or with a name, e.g. ``"save_model"``), or None."""
+        for cb in self.cbs:
+            if (isinstance(kind, str) and cb.name == kind) or (isinstance(kind, type) and isinstance(cb, kind)):
+                return cb
+        return None
+
+    def _index_cbs(self) -> None:
+        self.cbs.sort(key=lambda c: c.order)
+        self._by_event = {e: [c for c in self.cbs if getattr(type(c), e, None) is not None] for e in EVENTS}
+
+    def __call__(self, event: str) -> None:
+        """Fire `event`: call the method of that name on each callback that has one, in order."""
+        fit_level = event in _FIT_EVENTS
+        for cb in self._by_event[event]:
+            if not fit_level and not (cb.run_train if self.training else cb.run_valid):
+                continue
+            try:
+                getattr(cb, event)()
+            except _CANCELS:
+                raise
+            except CallbackError:
+                raise
+            except Exception as e:
+                raise CallbackError(f"Callback {type(cb).__name__} failed in `{event}`: {type(e).__name__}: {e}") from e
+
+    # ---------------------------------------------------------------------------------------------
+    # the loop
+    # ---------------------------------------------------------------------------------------------
+    def _with_events(self, f: Callable[[], None], stage: str) -> None:
+        try:
+            self(f"before_{stage}")
+            f()
+        except CANCEL_EXCEPTIONS[stage]:
+            self(f"after_cancel_{stage}")
+        self(f"after_{stage}")
+
+    @property
+    def pct_train(self) -> float:
+        """Fraction of this fit's training done (0 at the first batch), what the schedules follow."""
+        if not self.n_epoch:
+            return 0.0
+        n_iter = max(self.n_iter, 1)
+        return min((self.epoch + self.iter / n_iter) / self.n_epoch, 1.0)
+
+    def _split(self, batch: tuple) -> None:
+        n = self.dls.n_inp
+        self.xb, self.yb = batch[:n], batch[n:]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+        return torch.autocast(device_type=self.dls.device.type, dtype=dtype)
+
+    def _do_one_batch(self) -> None:
+        with self._autocast():
+            self.pred = self.model(*self.xb)
+            self("after_pred")
+            if not self.yb:
+                return
+            self.loss_grad = self.loss_func(self.pred, *self.yb)
+        self.loss = self.loss_grad.detach()
+        self("after_loss")
+        if not self.training:
+            return
+        self._with_events(self._backward, "backward")
+        self._with_events(self._step, "step")
+
+    def _backward(self) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(self.loss_grad).backward()
+        else:
+            self.loss_grad.backward()
+
+    def _step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def unscale_grads(self) -> None:
+        """Undo gradient scaling now (before clipping or inspecting gradients); a no-op in full precision."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+
+    def _all_batches(self) -> None:
+        self.n_iter = len(self.dl)
+        for i, batch in enumerate(self.dl):
+            self.iter = i
+            self._split(batch)
+            self._with_events(self._do_one_batch, "batch")
+
+    def _do_train(self) -> None:
+        self.training = True
+        self.dl = self.dls.train
+        self.model.train()
+        self._with_events(self._all_batches, "train")
+
+    def _do_validate(self, dl: DeviceLoader | None = None) -> None:
+        self.training = False
+        self.dl = dl if dl is not None else self.dls.valid
+        self.model.eval()
+        with torch.no_grad():
+            self._with_events(self._all_batches, "validate")
+
+    def _do_epoch(self) -> None:
+        self._do_train()
+        if self.dls.valid is not None:
+            self._do_validate()
+
+    def _do_fit(self) -> None:
+        if self._resume_path is not None:
+            self._start_epoch = restore_state(self, safe_load(self._resume_path, self.dls.device), self._resume_path)
+            self._resume_path = None
+        for epoch in range(self._start_epoch, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, "epoch")
+
+    # ---------------------------------------------------------------------------------------------
+    # optimizer and parameter groups
+    # ---------------------------------------------------------------------------------------------
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """The splitter's parameter groups (duplicates and empty groups removed)."""
+        return [g["params"] for g in params_of(self.splitter(self.model))]
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """(Re)build the optimizer over the parameter groups, and the grad scaler for "16-mixed"."""
+        groups = params_of(self.splitter(self.model))
+        if not groups:
+            raise ConfigError("The model has no parameters to train (the splitter returned no parameter).")
+        kwargs: dict[str, Any] = {}
+        if self.wd is not None:
+            kwargs["wd"] = self.wd
+        lrs = spread_lr(self.lr, len(groups))
+        self.opt = self.opt_func(groups, lr=lrs[-1], **kwargs)
+        set_hyper(self.opt, "lr", lrs)
+        if self.precision == "16-mixed":
+            self.scaler = torch.amp.GradScaler(self.dls.device.type)
+        else:
+            self.scaler = None
+        if self.frozen_to is not None:
+            self.freeze_to(self.frozen_to)
+        return self.opt
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first `n` parameter groups (negative counts from the end); normalization layers
+        stay trainable when `train_bn`."""
+        groups = self.param_groups()
+        n_frozen = n if n >= 0 else len(groups) + n
+        n_frozen = max(0, min(n_frozen, len(groups)))
+        norm_params = set()
+        if self.train_bn:
+            for m in self.model.modules():
+                if _norm_layer(m):
+                    norm_params.update(id(p) for p in m.parameters(recurse=False))
+        for i, g in enumerate(groups):
+            for p in g:
+                p.requires_grad_(i >= n_frozen or id(p) in norm_params)
+        self.frozen_to = n
+
+    def freeze(self) -> None:
+        """Freeze every group but the last (the head)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every group trainable."""
+        self.freeze_to(0)
+        self.frozen_to = None
+
+    # ---------------------------------------------------------------------------------------------
+    # training policies
+    # ---------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        n_epoch: int,
+        lr: float | slice | Sequence[float] | None = None,
+        wd: float | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        checkpoint: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        """Train for `n_epoch` epochs at a constant learning rate (unless a callback schedules it).
+
+        Args:
+            lr: a rate, ``slice(lo, hi)`` for discriminative rates over the groups, or one per group.
+            wd: weight decay for this fit.
+            cbs: callbacks for this fit only.
+            reset_opt: build a new optimizer (its state is otherwise kept between fits).
+            checkpoint: write a resumable checkpoint ``<path>/<model_dir>/<checkpoint>.ckpt`` after
+                every epoch.
+            resume: continue from that checkpoint (default name ``"checkpoint"``) at the epoch after
+                the last one completed.
+        """
+        if not isinstance(n_epoch, int) or n_epoch < 0:
+            raise ConfigError(expected("a non-negative int", "n_epoch", n_epoch))
+        cbs = _listify(cbs)
+        if resume:
+            checkpoint = checkpoint or "checkpoint"
+            path = self.checkpoint_path(checkpoint)
+            if not path.exists():
+                raise EmberError(
+                    f"Cannot resume: no checkpoint at {path}. Run fit(..., checkpoint={checkpoint!r}) first."
+                )
+            self._resume_path = path
+        if checkpoint is not None:
+            cbs.append(CheckpointCallback(checkpoint))
+        if reset_opt or self.opt is None:
+            self.create_opt()
+        n_groups = len(self.opt.param_groups)
+        set_hyper(self.opt, "lr", spread_lr(self.lr if lr is None else lr, n_groups))
+        if wd is not None:
+            set_hyper(self.opt, "wd", wd)
+        self.n_epoch, self.epoch, self.iter, self._start_epoch = n_epoch, 0, 0, 0
+        with self.added_cbs(cbs):
+            try:
+                self._with_events(self._do_fit, "fit")
+            finally:
+                self._resume_path = None
+                self.xb, self.yb, self.pred, self.loss, self.loss_grad = (), (), None, None, None
+
+    def _group_lrs(self, lr: float | slice | Sequence[float] | None) -> Any:
+        if self.opt is None:
+            self.create_opt()
+        lrs = spread_lr(self.lr if lr is None else lr, len(self.opt.param_groups))
+        return lrs[0] if len(lrs) == 1 else lrs
+
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: float | slice | Sequence[float] | None = None,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        wd: float | None = None,
+        moms: tuple[float, float, float] | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        checkpoint: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        """Train with the one-cycle policy: the learning rate warms up to `lr_max` along a cosine over
+        `pct_start` of training, then anneals to ``lr_max / div_final``; momentum moves the opposite way."""
+        lrs = self._group_lrs(lr_max)
+        scheds = one_cycle_scheds(lrs, div, div_final, pct_start, moms or self.moms)
+        self.fit(
+            n_epoch,
+            lr=lr_max,
+            wd=wd,
+            cbs=[ParamScheduler(scheds), *_listify(cbs)],
+            reset_opt=reset_opt,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+
+    def fit_flat_cos(
+        self,
+        n_epoch: int,
+        lr: float | slice | Sequence[float] | None = None,
+        div_final: float = 1e5,
+        pct_start: float = 0.75,
+        wd: float | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        checkpoint: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        """Train at a flat learning rate for `pct_start` of training, then anneal it along a cosine."""
+        lrs = self._group_lrs(lr)
+        self.fit(
+            n_epoch,
+            lr=lr,
+            wd=wd,
+            cbs=[ParamScheduler(flat_cos_scheds(lrs, div_final, pct_start)), *_listify(cbs)],
+            reset_opt=reset_opt,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.3,
+        div: float = 5.0,
+        wd: float | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+    ) -> None:
+        """Transfer learning: train the head with the body frozen for `freeze_epochs`, then unfreeze and
+        train everything for `epochs` with discriminative rates from ``base_lr/2/lr_mult`` to ``base_lr/2``."""
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, wd=wd, cbs=cbs)
+        base_lr /= 2
+        self.unfreeze()
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, wd=wd, cbs=cbs)
+
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10,
+        num_it: int = 100,
+        stop_div: bool = True,
+        show_plot: bool = True,
+        suggest_funcs: Sequence[str] = ("valley", "steep", "minimum", "slide"),
+    ) -> Any:
+        """Train briefly with an exponentially growing learning rate and suggest good rates.
+
+        The model and optimizer are restored afterwards. Returns a ``SuggestedLRs`` named tuple with
+        the requested suggestions; ``learn.recorder.plot_lr_find()`` draws the curve with them marked.
+        """
+        from ember.learner.lr_find import run_lr_find
+
+        return run_lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs)
+
+    # ---------------------------------------------------------------------------------------------
+    # evaluation
+    # ---------------------------------------------------------------------------------------------
+    def _as_loader(self, dl: Any, name: str = "dl") -> DeviceLoader:
+        if dl is None:
+            if self.dls.valid is None:
+                raise ConfigError("These DataLoaders have no validation loader; pass `dl=` explicitly.")
+            return self.dls.valid
+        if isinstance(dl, DeviceLoader):
+            return dl.to(self.dls.device) if dl.device is None else dl
+        if isinstance(dl, torch.utils.data.DataLoader):
+            return DeviceLoader(dl, device=self.dls.device, n_inp=self.dls.n_inp)
+        if isinstance(dl, int):
+            return self.dls[dl]
+        raise ConfigError(expected("a DataLoader, a DeviceLoader or a loader index", name, type(dl).__name__))
+
+    def _run_inference(self, dl: DeviceLoader, cbs: Sequence[Callback]) -> None:
+        """Run the validation loop on `dl` (no gradients), with extra callbacks, outside any fit."""
+        saved = (self.epoch, self.n_epoch, self.iter, self.n_iter, self.dl, self.training)
+        with self.added_cbs(cbs), self._quiet():
+            try:
+                self._do_validate(dl)
+            finally:
+                self.epoch, self.n_epoch, self.iter, self.n_iter, self.dl, self.training = saved
+                self.xb, self.yb, self.pred, self.loss, self.loss_grad = (), (), None, None, None
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        bar = [c for c in self.cbs if isinstance(c, ProgressCallback)]
+        with self.removed_cbs(bar):
+            yield
+
+    def validate(self, dl: Any = None, cbs: Sequence[Callback] | None = None) -> list[float | None]:
+        """Loss and metrics on `dl` (default: the validation set): ``[loss, *metric values]``."""
+        self._run_inference(self._as_loader(dl), _listify(cbs))
+        return list(self.recorder.last_validation)
+
+    def get_preds(
+        self,
+        dl: Any = None,
+        with_input: bool = False,
+        with_decoded: bool = False,
+        with_loss: bool = False,
+        act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        reorder: bool = True,
+    ) -> tuple:
+        """Predictions (after the loss's activation) and targets for every item of `dl`, on the CPU.
+
+        Args:
+            dl: a loader (default: the validation set).
+            with_input: also return the inputs (kept only when asked, to save memory).
+            with_decoded: also return decoded predictions (the loss's `decodes`, e.g. class indices).
+            with_loss: also return the per-item loss.
+            act: activation applied to the raw outputs; default the loss's `activation` if it has one.
+
+        Returns:
+            ``(preds, targs)``, then ``decoded``, ``inputs`` and ``losses`` when asked, in that order
+            (``targs`` is None for unlabelled data).
+        """
+        from ember.learner.callbacks import GatherPreds
+
+        loader = self._as_loader(dl)
+        gather = GatherPreds(with_input=with_input, with_loss=with_loss)
+        self._run_inference(loader, [gather])
+        preds = gather.preds
+        act = act if act is not None else loss_activation(self.loss_func)
+        if preds is not None:
+            preds = act(preds)
+        out: list[Any] = [preds, gather.targs]
+        if with_decoded:
+            out.append(loss_decodes(self.loss_func)(preds))
+        if with_input:
+            out.append(gather.inputs)
+        if with_loss:
+            out.append(gather.losses)
+        return tuple(out)
+
+    def predict_tensor(self, xb: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Raw model output for a batch of inputs already encoded as tensors (eval mode, no gradient)."""
+        xb = (xb,) if isinstance(xb, torch.Tensor) else tuple(xb)
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            out = self.model(*[x.to(self.dls.device) for x in xb])
+        return to_detach(out, cpu=True)
+
+    # ---------------------------------------------------------------------------------------------
+    # save / load / summary
+    # ---------------------------------------------------------------------------------------------
+    def checkpoint_path(self, name: str) -> Path:
+        return self.path / self.model_dir / f"{name}.ckpt"
+
+    def save(self, name: str, with_opt: bool = True) -> Path:
+        """Save the weights (and the optimizer's state) to ``<path>/<model_dir>/<name>.pth``, atomically."""
+        state = {"model": self.model.state_dict()}
+        if with_opt and self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        return atomic_save(state, self.path / self.model_dir / f"{name}.pth")
+
+    def load(self, name: str, with_opt: bool = True, strict: bool = True) -> Learner:
+        """Load what :meth:`save` wrote (never unpickles: ``weights_only=True``); returns self."""
+        path = Path(name) if str(name).endswith(".pth") else self.path / self.model_dir / f"{name}.pth"
+        state = safe_load(path, self.dls.device)
+        try:
+            self.model.load_state_dict(state["model"], strict=strict)
+        except RuntimeError as e:
+            raise EmberError(f"The weights in {path} do not fit this model: {e}") from e
+        if with_opt and "opt" in state:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        return self
+
+    def summary(self, print_out: bool = True) -> str:
+        """A table of every layer's output shape, parameter count and whether it trains (one batch is run)."""
+        from ember.learner.summary import model_summary
+
+        text = model_summary(self)
+        if print_out:
+            print(text)
+        return text
+
+    def __repr__(self) -> str:
+        return f"Learner(model={type(self.model).__name__}, dls={self.dls!r}, loss_func={self.loss_func!r})"

@@ -1,0 +1,201 @@
+"""`Recorder`: what happened during training (losses, hyper-parameters, metrics), kept without stalling the loop.
+
+Losses are accumulated as tensors on the device; the host reads them once per epoch, so the hot loop
+never waits for the accelerator. The smoothed loss (`smooth_loss`) is there for whoever wants a live
+value (the progress bar reads it a few times a second).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ember.learner.callback import Callback
+from ember.learner.optim import get_hyper
+
+__all__ = ["Recorder"]
+
+
+def _batch_size(batch: tuple) -> int:
+    for t in batch:
+        if isinstance(t, torch.Tensor) and t.ndim > 0:
+            return int(t.shape[0])
+    return 1
+
+
+class Recorder(Callback):
+    """Record per-batch training losses, learning rates and momentums, and per-epoch losses and metrics.
+
+    Attributes:
+        values: one list per epoch: ``[train_loss, valid_loss, *metrics]`` (``None`` where absent).
+        metric_names: ``["epoch", "train_loss", "valid_loss", *metric names, "time"]``.
+        losses: training loss of every batch (floats), `lrs` and `moms` beside them.
+        epoch_times: seconds each epoch took.
+        log: the last epoch's row as a dict (what the progress table shows).
+    """
+
+    order = 50
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self._reset()
+
+    def _reset(self) -> None:
+        self.values: list[list[float | None]] = []
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.moms: list[float] = []
+        self.iters: list[int] = []
+        self.epoch_times: list[float] = []
+        self.log: dict[str, Any] = {}
+        self.last_validation: list[float | None] = []
+        self._smooth: torch.Tensor | None = None
+        self._n_smooth = 0
+
+    # -- names -------------------------------------------------------------------------------------
+    @property
+    def metric_names(self) -> list[str]:
+        return ["epoch", "train_loss", "valid_loss", *[m.name for m in self.learn.metrics], "time"]
+
+    # -- training --------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self._reset()
+
+    def before_epoch(self) -> None:
+        self._t0 = time.perf_counter()
+        self._epoch_losses: list[torch.Tensor] = []
+        self._epoch_bs: list[int] = []
+        self.last_validation = []
+        self._valid_n = 0
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.training:
+            if learn.loss is None:
+                return
+            loss = learn.loss.detach().float()
+            self._epoch_losses.append(loss)
+            self._epoch_bs.append(_batch_size(learn.xb))
+            # Exponential moving average on the device: no host sync here.
+            if self._smooth is None:
+                self._smooth = torch.zeros((), device=loss.device)
+            self._smooth.mul_(self.beta).add_(loss, alpha=1 - self.beta)
+            self._n_smooth += 1
+            if learn.opt is not None:
+                self.lrs.append(learn.opt.param_groups[-1]["lr"])
+                self.moms.append(get_hyper(learn.opt, "mom")[-1])
+        elif learn.yb:
+            bs = _batch_size(learn.yb)
+            if learn.loss is not None:
+                self._valid_sum += learn.loss.detach().float() * bs
+            self._valid_n += bs
+            for m in learn.metrics:
+                m.update(learn.pred, *learn.yb)
+
+    @property
+    def smooth_loss(self) -> torch.Tensor | None:
+        """The debiased moving average of the training loss (a tensor on the device), or None before any batch."""
+        if self._smooth is None:
+            return None
+        return self._smooth / (1 - self.beta**self._n_smooth)
+
+    # -- validation --------------------------------------------------------------------------------
+    def before_validate(self) -> None:
+        self._valid_sum = torch.zeros((), device=self.learn.dls.device)
+        self._valid_n = 0
+        for m in self.learn.metrics:
+            m.reset()
+
+    def after_validate(self) -> None:
+        if self.learn.dl is not None and self._valid_n == 0:
+            self.last_validation = [None] * (1 + len(self.learn.metrics))
+            return
+        loss = (self._valid_sum / self._valid_n).item()
+        self.last_validation = [loss, *[float(m.compute()) for m in self.learn.metrics]]
+
+    # -- epoch ---------------------------------------------------------------------------------------
+    def after_epoch(self) -> None:
+        train_loss = None
+        if self._epoch_losses:
+            losses = torch.stack(self._epoch_losses).cpu()  # the one sync of the epoch
+            bs = torch.tensor(self._epoch_bs, dtype=losses.dtype)
+            train_loss = float((losses * bs).sum() / bs.sum())
+            self.losses.extend(losses.tolist())
+            self.iters.append(len(self._epoch_losses))
+        valid = self.last_validation or [None] * (1 + len(self.learn.metrics))
+        row = [train_loss, *valid]
+        self.values.append(row)
+        self.epoch_times.append(time.perf_counter() - self._t0)
+        self.log = dict(zip(self.metric_names, [self.learn.epoch, *row, self.epoch_times[-1]]))
+
+    # -- state (checkpoints) -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "values": self.values,
+            "losses": self.losses,
+            "lrs": self.lrs,
+            "moms": self.moms,
+            "iters": self.iters,
+            "epoch_times": self.epoch_times,
+            "smooth": None if self._smooth is None else self._smooth.cpu(),
+            "n_smooth": self._n_smooth,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = [list(v) for v in state["values"]]
+        self.losses = list(state["losses"])
+        self.lrs = list(state["lrs"])
+        self.moms = list(state["moms"])
+        self.iters = list(state["iters"])
+        self.epoch_times = list(state["epoch_times"])
+        smooth = state.get("smooth")
+        self._smooth = None if smooth is None else smooth.to(self.learn.dls.device)
+        self._n_smooth = int(state.get("n_smooth", 0))
+
+    # -- plots ---------------------------------------------------------------------------------------
+    def plot_loss(self, skip_start: int = 5, with_valid: bool = True, fname: str | None = None) -> Any:
+        """Plot training loss per batch (and validation loss per epoch); returns the matplotlib Figure."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = list(range(skip_start, len(self.losses)))
+        ax.plot(xs, self.losses[skip_start:], label="train")
+        if with_valid and self.values and any(v[1] is not None for v in self.values):
+            ends = [sum(self.iters[: i + 1]) for i in range(len(self.iters))]
+            vals = [v[1] for v in self.values[: len(ends)]]
+            ax.plot(ends, vals, marker="o", label="valid")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        return _finish(fig, fname)
+
+    def plot_sched(self, keys: tuple[str, ...] = ("lr", "mom"), fname: str | None = None) -> Any:
+        """Plot the learning rate and momentum of every training batch; returns the Figure."""
+        import matplotlib.pyplot as plt
+
+        series = {"lr": self.lrs, "mom": self.moms}
+        fig, axs = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+        for ax, k in zip(axs[0], keys):
+            ax.plot(series[k])
+            ax.set_title(k)
+            ax.set_xlabel("batch")
+        return _finish(fig, fname)
+
+    def plot_lr_find(self, skip_end: int = 5, fname: str | None = None) -> Any:
+        """Plot the last ``learn.lr_find()`` curve with its suggestions; returns the Figure."""
+        from ember.core.errors import EmberError
+        from ember.learner.lr_find import plot_lr_find
+
+        results = getattr(self, "lr_find_results", None)
+        if results is None:
+            raise EmberError("No lr_find curve recorded yet: run learn.lr_find() first.")
+        return plot_lr_find(*results, getattr(self, "lr_find_suggestions", None), skip_end=skip_end, fname=fname)
+
+
+def _finish(fig: Any, fname: str | None) -> Any:
+    fig.tight_layout()
+    if fname is not None:
+        fig.savefig(fname, dpi=100)
+    return fig

@@ -1,0 +1,137 @@
+"""Hyper-parameter schedules: annealing functions, the callback that applies them, and the fit policies.
+
+A schedule is a function of the fraction of training done (``pct`` in [0, 1]) returning a value, or
+an array of values (one per parameter group, for discriminative learning rates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ember.core.errors import ConfigError
+from ember.learner.callback import Callback
+from ember.learner.optim import set_hyper
+
+__all__ = [
+    "Schedule",
+    "sched_lin",
+    "sched_cos",
+    "sched_exp",
+    "sched_no",
+    "combine_scheds",
+    "one_cycle_scheds",
+    "flat_cos_scheds",
+    "ParamScheduler",
+]
+
+Value = Any  # a float or a numpy array of floats (one per parameter group)
+Schedule = Callable[[float], Value]
+
+
+def sched_lin(start: Value, end: Value) -> Schedule:
+    """Linear from `start` to `end`."""
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    return lambda pct: start + pct * (end - start)
+
+
+def sched_cos(start: Value, end: Value) -> Schedule:
+    """Half a cosine from `start` to `end`: flat at both ends, steepest in the middle."""
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    return lambda pct: start + (1 + math.cos(math.pi * (1 - pct))) * (end - start) / 2
+
+
+def sched_exp(start: Value, end: Value) -> Schedule:
+    """Exponential (geometric) from `start` to `end` (both > 0)."""
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    return lambda pct: start * (end / start) ** pct
+
+
+def sched_no(start: Value, end: Value | None = None) -> Schedule:
+    """Constant `start`."""
+    start = np.asarray(start, dtype=float)
+    return lambda pct: start
+
+
+def combine_scheds(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Schedule:
+    """Chain schedules: the i-th runs over a fraction `pcts[i]` of training (the fractions sum to 1)."""
+    if len(pcts) != len(scheds):
+        raise ConfigError(f"Expected one fraction per schedule; received {len(pcts)} fractions for {len(scheds)}.")
+    if abs(sum(pcts) - 1) > 1e-6 or min(pcts) < 0:
+        raise ConfigError(f"Expected non-negative fractions that sum to 1; received `pcts={list(pcts)}`.")
+    bounds = np.cumsum([0.0, *pcts])
+
+    def sched(pct: float) -> Value:
+        pct = min(max(pct, 0.0), 1.0)
+        i = int(np.searchsorted(bounds, pct, side="right") - 1)
+        i = min(max(i, 0), len(scheds) - 1)
+        while pcts[i] == 0 and i < len(scheds) - 1:
+            i += 1
+        width = pcts[i] or 1.0
+        return scheds[i]((pct - bounds[i]) / width)
+
+    return sched
+
+
+def one_cycle_scheds(
+    lr_max: Value,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    pct_start: float = 0.25,
+    moms: Sequence[float] | None = None,
+) -> dict[str, Schedule]:
+    """The one-cycle policy: lr warms up from ``lr_max/div`` to `lr_max` along a cosine over `pct_start`,
+    then anneals to ``lr_max/div_final``; momentum moves the other way (`moms` = start, middle, end)."""
+    if not 0 <= pct_start <= 1:
+        raise ConfigError(f"Expected `pct_start` in [0, 1]; received `pct_start={pct_start}`.")
+    lr_max = np.asarray(lr_max, dtype=float)
+    scheds = {
+        "lr": combine_scheds(
+            [pct_start, 1 - pct_start], [sched_cos(lr_max / div, lr_max), sched_cos(lr_max, lr_max / div_final)]
+        )
+    }
+    if moms is not None:
+        scheds["mom"] = combine_scheds(
+            [pct_start, 1 - pct_start], [sched_cos(moms[0], moms[1]), sched_cos(moms[1], moms[2])]
+        )
+    return scheds
+
+
+def flat_cos_scheds(lr: Value, div_final: float = 1e5, pct_start: float = 0.75) -> dict[str, Schedule]:
+    """Flat at `lr` for `pct_start` of training, then a cosine down to ``lr/div_final``."""
+    lr = np.asarray(lr, dtype=float)
+    return {"lr": combine_scheds([pct_start, 1 - pct_start], [sched_no(lr), sched_cos(lr, lr / div_final)])}
+
+
+class ParamScheduler(Callback):
+    """Set optimizer hyper-parameters from schedules before every training batch.
+
+    Args:
+        scheds: hyper-parameter name (``"lr"``, ``"mom"``, ``"wd"``) → schedule of the fraction of
+            training done. The fraction comes from ``learn.pct_train``, so a resumed run continues the
+            schedule where the interrupted one stopped.
+    """
+
+    order = 10
+    run_valid = False
+
+    def __init__(self, scheds: dict[str, Schedule]) -> None:
+        self.scheds = dict(scheds)
+
+    def before_fit(self) -> None:
+        self._apply(self.learn.pct_train)
+
+    def before_batch(self) -> None:
+        self._apply(self.learn.pct_train)
+
+    def _apply(self, pct: float) -> None:
+        opt = self.learn.opt
+        for name, sched in self.scheds.items():
+            v = sched(pct)
+            set_hyper(opt, name, float(v) if np.ndim(v) == 0 else [float(x) for x in v])
+
+    def __repr__(self) -> str:
+        return f"ParamScheduler({', '.join(self.scheds)})"

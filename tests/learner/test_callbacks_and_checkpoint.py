@@ -1,0 +1,163 @@
+"""Stock callbacks, checkpoints and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_classification, tiny_model
+from ember.core.errors import CallbackError, EmberError
+from ember.core.seed import set_seed
+from ember.data import DataLoaders
+from ember.learner import (
+    SGD,
+    Callback,
+    CSVLogger,
+    EarlyStoppingCallback,
+    GradientAccumulation,
+    GradientClip,
+    Learner,
+    SaveModelCallback,
+    TerminateOnNaNCallback,
+)
+from ember.metrics import accuracy
+
+
+def make_learner(tmp_path, seed=0, bs=32, **kwargs):
+    set_seed(seed)
+    x, y = make_classification(320)
+    dls = DataLoaders.from_tensors((x[:256], y[:256]), (x[256:], y[256:]), bs=bs, device="cpu")
+    kwargs.setdefault("loss_func", nn.CrossEntropyLoss())
+    learn = Learner(dls, tiny_model(seed=seed), path=tmp_path, **kwargs)
+    learn.silent = True
+    return learn
+
+
+class CrashAfter(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def before_epoch(self):
+        if self.learn.epoch == self.epoch + 1:
+            raise RuntimeError("power cut")
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+    full = make_learner(tmp_path / "a", metrics=accuracy)
+    full.model.append(nn.Dropout(0.1))  # uses the RNG during training: resume must restore it
+    full.fit_one_cycle(4, 1e-2)
+
+    crashed = make_learner(tmp_path / "b", metrics=accuracy)
+    crashed.model.append(nn.Dropout(0.1))
+    with pytest.raises(CallbackError, match="power cut"):
+        crashed.fit_one_cycle(4, 1e-2, checkpoint="run", cbs=CrashAfter(1))
+    assert (tmp_path / "b" / "models" / "run.ckpt").exists()
+    assert not list((tmp_path / "b" / "models").glob("*.tmp"))
+
+    resumed = make_learner(tmp_path / "b", seed=123, metrics=accuracy)  # a new process: other seed, fresh weights
+    resumed.model.append(nn.Dropout(0.1))
+    epochs = []
+
+    class Spy(Callback):
+        def before_epoch(self):
+            epochs.append(self.learn.epoch)
+
+    resumed.fit_one_cycle(4, 1e-2, checkpoint="run", resume=True, cbs=Spy())
+    assert epochs == [2, 3]
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert len(resumed.recorder.values) == 4
+    assert resumed.recorder.values[-1] == pytest.approx(full.recorder.values[-1])
+
+
+def test_resume_errors(tmp_path):
+    learn = make_learner(tmp_path)
+    with pytest.raises(EmberError, match="no checkpoint"):
+        learn.fit(2, resume=True)
+    learn.fit(2, checkpoint="c")
+    with pytest.raises(EmberError, match="2 epochs"):
+        learn.fit(3, checkpoint="c", resume=True)
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
+    def opt(ps, lr, **kw):
+        return SGD(ps, lr=lr, mom=0.0)
+
+    big = make_learner(tmp_path, bs=32, opt_func=opt)
+    big.model = nn.Sequential(nn.Linear(8, 2))  # no batch norm: batch statistics would differ
+    torch.manual_seed(5)
+    big.model[0].reset_parameters()
+    small = make_learner(tmp_path, bs=16, opt_func=opt)
+    small.model = nn.Sequential(nn.Linear(8, 2))
+    small.model[0].load_state_dict(big.model[0].state_dict())
+    for learn in (big, small):
+        learn.dls.train.dl = torch.utils.data.DataLoader(learn.dls.train.dataset, batch_size=learn.dls.bs)  # no shuffle
+    big.fit(1, lr=0.1)
+    small.fit(1, lr=0.1, cbs=GradientAccumulation(32))
+    assert torch.allclose(big.model[0].weight, small.model[0].weight, atol=1e-6)
+
+
+def test_gradient_clip_bounds_the_norm(tmp_path):
+    norms = []
+
+    class Norm(Callback):
+        order = 35  # after GradientClip (30)
+
+        def before_step(self):
+            norms.append(torch.nn.utils.get_total_norm([p.grad for p in self.learn.model.parameters()]).item())
+
+    learn = make_learner(tmp_path)
+    learn.fit(1, lr=1e-2, cbs=[GradientClip(0.01), Norm()])
+    assert max(norms) <= 0.01 + 1e-6
+
+
+def test_early_stopping_stops(tmp_path):
+    learn = make_learner(tmp_path, metrics=accuracy)
+    learn.fit(20, lr=0.0, cbs=EarlyStoppingCallback(monitor="valid_loss", patience=2))
+    assert len(learn.recorder.values) == 3  # epoch 0 sets the best; 1 and 2 do not improve
+
+
+def test_early_stopping_unknown_monitor(tmp_path):
+    learn = make_learner(tmp_path)
+    with pytest.raises(Exception, match="monitor"):
+        learn.fit(1, cbs=EarlyStoppingCallback(monitor="acuracy"))
+
+
+def test_save_model_keeps_the_best_and_loads_it(tmp_path):
+    learn = make_learner(tmp_path, metrics=accuracy)
+    snapshots = {}
+
+    class Snap(Callback):
+        order = 95
+
+        def after_epoch(self):
+            snapshots[self.learn.epoch] = (
+                {k: v.clone() for k, v in self.learn.model.state_dict().items()},
+                self.learn.recorder.log["valid_loss"],
+            )
+
+    learn.fit(4, lr=0.05, cbs=[SaveModelCallback(monitor="valid_loss", fname="best"), Snap()])
+    best_epoch = min(snapshots, key=lambda e: snapshots[e][1])
+    assert (tmp_path / "models" / "best.pth").exists()
+    for k, v in learn.model.state_dict().items():
+        assert torch.equal(v, snapshots[best_epoch][0][k])
+    learn.fit(2, lr=0.05, cbs=SaveModelCallback(every_epoch=True, fname="e"))
+    assert (tmp_path / "models" / "e_0.pth").exists() and (tmp_path / "models" / "e_1.pth").exists()
+
+
+def test_csv_logger(tmp_path):
+    learn = make_learner(tmp_path, metrics=accuracy)
+    cb = CSVLogger()
+    learn.fit(3, lr=1e-2, cbs=cb)
+    df = cb.read_log()
+    assert list(df.columns) == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert len(df) == 3 and df["valid_loss"].iloc[-1] == pytest.approx(learn.recorder.values[-1][1])
+
+
+def test_terminate_on_nan(tmp_path, capsys):
+    learn = make_learner(tmp_path)
+    learn.fit(3, lr=1e6, cbs=TerminateOnNaNCallback())
+    out = capsys.readouterr().out
+    assert "training stopped" in out and "lower learning rate" in out
+    assert len(learn.recorder.values) == 0 or learn.epoch < 2

@@ -1,0 +1,311 @@
+"""The training loop: events, cancellation, callbacks, policies, evaluation, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_classification, tiny_model
+from ember.core.errors import CallbackError, ConfigError, EmberError
+from ember.data import DataLoaders
+from ember.learner import (
+    EVENTS,
+    SGD,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    Learner,
+)
+from ember.metrics import accuracy
+
+
+class EventLog(Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+
+for _e in EVENTS:
+    setattr(EventLog, _e, (lambda name: lambda self: self.events.append(name))(_e))
+
+
+def one_batch_dls(n_train: int = 32, n_valid: int = 16, bs: int = 16) -> DataLoaders:
+    x, y = make_classification(n_train + n_valid)
+    return DataLoaders.from_tensors((x[:n_train], y[:n_train]), (x[n_train:], y[n_train:]), bs=bs, device="cpu")
+
+
+def quiet_learner(dls=None, **kwargs) -> Learner:
+    kwargs.setdefault("loss_func", nn.CrossEntropyLoss())
+    learn = Learner(dls or one_batch_dls(), tiny_model(), **kwargs)
+    learn.silent = True
+    return learn
+
+
+BATCH_TRAIN = [
+    "before_batch",
+    "after_pred",
+    "after_loss",
+    "before_backward",
+    "after_backward",
+    "before_step",
+    "after_step",
+    "after_batch",
+]
+BATCH_VALID = ["before_batch", "after_pred", "after_loss", "after_batch"]
+
+
+def test_event_order_of_one_epoch():
+    log = EventLog()
+    learn = quiet_learner(one_batch_dls(32, 16, bs=16))
+    learn.fit(1, cbs=log)
+    # 2 training batches of 16, 1 validation batch of 32 (valid bs is doubled)
+    expected = (
+        ["before_fit", "before_epoch", "before_train"]
+        + BATCH_TRAIN * 2
+        + ["after_train", "before_validate"]
+        + BATCH_VALID
+        + ["after_validate", "after_epoch", "after_fit"]
+    )
+    assert log.events == expected
+
+
+class CancelAt(Callback):
+    def __init__(self, event: str, exc: type[Exception], when=lambda learn: True) -> None:
+        self.event, self.exc, self.when = event, exc, when
+        self.seen: list[str] = []
+
+    def _maybe(self, name: str) -> None:
+        self.seen.append(name)
+        if name == self.event and self.when(self.learn):
+            raise self.exc()
+
+
+for _e in EVENTS:
+    setattr(CancelAt, _e, (lambda name: lambda self: self._maybe(name))(_e))
+
+
+def test_cancel_batch_skips_the_rest_of_the_batch_only():
+    cb = CancelAt("before_batch", CancelBatchException, lambda learn: learn.training)
+    learn = quiet_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    learn.fit(1, cbs=cb)
+    assert cb.seen.count("after_cancel_batch") == 2
+    assert "before_step" not in cb.seen
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))  # never stepped
+    assert "after_validate" in cb.seen
+
+
+def test_cancel_fit_runs_after_cancel_fit_then_after_fit():
+    cb = CancelAt("after_epoch", CancelFitException)
+    cb.order = 100  # after the recorder has written the epoch's row
+    learn = quiet_learner()
+    learn.fit(5, cbs=cb)
+    assert cb.seen.count("before_epoch") == 1
+    assert cb.seen[-2:] == ["after_cancel_fit", "after_fit"]
+    assert len(learn.recorder.values) == 1
+
+
+def test_cancel_train_still_validates_and_cancel_epoch_skips_validation():
+    cb = CancelAt("before_train", CancelTrainException)
+    quiet_learner().fit(1, cbs=cb)
+    assert "after_cancel_train" in cb.seen and "before_validate" in cb.seen
+    cb = CancelAt("before_train", CancelEpochException)
+    quiet_learner().fit(1, cbs=cb)
+    assert "after_cancel_epoch" in cb.seen and "before_validate" not in cb.seen
+
+
+def test_cancel_step_keeps_gradients():
+    cb = CancelAt("before_step", CancelStepException)
+    learn = quiet_learner()
+    learn.fit(1, cbs=cb)
+    assert all(p.grad is not None for p in learn.model.parameters())
+
+
+def test_callbacks_per_fit_are_removed_and_for_good_are_kept():
+    learn = quiet_learner()
+    log = EventLog()
+    learn.fit(1, cbs=log)
+    assert log not in learn.cbs
+    learn.add_cb(log)
+    learn.fit(1)
+    assert log in learn.cbs and log.learn is learn
+    learn.remove_cb(EventLog)
+    assert log not in learn.cbs
+
+
+def test_callback_order_is_respected():
+    calls = []
+
+    class A(Callback):
+        order = 5
+
+        def before_fit(self):
+            calls.append("A")
+
+    class B(Callback):
+        order = 1
+
+        def before_fit(self):
+            calls.append("B")
+
+    quiet_learner().fit(0, cbs=[A(), B()])
+    assert calls == ["B", "A"]
+
+
+def test_callbacks_can_replace_loop_state():
+    class DoubleLoss(Callback):
+        def after_loss(self):
+            self.learn.loss_grad = self.learn.loss_grad * 0  # no learning signal at all
+
+    learn = quiet_learner()
+    before = [p.clone() for p in learn.model.parameters()]
+    learn.fit(1, lr=1e-2, wd=0.0, cbs=DoubleLoss())
+    after = list(learn.model.parameters())
+    # Only Adam's epsilon-sized moves are possible with zero gradients: weights stay put.
+    assert all(torch.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_unknown_hook_name_is_an_error_at_class_definition():
+    with pytest.raises(EmberError, match="before_bach.*Did you mean 'before_batch'"):
+
+        class Typo(Callback):
+            def before_bach(self):
+                pass
+
+
+def test_failing_callback_is_reraised_naming_callback_and_event():
+    class Broken(Callback):
+        def after_loss(self):
+            raise ValueError("boom")
+
+    learn = quiet_learner()
+    with pytest.raises(CallbackError, match=r"Broken failed in `after_loss`: ValueError: boom") as info:
+        learn.fit(1, cbs=Broken())
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not any(isinstance(c, Broken) for c in learn.cbs)
+
+
+def test_loop_state_is_exposed():
+    seen = []
+
+    class Spy(Callback):
+        def after_batch(self):
+            seen.append((self.learn.epoch, self.learn.iter, self.learn.n_iter, self.learn.training))
+
+    quiet_learner().fit(2, cbs=Spy())
+    assert seen == [
+        (0, 0, 2, True),
+        (0, 1, 2, True),
+        (0, 0, 1, False),
+        (1, 0, 2, True),
+        (1, 1, 2, True),
+        (1, 0, 1, False),
+    ]
+
+
+def test_matches_a_plain_pytorch_loop():
+    """Same seed, same data order, same optimizer: ember's fit gives the weights a hand-written loop gives."""
+    x, y = make_classification(64)
+    loss_func = nn.CrossEntropyLoss()
+
+    torch.manual_seed(1)
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
+    plain = tiny_model(seed=3)
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        plain.train()
+        for xb, yb in dl:
+            loss = loss_func(plain(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+    torch.manual_seed(1)
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
+    learn = Learner(
+        DataLoaders(dl, device="cpu"),
+        tiny_model(seed=3),
+        loss_func=loss_func,
+        opt_func=lambda ps, lr, **kw: SGD(ps, lr=lr, wd=0.0, mom=0.9),
+    )
+    learn.silent = True
+    learn.fit(2, lr=0.1)
+    for a, b in zip(plain.state_dict().values(), learn.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_training_reduces_the_loss_and_metrics_are_recorded(tiny_dls):
+    learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
+    learn.silent = True
+    learn.fit_one_cycle(4, 1e-2)
+    values = learn.recorder.values
+    assert len(values) == 4
+    assert values[-1][0] < values[0][0]  # train loss falls
+    assert values[-1][2] > 0.85  # accuracy on an easy problem
+    assert learn.recorder.metric_names == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert len(learn.recorder.losses) == 4 * len(tiny_dls.train)
+
+
+def test_validate_and_get_preds(tiny_learner):
+    learn = tiny_learner
+    learn.metrics = [__import__("ember.metrics", fromlist=["as_metric"]).as_metric(accuracy)]
+    learn.fit(2, 1e-2)
+    loss, acc = learn.validate()
+    preds, targs = learn.get_preds()
+    assert preds.shape == (64, 2) and targs.shape == (64,)
+    assert torch.allclose(preds.sum(1), torch.ones(64), atol=1e-5)  # softmax applied for cross-entropy
+    assert acc == pytest.approx((preds.argmax(1) == targs).float().mean().item())
+    ref = nn.functional.cross_entropy(torch.log(preds), targs).item()
+    assert loss == pytest.approx(ref, rel=1e-4)
+    preds, targs, dec, inp, losses = learn.get_preds(with_decoded=True, with_input=True, with_loss=True)
+    assert torch.equal(dec, preds.argmax(1))
+    assert inp.shape == (64, 8) and losses.shape == (64,)
+    assert losses.mean().item() == pytest.approx(loss, rel=1e-4)
+
+
+def test_bad_arguments_get_clear_errors(tiny_dls):
+    with pytest.raises(ConfigError, match="dls"):
+        Learner([1, 2], tiny_model(), loss_func=nn.CrossEntropyLoss())
+    with pytest.raises(ConfigError, match="precision.*'fp16'"):
+        Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), precision="fp16")
+    with pytest.raises(ConfigError, match="loss_func"):
+        Learner(tiny_dls, tiny_model())
+    with pytest.raises(ConfigError, match="model"):
+        Learner(tiny_dls, "resnet", loss_func=nn.CrossEntropyLoss())
+
+
+def test_save_and_load_roundtrip(tiny_learner):
+    learn = tiny_learner
+    learn.fit(1, 1e-2)
+    path = learn.save("stage1")
+    assert path.exists() and path.name == "stage1.pth"
+    weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.fit(1, 1e-2)
+    learn.load("stage1")
+    for k, v in learn.model.state_dict().items():
+        assert torch.equal(v, weights[k])
+    with pytest.raises(EmberError, match="No file"):
+        learn.load("missing")
+
+
+def test_summary_lists_layers_shapes_and_params(tiny_learner):
+    text = tiny_learner.summary(print_out=False)
+    assert "Linear" in text and "32 x 16" in text and "32 x 2" in text
+    n = sum(p.numel() for p in tiny_learner.model.parameters())
+    assert f"Total params: {n:,}" in text
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_on_cpu(tiny_dls, precision):
+    learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), precision=precision, metrics=accuracy)
+    learn.silent = True
+    learn.fit_one_cycle(3, 1e-2)
+    assert (learn.scaler is not None) == (precision == "16-mixed")
+    assert math.isfinite(learn.recorder.values[-1][1])
+    assert learn.recorder.values[-1][2] > 0.8
+    assert all(p.dtype == torch.float32 for p in learn.model.parameters())  # weights stay in fp32
