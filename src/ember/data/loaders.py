@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ember.core.device import default_device, to_device
 from ember.core.errors import ConfigError, DataError, expected
+from ember.data.transform import Transform, as_transform
 
 __all__ = ["DeviceLoader", "DataLoaders"]
 
-BatchTfm = Callable[[tuple], tuple]
+BatchTfm = Transform | Callable[[tuple], tuple]
 
 
 def _as_tuple(batch: Any) -> tuple:
@@ -41,8 +42,11 @@ class DeviceLoader:
     Args:
         dl: the torch DataLoader.
         device: where batches go; ``None`` leaves them where the DataLoader put them.
-        batch_tfms: callables ``batch -> batch`` run, in order, after the move to the device.
+        batch_tfms: :class:`~ember.data.transform.Transform` objects (or plain callables
+            ``batch -> batch``) run, in order, on the device after the move.
         n_inp: how many leading batch elements are inputs.
+        kinds: what each batch element is (``("image", "category")``); transforms act by kind.
+        split: 0 for a training loader (augmentations run), 1 for validation/inference.
     """
 
     def __init__(
@@ -51,20 +55,27 @@ class DeviceLoader:
         device: torch.device | str | None = None,
         batch_tfms: Sequence[BatchTfm] | None = None,
         n_inp: int = 1,
+        kinds: Sequence[str] | None = None,
+        split: int = 0,
     ) -> None:
         if not isinstance(dl, DataLoader):
             raise ConfigError(expected("a torch.utils.data.DataLoader", "dl", type(dl).__name__))
         self.dl = dl
         self.device = torch.device(device) if device is not None else None
-        self.batch_tfms = list(batch_tfms or [])
+        self.batch_tfms = sorted((as_transform(t) for t in batch_tfms or []), key=lambda t: t.order)
         self.n_inp = n_inp
+        self.kinds = tuple(kinds) if kinds is not None else None
+        self.split = split
 
     def __iter__(self) -> Iterator[tuple]:
-        device, tfms = self.device, self.batch_tfms
+        device, tfms, split = self.device, self.batch_tfms, self.split
+        kinds = self.kinds
         for batch in self.dl:
             batch = to_device(_as_tuple(batch), device)
-            for tfm in tfms:
-                batch = tfm(batch)
+            if tfms:
+                k = kinds if kinds is not None else ("any",) * len(batch)
+                for tfm in tfms:
+                    batch = tfm(batch, k, split)
             yield batch
 
     def __len__(self) -> int:
@@ -97,7 +108,9 @@ class DeviceLoader:
         """A copy with another torch DataLoader, or this one rebuilt with some arguments changed (e.g. ``bs=``)."""
         if dl is None:
             dl = _rebuild_dl(self.dl, **dl_kwargs)
-        return type(self)(dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp)
+        return type(self)(
+            dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp, kinds=self.kinds, split=self.split
+        )
 
 
 def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
@@ -154,7 +167,7 @@ class DataLoaders:
             dl.n_inp = self.n_inp
             return dl
         if isinstance(dl, DataLoader):
-            return DeviceLoader(dl, device=self.device, n_inp=self.n_inp)
+            return DeviceLoader(dl, device=self.device, n_inp=self.n_inp, split=0 if name == "train" else 1)
         raise ConfigError(expected("a torch DataLoader or an ember DeviceLoader", name, type(dl).__name__))
 
     @classmethod

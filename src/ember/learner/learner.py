@@ -544,7 +544,7 @@ class Learner:
         if isinstance(dl, DeviceLoader):
             return dl.to(self.dls.device) if dl.device is None else dl
         if isinstance(dl, torch.utils.data.DataLoader):
-            return DeviceLoader(dl, device=self.dls.device, n_inp=self.dls.n_inp)
+            return DeviceLoader(dl, device=self.dls.device, n_inp=self.dls.n_inp, split=1)
         if isinstance(dl, int):
             return self.dls[dl]
         raise ConfigError(expected("a DataLoader, a DeviceLoader or a loader index", name, type(dl).__name__))
