@@ -4,21 +4,28 @@ A batch is a tuple of tensors. The first `n_inp` elements are the model's inputs
 targets. Each loader wraps a plain :class:`torch.utils.data.DataLoader` (workers, pinned memory and
 samplers behave exactly as PyTorch users expect) and adds two things: the move to the device and
 the batch transforms that run there (augmentation, normalization), in that order.
+
+Loaders built from :class:`~ember.data.datasets.Datasets` (by ``DataBlock.dataloaders`` or
+:meth:`DataLoaders.from_dsets`) also know their blocks, so they can decode and show batches
+(:meth:`DataLoaders.show_batch`), suggest a loss (``dls.loss_func``) and the number of outputs
+(``dls.c``), and build loaders over new items (:meth:`DataLoaders.test_dl`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ember.core.device import default_device, to_device
+from ember.core.device import default_device, to_cpu, to_device
 from ember.core.errors import ConfigError, DataError, expected
+from ember.core.seed import seed_worker
 from ember.data.transform import Transform, as_transform
 
-__all__ = ["DeviceLoader", "DataLoaders"]
+__all__ = ["DeviceLoader", "DataLoaders", "make_loader"]
 
 BatchTfm = Transform | Callable[[tuple], tuple]
 
@@ -47,6 +54,7 @@ class DeviceLoader:
         n_inp: how many leading batch elements are inputs.
         kinds: what each batch element is (``("image", "category")``); transforms act by kind.
         split: 0 for a training loader (augmentations run), 1 for validation/inference.
+        blocks: the block of each batch element (needed to decode and show batches).
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class DeviceLoader:
         n_inp: int = 1,
         kinds: Sequence[str] | None = None,
         split: int = 0,
+        blocks: Sequence[Any] | None = None,
     ) -> None:
         if not isinstance(dl, DataLoader):
             raise ConfigError(expected("a torch.utils.data.DataLoader", "dl", type(dl).__name__))
@@ -64,6 +73,9 @@ class DeviceLoader:
         self.device = torch.device(device) if device is not None else None
         self.batch_tfms = sorted((as_transform(t) for t in batch_tfms or []), key=lambda t: t.order)
         self.n_inp = n_inp
+        self.blocks = list(blocks) if blocks is not None else None
+        if kinds is None and self.blocks is not None:
+            kinds = [b.kind for b in self.blocks]
         self.kinds = tuple(kinds) if kinds is not None else None
         self.split = split
 
@@ -109,8 +121,102 @@ class DeviceLoader:
         if dl is None:
             dl = _rebuild_dl(self.dl, **dl_kwargs)
         return type(self)(
-            dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp, kinds=self.kinds, split=self.split
+            dl,
+            device=self.device,
+            batch_tfms=self.batch_tfms,
+            n_inp=self.n_inp,
+            kinds=self.kinds,
+            split=self.split,
+            blocks=self.blocks,
         )
+
+    def decode(self, batch: Sequence[torch.Tensor]) -> tuple:
+        """Undo the batch transforms (their ``decode``, in reverse order) and move the batch to the CPU."""
+        batch = _as_tuple(batch)
+        kinds = self.kinds if self.kinds is not None else ("any",) * len(batch)
+        kinds = kinds[: len(batch)]
+        for tfm in reversed(self.batch_tfms):
+            batch = tfm.decode(batch, kinds)
+        return to_cpu(batch)
+
+    def decode_batch(self, batch: Sequence[torch.Tensor], max_n: int = 9) -> list[tuple]:
+        """The first `max_n` samples of a batch as human values: one tuple per sample, one value per block."""
+        if self.blocks is None:
+            raise DataError(
+                "This loader does not know its blocks, so it cannot decode batches. "
+                "Build it with DataBlock.dataloaders or DataLoaders.from_dsets."
+            )
+        batch = self.decode(batch)
+        n = min(max_n, len(batch[0]))
+        return [tuple(block.decode(x[i]) for block, x in zip(self.blocks, batch)) for i in range(n)]
+
+    def show_batch(
+        self,
+        batch: Sequence[torch.Tensor] | None = None,
+        max_n: int = 9,
+        nrows: int | None = None,
+        ncols: int | None = None,
+        figsize: tuple[float, float] | None = None,
+        fname: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw the first `max_n` samples of `batch` (default: the first batch); returns the matplotlib Figure."""
+        from ember.data.show import show_batch
+
+        samples = self.decode_batch(batch if batch is not None else self.one_batch(), max_n=max_n)
+        return show_batch(
+            samples, self.blocks, n_inp=self.n_inp, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, **kwargs
+        )
+
+
+def _default_workers(dataset: Dataset) -> int:
+    # A fully cached dataset is a list lookup: worker processes would only add the cost of sending tensors.
+    if getattr(dataset, "is_cached", False):
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def make_loader(
+    dataset: Dataset,
+    bs: int = 64,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    num_workers: int | None = None,
+    device: torch.device | str | None = None,
+    collate_fn: Callable[[list], Any] | None = None,
+    **kwargs: Any,
+) -> DataLoader:
+    """A torch DataLoader with ember's defaults.
+
+    Args:
+        num_workers: ``None`` picks 0 for a fully cached dataset, else ``min(8, cpu_count)``.
+        device: the device batches go to; pinned memory is used when it is CUDA.
+        collate_fn: ``None`` takes the dataset's ``collate`` method if it has one.
+
+    Workers are persistent and seeded by :func:`~ember.core.seed.seed_worker`; shuffling uses a
+    generator seeded from torch's, so ``set_seed`` makes the order reproducible.
+    """
+    if not isinstance(bs, int) or bs < 1:
+        raise ConfigError(expected("a positive int", "bs", bs))
+    if num_workers is None:
+        num_workers = _default_workers(dataset)
+    if collate_fn is None:
+        collate_fn = getattr(dataset, "collate", None)
+    settings: dict[str, Any] = {
+        "batch_size": bs,
+        "shuffle": shuffle,
+        "drop_last": drop_last,
+        "num_workers": num_workers,
+        "collate_fn": collate_fn,
+        "pin_memory": device is not None and torch.device(device).type == "cuda",
+        "worker_init_fn": seed_worker,
+        # Drawn from torch's global generator, so set_seed() before building the loaders fixes every epoch's order.
+        "generator": torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item())),
+    }
+    if num_workers > 0:
+        settings["persistent_workers"] = True
+    settings.update(kwargs)
+    return DataLoader(dataset, **settings)
 
 
 def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
@@ -145,7 +251,13 @@ class DataLoaders:
 
     >>> dls = DataLoaders(train_dl, valid_dl)          # doctest: +SKIP
     >>> xb, yb = dls.one_batch()                       # doctest: +SKIP
+
+    Built from Datasets (``DataBlock(...).dataloaders(source)``), they also have ``blocks``,
+    ``kinds``, ``vocab``, ``c``, ``loss_func``, ``dsets``, and can decode, show and make test loaders.
     """
+
+    blocks: list[Any] | None = None
+    dsets: Any = None
 
     def __init__(
         self,
@@ -196,6 +308,120 @@ class DataLoaders:
         if valid is not None:
             valid_dl = DataLoader(TensorDataset(*valid), batch_size=bs * 2, shuffle=False, **dl_kwargs)
         return cls(train_dl, valid_dl, device=device, n_inp=n_inp)
+
+    @classmethod
+    def from_dsets(
+        cls,
+        dsets: Any,
+        bs: int = 64,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        num_workers: int | None = None,
+        device: torch.device | str | None = None,
+        batch_tfms: Sequence[BatchTfm] | None = None,
+        **dl_kwargs: Any,
+    ) -> DataLoaders:
+        """Loaders over :class:`~ember.data.datasets.Datasets` (``dsets.train`` and ``dsets.valid``).
+
+        The training loader shuffles and drops the last partial batch (unless the training set is
+        smaller than `bs`); the validation loader keeps the order and every item, with the same `bs`.
+
+        Args:
+            num_workers: ``None``: 0 when the data is fully cached in memory, else ``min(8, cpu_count)``.
+            batch_tfms: transforms run on each batch on the device (``split`` 0 for training, 1 for validation).
+            dl_kwargs: passed to :class:`torch.utils.data.DataLoader`.
+        """
+        device = default_device(device)
+        train_ds, valid_ds = dsets.train, dsets.valid
+        common = {"num_workers": num_workers, "device": device, **dl_kwargs}
+        train_dl = make_loader(train_ds, bs, shuffle=shuffle, drop_last=drop_last and len(train_ds) >= bs, **common)
+        loaders = [DeviceLoader(train_dl, device, batch_tfms, n_inp=dsets.n_inp, split=0, blocks=dsets.blocks)]
+        if len(valid_ds) > 0:
+            valid_dl = make_loader(valid_ds, bs, shuffle=False, drop_last=False, **common)
+            loaders.append(DeviceLoader(valid_dl, device, batch_tfms, n_inp=dsets.n_inp, split=1, blocks=dsets.blocks))
+        dls = cls(*loaders, device=device, n_inp=dsets.n_inp)
+        dls.blocks, dls.dsets = list(dsets.blocks), dsets
+        return dls
+
+    # -- what the blocks tell ---------------------------------------------------------------------------
+    @property
+    def kinds(self) -> tuple[str, ...] | None:
+        """The kind of each batch element (``("image", "category")``), when known."""
+        if self.blocks is not None:
+            return tuple(b.kind for b in self.blocks)
+        return self.train.kinds
+
+    @property
+    def target_blocks(self) -> list[Any]:
+        return list(self.blocks[self.n_inp :]) if self.blocks is not None else []
+
+    @property
+    def vocab(self) -> list[str] | None:
+        """The vocabulary of the first target block that has one (``None`` otherwise)."""
+        for block in self.target_blocks:
+            if getattr(block, "vocab", None) is not None:
+                return block.vocab
+        return None
+
+    @property
+    def c(self) -> int | None:
+        """The number of model outputs the target needs (classes, or regression values)."""
+        targets = self.target_blocks
+        for block in targets:
+            if getattr(block, "vocab", None) is not None:
+                return block.n_out
+        return targets[0].n_out if targets else None
+
+    @property
+    def loss_func(self) -> Any:
+        """The default loss: set explicitly, else the single target block's (``None`` when unknown)."""
+        explicit = self.__dict__.get("_loss_func")
+        if explicit is not None:
+            return explicit
+        targets = self.target_blocks
+        return targets[0].loss_func if len(targets) == 1 else None
+
+    @loss_func.setter
+    def loss_func(self, value: Any) -> None:
+        self.__dict__["_loss_func"] = value
+
+    # -- decoding, showing, new items -------------------------------------------------------------------
+    def decode_batch(self, batch: Sequence[torch.Tensor], max_n: int = 9) -> list[tuple]:
+        """The first `max_n` samples of a batch as human values (one tuple per sample)."""
+        return self.train.decode_batch(batch, max_n=max_n)
+
+    def show_batch(
+        self,
+        batch: Sequence[torch.Tensor] | None = None,
+        max_n: int = 9,
+        nrows: int | None = None,
+        ncols: int | None = None,
+        figsize: tuple[float, float] | None = None,
+        fname: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw `max_n` training samples (augmented, then decoded); returns the matplotlib Figure."""
+        return self.train.show_batch(
+            batch, max_n=max_n, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, **kwargs
+        )
+
+    def test_dl(
+        self, items: Sequence[Any] | Any, with_labels: bool = False, bs: int | None = None, **dl_kwargs: Any
+    ) -> DeviceLoader:
+        """A loader over new raw items, encoded and transformed as validation data (no shuffling).
+
+        Args:
+            items: raw items, as `get_items` would return them (paths, DataFrame rows).
+            with_labels: the items also have targets to encode; otherwise batches hold the inputs only.
+            bs: the batch size (default: the training loader's).
+        """
+        if self.dsets is None:
+            raise DataError("test_dl needs DataLoaders built from Datasets (e.g. by DataBlock.dataloaders).")
+        ds = self.dsets.new(items, with_labels=with_labels)
+        ref = self.valid if self.valid is not None else self.train
+        dl_kwargs.setdefault("num_workers", 0 if len(ds) <= 256 else None)
+        dl = make_loader(ds, bs or self.bs or 64, shuffle=False, drop_last=False, device=self.device, **dl_kwargs)
+        return DeviceLoader(dl, self.device, ref.batch_tfms, n_inp=self.n_inp, split=1, blocks=ds.blocks)
 
     @property
     def loaders(self) -> list[DeviceLoader]:

@@ -11,6 +11,16 @@ Attributes:
     split_idx: ``None`` applies everywhere, ``0`` to training data only (augmentation), ``1`` to
         validation only.
     order: transforms of one list run in increasing `order`.
+    deterministic: ``True`` when the transform always gives the same output for the same input (a
+        resize, not a random crop). An item transform that is deterministic and has ``split_idx is
+        None`` can be cached: :class:`~ember.data.datasets.Datasets` store the result of the blocks'
+        encoding followed by the leading run of such transforms, so that decoding and resizing happen
+        once rather than every epoch. Transforms that run after the cache must not change their
+        input in place (they would change the cached tensors).
+
+Decoding: :meth:`Transform.decode` undoes a batch transform for display (``decode_<kind>`` methods,
+e.g. a normalization multiplies the standard deviation back in). Loaders call the batch transforms'
+``decode`` in reverse order before the blocks decode each element.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Transform", "apply_tfms", "FuncTransform"]
+__all__ = ["Transform", "apply_tfms", "FuncTransform", "as_transform"]
 
 
 class Transform:
@@ -26,6 +36,7 @@ class Transform:
 
     split_idx: int | None = None
     order: int = 0
+    deterministic: bool = False
 
     def before_call(self, sample: tuple, kinds: Sequence[str], split: int) -> None:
         """Draw the random parameters shared by every element of this sample/batch (default: nothing)."""
@@ -37,6 +48,14 @@ class Transform:
         out = []
         for x, kind in zip(sample, kinds):
             f = getattr(self, f"encode_{kind}", None)
+            out.append(f(x) if f is not None else x)
+        return tuple(out)
+
+    def decode(self, batch: tuple, kinds: Sequence[str]) -> tuple:
+        """Undo this transform for display, element by element, with ``decode_<kind>`` methods (default: unchanged)."""
+        out = []
+        for x, kind in zip(batch, kinds):
+            f = getattr(self, f"decode_{kind}", None)
             out.append(f(x) if f is not None else x)
         return tuple(out)
 
@@ -64,6 +83,10 @@ class FuncTransform(Transform):
         if self.split_idx is not None and self.split_idx != split:
             return sample
         return self.func(sample)
+
+    def decode(self, batch: tuple, kinds: Sequence[str]) -> tuple:
+        """A plain function cannot be undone: the batch is returned unchanged."""
+        return batch
 
     def __repr__(self) -> str:
         return f"FuncTransform({getattr(self.func, '__name__', self.func)!r})"

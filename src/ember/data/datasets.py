@@ -1,0 +1,358 @@
+"""`Datasets`: items turned into encoded samples, split into training and validation, cached in memory.
+
+For each item, a getter per block reads the raw value (``get_x``/``get_y``: a path, a label), the
+block encodes it into a tensor, and the item transforms run on the sample (a tuple, one element per
+block). Encoding and the leading run of *deterministic* item transforms (a resize) give the same
+result every epoch, so when the data fits in memory that result is computed once, by a thread pool,
+and kept: decoding image files every epoch would otherwise be most of the CPU's work. Random item
+transforms (a random crop) run on every access, after the cache.
+
+>>> from ember.data.block import CategoryBlock, TransformBlock
+>>> ds = Datasets([1.0, 2.0, 3.0, 4.0], [TransformBlock(), CategoryBlock()],
+...               getters=[None, lambda v: "big" if v > 2 else "small"], splits=([0, 1, 2], [3]))
+>>> ds.train[0], ds.valid.decode(ds.valid[0])
+((tensor(1.), tensor(1)), (tensor(4.), 'big'))
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ember.core.errors import ConfigError, DataError, EmberError, expected
+from ember.data.transform import Transform, as_transform
+
+__all__ = ["Datasets", "cache_budget"]
+
+_GIB = 1024**3
+# Items encoded to estimate the size of the cache, and the seconds of cache filling before a progress bar shows.
+_N_ESTIMATE = 4
+_QUIET_SECONDS = 2.0
+
+
+def cache_budget() -> int:
+    """Bytes the in-memory cache may take when ``cache=None``: a quarter of the available RAM, at most 8 GiB.
+
+    When the available memory cannot be read, 2 GiB.
+    """
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 2 * _GIB
+    return min(avail // 4, 8 * _GIB)
+
+
+def _is_frame(items: Any) -> bool:
+    return hasattr(items, "iloc") and hasattr(items, "columns")
+
+
+def _item_repr(item: Any, n: int = 120) -> str:
+    if hasattr(item, "to_dict") and hasattr(item, "index"):  # a DataFrame row
+        item = item.to_dict()
+    text = str(item) if isinstance(item, os.PathLike) else repr(item)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _nbytes(sample: tuple) -> int:
+    # 128 bytes per tensor approximates the Python object's own overhead.
+    return sum(x.numel() * x.element_size() + 128 for x in sample if isinstance(x, torch.Tensor))
+
+
+def _name(obj: Any) -> str:
+    return getattr(obj, "__name__", None) or repr(obj)
+
+
+class Datasets(Dataset):
+    """Items and blocks, giving encoded samples (tuples of tensors); ``.train`` and ``.valid`` are the splits.
+
+    Args:
+        items: a list of items (paths, values) or a DataFrame (its rows are the items).
+        blocks: one block instance per sample element.
+        getters: one callable per block, ``item -> raw value`` (``None``: the item itself).
+        n_inp: how many leading elements are inputs.
+        item_tfms: transforms run on each sample after encoding (sorted by ``order``).
+        splits: ``(train_idx, valid_idx)``; ``None`` puts every item in training.
+        cache: keep the encoded (and deterministically transformed) samples in memory; ``None``
+            decides by size (see :func:`cache_budget`).
+        setup: let the blocks learn their state (vocab, …) from the training values; ``False`` when
+            they are already set up (new items for inference).
+
+    Raises:
+        DataError: a getter fails on an item, or a block rejects a value (e.g. a validation label that
+            no training item has); the message names the item.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Any] | Any,
+        blocks: Sequence[Any],
+        getters: Sequence[Callable[[Any], Any] | None] | None = None,
+        n_inp: int = 1,
+        item_tfms: Sequence[Transform | Callable] | None = None,
+        splits: tuple[Sequence[int], Sequence[int]] | None = None,
+        cache: bool | None = None,
+        setup: bool = True,
+    ) -> None:
+        self.items_all = items if _is_frame(items) else list(items)
+        self.blocks = list(blocks)
+        if not self.blocks:
+            raise ConfigError(expected("at least one block", "blocks", blocks))
+        getters = list(getters) if getters is not None else [None] * len(self.blocks)
+        if len(getters) != len(self.blocks):
+            raise ConfigError(expected(f"one getter per block ({len(self.blocks)})", "getters", getters))
+        self.getters = getters
+        self.n_inp = n_inp
+        tfms = sorted((as_transform(t) for t in item_tfms or []), key=lambda t: t.order)
+        n_cached = 0
+        while n_cached < len(tfms) and tfms[n_cached].deterministic and tfms[n_cached].split_idx is None:
+            n_cached += 1
+        self.item_tfms = tfms
+        self.cached_tfms, self.random_tfms = tfms[:n_cached], tfms[n_cached:]
+        n = len(self.items_all)
+        self.raw = self._read_raw()
+        train_idx, valid_idx = splits if splits is not None else (range(n), [])
+        self.splits = ([int(i) for i in train_idx], [int(i) for i in valid_idx])
+        if setup:
+            for j, block in enumerate(self.blocks):
+                block.setup([self.raw[i][j] for i in self.splits[0]])
+        self._validate()
+        self.idxs: list[int] = list(range(n))
+        self.split = 0
+        self._cache: list[tuple | None] | None = [None] * n
+        self.cache = self._decide_cache(cache)
+
+    # -- construction helpers -------------------------------------------------------------------------
+    def _item(self, i: int) -> Any:
+        return self.items_all.iloc[i] if _is_frame(self.items_all) else self.items_all[i]
+
+    def _read_raw(self) -> list[tuple]:
+        """Apply the getters to every item (cheap: paths and labels, not file contents)."""
+        n = len(self.items_all)
+        columns = []
+        for j, get in enumerate(self.getters):
+            where = f"reading the value of block {j} ({type(self.blocks[j]).__name__}) with {_name(get)}"
+            if get is not None and _is_frame(self.items_all) and hasattr(get, "read_frame"):
+                try:
+                    columns.append(get.read_frame(self.items_all))
+                    continue
+                except EmberError as e:
+                    raise DataError(f"Failed {where}: {e}") from e
+            col = []
+            for i in range(n):
+                item = self._item(i)
+                try:
+                    col.append(get(item) if get is not None else item)
+                except Exception as e:
+                    raise DataError(f"Failed {where} on item {i} ({_item_repr(item)}): {type(e).__name__}: {e}") from e
+            columns.append(col)
+        return list(zip(*columns)) if columns else [() for _ in range(n)]
+
+    def _validate(self) -> None:
+        valid = set(self.splits[1])
+        for j, block in enumerate(self.blocks):
+            check = getattr(block, "validate", None)
+            if check is None:
+                continue
+            for i in self.splits[1] + self.splits[0]:
+                try:
+                    check(self.raw[i][j])
+                except EmberError as e:
+                    where = "validation" if i in valid else "training"
+                    raise DataError(f"Item {i} ({_item_repr(self._item(i))}, in the {where} set): {e}") from e
+
+    def _decide_cache(self, cache: bool | None) -> bool:
+        if cache is not None:
+            if not cache:
+                self._cache = None
+            return bool(cache)
+        n = len(self.items_all)
+        if n == 0:
+            return True
+        k = min(_N_ESTIMATE, n)
+        size = sum(_nbytes(self._encoded(i)) for i in range(k)) / k * n
+        if size > cache_budget():
+            self._cache = None
+            return False
+        return True
+
+    # -- the samples ------------------------------------------------------------------------------------
+    def _encoded(self, i: int) -> tuple:
+        """Item `i` encoded by every block and through the cacheable transforms (from the cache if there)."""
+        cache = self._cache
+        if cache is not None and cache[i] is not None:
+            return cache[i]
+        sample = []
+        for j, block in enumerate(self.blocks):
+            try:
+                sample.append(block.encode(self.raw[i][j]))
+            except Exception as e:
+                raise DataError(
+                    f"{type(block).__name__} could not encode item {i} ({_item_repr(self._item(i))}): "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+        out = self._apply(tuple(sample), self.cached_tfms, 0, i)
+        if cache is not None:
+            cache[i] = out
+        return out
+
+    def _apply(self, sample: tuple, tfms: Sequence[Transform], split: int, i: int) -> tuple:
+        kinds = self.kinds
+        for t in tfms:
+            try:
+                sample = t(sample, kinds, split)
+            except Exception as e:
+                raise DataError(
+                    f"The item transform {t!r} failed on item {i} ({_item_repr(self._item(i))}): "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+        return sample
+
+    def __getitem__(self, j: int) -> tuple:
+        i = self.idxs[j]
+        sample = self._encoded(i)
+        if self.random_tfms:
+            sample = self._apply(sample, self.random_tfms, self.split, i)
+        return sample
+
+    def __len__(self) -> int:
+        return len(self.idxs)
+
+    def collate(self, samples: list[tuple]) -> tuple:
+        """Batch samples element by element, each with its block's ``collate`` (the DataLoader's ``collate_fn``)."""
+        return tuple(block.collate([s[j] for s in samples]) for j, block in enumerate(self.blocks))
+
+    def decode(self, sample: tuple) -> tuple:
+        """An encoded sample (CPU tensors) -> human values, one per block."""
+        return tuple(block.decode(x) for block, x in zip(self.blocks, sample))
+
+    # -- splits and views -------------------------------------------------------------------------------
+    def _view(self, idxs: Sequence[int], split: int) -> Datasets:
+        view = type(self).__new__(type(self))
+        view.__dict__.update(self.__dict__)  # shares blocks, raw values and the cache list
+        view.idxs, view.split = list(idxs), split
+        return view
+
+    @property
+    def train(self) -> Datasets:
+        """The training items (random item transforms run with ``split=0``)."""
+        return self._view(self.splits[0], 0)
+
+    @property
+    def valid(self) -> Datasets:
+        """The validation items (``split=1``: training-only transforms are skipped)."""
+        return self._view(self.splits[1], 1)
+
+    @property
+    def items(self) -> Any:
+        """The items of this view (a list, or a DataFrame of the rows)."""
+        if _is_frame(self.items_all):
+            return self.items_all.iloc[self.idxs]
+        return [self.items_all[i] for i in self.idxs]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(b.kind for b in self.blocks)
+
+    @property
+    def vocab(self) -> list[str] | None:
+        """The vocabulary of the first target block that has one."""
+        for block in self.blocks[self.n_inp :]:
+            if getattr(block, "vocab", None) is not None:
+                return block.vocab
+        return None
+
+    @property
+    def is_cached(self) -> bool:
+        """Whether every item of this view is in the cache."""
+        return self._cache is not None and all(self._cache[i] is not None for i in self.idxs)
+
+    def new(self, items: Sequence[Any] | Any, with_labels: bool = False, cache: bool = False) -> Datasets:
+        """Datasets over new items with these (already set up) blocks and transforms, as validation data.
+
+        Args:
+            with_labels: the items also have targets; otherwise only the input blocks are used.
+        """
+        k = len(self.blocks) if with_labels else self.n_inp
+        ds = Datasets(
+            items,
+            self.blocks[:k],
+            getters=self.getters[:k],
+            n_inp=self.n_inp,
+            item_tfms=self.item_tfms,
+            cache=cache,
+            setup=False,
+        )
+        return ds._view(ds.idxs, 1)
+
+    # -- the cache --------------------------------------------------------------------------------------
+    def fill_cache(
+        self, n_workers: int | None = None, progress: bool = True, idxs: Sequence[int] | None = None
+    ) -> None:
+        """Encode every item of this view not yet cached, with a thread pool (image decoders release the GIL).
+
+        Quiet unless it takes more than 2 seconds; then a progress bar shows. Does nothing without a cache.
+
+        Args:
+            idxs: the items to encode (positions in the whole item list); default: this view's items.
+        """
+        if self._cache is None:
+            return
+        todo = [i for i in (self.idxs if idxs is None else idxs) if self._cache[i] is None]
+        if not todo:
+            return
+        n_workers = n_workers if n_workers is not None else min(8, os.cpu_count() or 1)
+        start, bar, task, asked = time.perf_counter(), None, None, False
+        try:
+            if n_workers <= 1 or len(todo) < 32:
+                results = map(self._encoded, todo)
+                pool = None
+            else:
+                pool = ThreadPoolExecutor(max_workers=n_workers)
+                results = pool.map(self._encoded, todo, chunksize=16)
+            for done, _ in enumerate(results, 1):
+                if not asked and time.perf_counter() - start > _QUIET_SECONDS:
+                    asked = True
+                    bar, task = _start_bar(len(todo), done, progress)
+                if bar is not None:
+                    bar.update(task, completed=done)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.stop()
+
+    def __repr__(self) -> str:
+        blocks = ", ".join(type(b).__name__ for b in self.blocks)
+        return (
+            f"Datasets({len(self)} items; train {len(self.splits[0])}, valid {len(self.splits[1])}; "
+            f"blocks: {blocks}; cache={self.cache})"
+        )
+
+
+def _start_bar(total: int, done: int, progress: bool) -> tuple[Any, Any]:
+    """A rich progress bar for the cache (or ``(None, None)`` on a console that should stay quiet)."""
+    from ember.core.parallel import progress_enabled
+
+    if not progress_enabled(progress):
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("Caching items"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar.start()
+    return bar, bar.add_task("cache", total=total, completed=done)
