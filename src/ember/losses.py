@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.core.errors import ConfigError, DataError, expected
+from ember.core.recipe import recipe_from_init
 
 __all__ = [
     "loss_activation",
@@ -144,6 +145,7 @@ class _SoftmaxDecoding:
         return out.argmax(dim=self.axis)
 
 
+@recipe_from_init()
 class CrossEntropyLossFlat(_SoftmaxDecoding, FlattenedLoss):
     """``nn.CrossEntropyLoss`` over flattened outputs, class scores on ``axis``.
 
@@ -169,6 +171,7 @@ class CrossEntropyLossFlat(_SoftmaxDecoding, FlattenedLoss):
         super().__init__(loss, axis=axis, class_axis=True)
 
 
+@recipe_from_init()
 class BCEWithLogitsLossFlat(FlattenedLoss):
     """``nn.BCEWithLogitsLoss`` over flattened outputs (multi-label or single-logit binary).
 
@@ -197,6 +200,7 @@ class BCEWithLogitsLossFlat(FlattenedLoss):
         return out > self.thresh
 
 
+@recipe_from_init()
 class BCELossFlat(FlattenedLoss):
     """``nn.BCELoss`` over flattened outputs: the model outputs probabilities already."""
 
@@ -218,6 +222,7 @@ class BCELossFlat(FlattenedLoss):
         return out > self.thresh
 
 
+@recipe_from_init()
 class MSELossFlat(FlattenedLoss):
     """``nn.MSELoss`` over flattened outputs: ``(B, 1)`` predictions with ``(B,)`` targets work."""
 
@@ -225,6 +230,7 @@ class MSELossFlat(FlattenedLoss):
         super().__init__(nn.MSELoss(reduction=_check_reduction(reduction)), axis=axis, class_axis=False, floatify=True)
 
 
+@recipe_from_init()
 class L1LossFlat(FlattenedLoss):
     """``nn.L1Loss`` over flattened outputs."""
 
@@ -232,6 +238,7 @@ class L1LossFlat(FlattenedLoss):
         super().__init__(nn.L1Loss(reduction=_check_reduction(reduction)), axis=axis, class_axis=False, floatify=True)
 
 
+@recipe_from_init()
 class LabelSmoothingCrossEntropy(nn.Module):
     """Cross-entropy against targets smoothed towards uniform: ``(1 - eps)`` on the true class, ``eps`` spread.
 
@@ -274,6 +281,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         return out.argmax(dim=-1)
 
 
+@recipe_from_init()
 class LabelSmoothingCrossEntropyFlat(_SoftmaxDecoding, FlattenedLoss):
     """:class:`LabelSmoothingCrossEntropy` over flattened outputs, class scores on ``axis``."""
 
@@ -290,6 +298,7 @@ class LabelSmoothingCrossEntropyFlat(_SoftmaxDecoding, FlattenedLoss):
         super().__init__(loss, axis=axis, class_axis=True)
 
 
+@recipe_from_init()
 class FocalLoss(nn.Module):
     """Focal loss: cross-entropy scaled by ``(1 - p_t) ** gamma`` so that easy, confident items count less.
 
@@ -336,6 +345,7 @@ class FocalLoss(nn.Module):
         return out.argmax(dim=-1)
 
 
+@recipe_from_init()
 class FocalLossFlat(_SoftmaxDecoding, FlattenedLoss):
     """:class:`FocalLoss` over flattened outputs, class scores on ``axis``."""
 
@@ -352,6 +362,7 @@ class FocalLossFlat(_SoftmaxDecoding, FlattenedLoss):
         super().__init__(loss, axis=axis, class_axis=True)
 
 
+@recipe_from_init()
 class DiceLoss(nn.Module):
     """Soft Dice loss for segmentation: ``1 - (2 |P ∩ T| + smooth) / (|P| + |T| + smooth)`` per image and class.
 

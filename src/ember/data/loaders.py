@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ember.core import recipe
 from ember.core.device import default_device, to_cpu, to_device
-from ember.core.errors import ConfigError, DataError, expected
+from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.seed import seed_worker
 from ember.data.transform import Transform, as_transform
 
@@ -240,6 +241,22 @@ def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = No
     return DataLoader(dl.dataset, **settings)
 
 
+def _inference_tfms(tfms: Sequence[Transform], what: str) -> list[dict[str, Any]]:
+    """Recipes of the transforms that run at inference; training-only ones (augmentation) are left out."""
+    out = []
+    for t in tfms:
+        if t.split_idx == 0:
+            continue
+        if not recipe.is_registered(t):
+            raise ExportError(
+                f"The {what} transform {t!r} runs at inference but cannot be written to a file (it is not an "
+                "ember transform with a recipe). Use ember's transforms, or make it training-only (split_idx=0)."
+            )
+        out.append(recipe.dump(t))
+    return out
+
+
+@recipe.register_recipe()
 class DataLoaders:
     """A training and a validation loader, and the device their batches go to.
 
@@ -426,6 +443,47 @@ class DataLoaders:
     @property
     def loaders(self) -> list[DeviceLoader]:
         return [dl for dl in (self.train, self.valid) if dl is not None]
+
+    # -- export ---------------------------------------------------------------------------------------------
+    def to_recipe(self) -> dict[str, Any]:
+        """What inference needs (blocks with their vocab, item and batch transforms), as JSON values.
+
+        Training-only transforms (augmentation) are left out; a transform needed at inference that has no
+        recipe raises an ExportError naming it. Loaders not built from blocks keep only `n_inp` and `bs`.
+        """
+        data: dict[str, Any] = {"n_inp": self.n_inp, "bs": self.bs, "blocks": None}
+        if self.dsets is not None and self.blocks is not None:
+            data["blocks"] = [recipe.dump(b) for b in self.blocks]
+            # Getters that are ember objects (ColReader, …) travel; a lambda does not: after loading, the
+            # items given to predict/test_dl are then the inputs themselves (a path, an image, a row's value).
+            data["getters"] = [
+                recipe.dump(g) if g is not None and recipe.is_registered(g) else None
+                for g in self.dsets.getters[: self.n_inp]
+            ]
+            data["item_tfms"] = _inference_tfms(self.dsets.item_tfms, "item")
+            ref = self.valid if self.valid is not None else self.train
+            data["batch_tfms"] = _inference_tfms(ref.batch_tfms, "batch")
+        return data
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> DataLoaders:
+        """Inference loaders: no training data, but `test_dl`, decoding and showing work as before export."""
+        from ember.data.datasets import Datasets
+
+        n_inp, bs = int(data.get("n_inp", 1)), int(data.get("bs") or 64)
+        if not data.get("blocks"):
+            empty = TensorDataset(torch.zeros(0))
+            return cls(DataLoader(empty, batch_size=bs), device="cpu", n_inp=n_inp)
+        blocks = [recipe.load(b) for b in data["blocks"]]
+        item_tfms = [recipe.load(t) for t in data.get("item_tfms", [])]
+        batch_tfms = [recipe.load(t) for t in data.get("batch_tfms", [])]
+        getters = [recipe.load(g) if g is not None else None for g in data.get("getters", [])]
+        getters += [None] * (len(blocks) - len(getters))
+        dsets = Datasets([], blocks, getters=getters, n_inp=n_inp, item_tfms=item_tfms, cache=False, setup=False)
+        dl = make_loader(dsets.train, bs, shuffle=False, drop_last=False, num_workers=0, device="cpu")
+        dls = cls(DeviceLoader(dl, None, batch_tfms, n_inp=n_inp, split=1, blocks=blocks), device="cpu", n_inp=n_inp)
+        dls.blocks, dls.dsets = blocks, dsets
+        return dls
 
     def __getitem__(self, i: int) -> DeviceLoader:
         return self.loaders[i]

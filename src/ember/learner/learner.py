@@ -610,6 +610,37 @@ class Learner:
             out.append(gather.losses)
         return tuple(out)
 
+    def _decode_targets(self, decoded: torch.Tensor) -> list[Any]:
+        blocks = getattr(self.dls, "target_blocks", None) or []
+        if not blocks:
+            return [d for d in decoded]
+        block = blocks[0]
+        return [block.decode(d) for d in decoded]
+
+    def predict(self, item: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Predict one raw item (what `get_items`/`get_x` give: a path, a row, …).
+
+        Returns:
+            ``(decoded, decoded_tensor, probabilities)``: e.g. ``("cat", tensor(1), tensor([0.1, 0.9]))``
+            for a classifier.
+        """
+        decoded, dec, probs = self.predict_batch([item], bs=1)
+        return decoded[0], dec[0], probs[0]
+
+    def predict_batch(self, items: Sequence[Any], bs: int = 64) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """Predict many raw items in batches (much faster than `predict` in a loop).
+
+        Returns:
+            ``(decoded answers (a list), decoded tensor, probabilities)``, one row per item, in order.
+        """
+        test_dl = getattr(self.dls, "test_dl", None)
+        if test_dl is None:
+            raise ConfigError(
+                "predict needs DataLoaders that can encode new items (built by a DataBlock or an ember factory)."
+            )
+        preds, _, dec = self.get_preds(dl=test_dl(list(items), bs=bs), with_decoded=True)
+        return self._decode_targets(dec), dec, preds
+
     def predict_tensor(self, xb: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Raw model output for a batch of inputs already encoded as tensors (eval mode, no gradient)."""
         xb = (xb,) if isinstance(xb, torch.Tensor) else tuple(xb)
@@ -644,6 +675,16 @@ class Learner:
                 self.create_opt()
             self.opt.load_state_dict(state["opt"])
         return self
+
+    def export(self, fname: str | Path = "export.ember", verbose: bool = True) -> Path:
+        """Write this learner for inference to one safe file: weights as safetensors plus a JSON recipe.
+
+        Load it back with ``ember.load_learner(fname)`` (no pickle, no code from the file is run). A relative
+        name without folders goes under ``learn.path``. See :mod:`ember.learner.export`.
+        """
+        from ember.learner.export import export_learner
+
+        return export_learner(self, fname, verbose=verbose)
 
     def summary(self, print_out: bool = True) -> str:
         """A table of every layer's output shape, parameter count and whether it trains (one batch is run)."""
