@@ -24,10 +24,22 @@ from ember.learner import (
 from ember.metrics import accuracy
 
 
-def make_learner(tmp_path, seed=0, bs=32, **kwargs):
+def make_learner(tmp_path, seed=0, bs=32, blocks=False, **kwargs):
     set_seed(seed)
     x, y = make_classification(320)
-    dls = DataLoaders.from_tensors((x[:256], y[:256]), (x[256:], y[256:]), bs=bs, device="cpu")
+    if blocks:  # ember's own loaders: shuffled by a generator of their own
+        from ember.data import CategoryBlock, DataBlock, IndexSplitter, RegressionBlock
+
+        rows = [(x[i].tolist(), int(y[i])) for i in range(320)]
+        dls = DataBlock(
+            (RegressionBlock(n_out=8), CategoryBlock),
+            get_x=lambda r: r[0],
+            get_y=lambda r: r[1],
+            splitter=IndexSplitter(range(256, 320)),
+        ).dataloaders(rows, bs=bs, device="cpu")
+        set_seed(seed + 1000)  # the global generator moves on; the loaders' own must be what resume restores
+    else:
+        dls = DataLoaders.from_tensors((x[:256], y[:256]), (x[256:], y[256:]), bs=bs, device="cpu")
     kwargs.setdefault("loss_func", nn.CrossEntropyLoss())
     learn = Learner(dls, tiny_model(seed=seed), path=tmp_path, **kwargs)
     learn.silent = True
@@ -43,19 +55,20 @@ class CrashAfter(Callback):
             raise RuntimeError("power cut")
 
 
-def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
-    full = make_learner(tmp_path / "a", metrics=accuracy)
+@pytest.mark.parametrize("blocks", [False, True])
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path, blocks):
+    full = make_learner(tmp_path / "a", metrics=accuracy, blocks=blocks)
     full.model.append(nn.Dropout(0.1))  # uses the RNG during training: resume must restore it
     full.fit_one_cycle(4, 1e-2)
 
-    crashed = make_learner(tmp_path / "b", metrics=accuracy)
+    crashed = make_learner(tmp_path / "b", metrics=accuracy, blocks=blocks)
     crashed.model.append(nn.Dropout(0.1))
     with pytest.raises(CallbackError, match="power cut"):
         crashed.fit_one_cycle(4, 1e-2, checkpoint="run", cbs=CrashAfter(1))
     assert (tmp_path / "b" / "models" / "run.ckpt").exists()
     assert not list((tmp_path / "b" / "models").glob("*.tmp"))
 
-    resumed = make_learner(tmp_path / "b", seed=123, metrics=accuracy)  # a new process: other seed, fresh weights
+    resumed = make_learner(tmp_path / "b", seed=123, metrics=accuracy, blocks=blocks)  # a new process
     resumed.model.append(nn.Dropout(0.1))
     epochs = []
 

@@ -68,6 +68,7 @@ def checkpoint_state(learn: Learner) -> dict[str, Any]:
         "opt": learn.opt.state_dict() if learn.opt is not None else None,
         "scaler": learn.scaler.state_dict() if learn.scaler is not None else None,
         "rng": get_rng_state(),
+        "loader_rng": [_loader_generator_state(dl) for dl in learn.dls.loaders],
         "frozen_to": learn.frozen_to,
         "callbacks": {type(cb).__name__: cb.state_dict() for cb in learn.cbs},
     }
@@ -94,7 +95,17 @@ def restore_state(learn: Learner, state: dict[str, Any], path: Path) -> int:
         if type(cb).__name__ in by_name:
             cb.load_state_dict(by_name[type(cb).__name__])
     set_rng_state(state["rng"])
+    for dl, gen_state in zip(learn.dls.loaders, state.get("loader_rng", [])):
+        gen = getattr(getattr(dl, "dl", None), "generator", None)
+        if gen is not None and gen_state is not None:
+            gen.set_state(gen_state)
     return int(state["epoch"]) + 1
+
+
+def _loader_generator_state(dl: Any) -> torch.Tensor | None:
+    """The state of a loader's own shuffling generator (ember's loaders have one), so resumed epochs shuffle alike."""
+    gen = getattr(getattr(dl, "dl", None), "generator", None)
+    return gen.get_state() if gen is not None else None
 
 
 class CheckpointCallback(Callback):
