@@ -160,3 +160,147 @@ def mnist_5k(path: str | os.PathLike | None = None) -> Path:
     ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
     """
     return _materialize("mnist_5k", _write_mnist_5k, path)
+
+
+# ==============================================================================================================
+# Tabular and collaborative-filtering data (penguins, synthetic ratings)
+# ==============================================================================================================
+# ``_builtin_files/penguins.csv`` is ``palmerpenguins/data/penguins.csv`` from the PyPI package palmerpenguins
+# 0.1.6 (the data are CC0; made with ``pip download palmerpenguins==0.1.6 --no-deps`` and unzip).
+
+from typing import TYPE_CHECKING  # noqa: E402 (this section is appended to the module)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def penguins() -> pd.DataFrame:
+    """The Palmer penguins table: 344 penguins of three species, with missing values as in the original.
+
+    Columns: ``species`` (Adelie, Chinstrap, Gentoo), ``island``, ``bill_length_mm``, ``bill_depth_mm``,
+    ``flipper_length_mm``, ``body_mass_g``, ``sex`` and ``year``. Collected by Dr. Kristen Gorman and the
+    Palmer Station LTER; released under CC0 by the palmerpenguins package (Horst, Hill and Gorman).
+
+    >>> df = penguins()
+    >>> df.shape
+    (344, 8)
+    """
+    import pandas as pd
+
+    return pd.read_csv(_builtin_file("penguins.csv"))
+
+
+def synthetic_ratings(
+    n_users: int = 943,
+    n_items: int = 1682,
+    n_factors: int = 8,
+    density: float = 0.063,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Ratings generated from known latent factors, for checking that a recommender recovers the signal.
+
+    Each user and item has a bias and a vector of `n_factors` latent factors (standard normal, scaled so that the
+    dot product has standard deviation 0.8); a rating is ``3 + user bias + item bias + dot + noise`` with Gaussian
+    noise of standard deviation `noise`, clipped to ``[0.5, 5.5]``. A perfect model's mean squared error is about
+    ``noise ** 2`` (the noise floor, stored in ``df.attrs["noise_var"]``). The defaults give a MovieLens-100k-sized
+    table (943 users, 1,682 items, about 100,000 ratings).
+
+    Args:
+        n_users: number of users (ids ``1..n_users``).
+        n_items: number of items (ids ``1..n_items``).
+        n_factors: number of latent factors behind the ratings.
+        density: fraction of all (user, item) pairs that are rated.
+        noise: standard deviation of the noise added to each rating.
+        seed: the random seed (the same arguments give the same table).
+
+    Returns:
+        A DataFrame with columns ``user``, ``item`` (ints) and ``rating`` (float), one row per rated pair.
+
+    Raises:
+        DataError: when an argument is out of range.
+    """
+    import pandas as pd
+
+    for name, value in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors)):
+        if not isinstance(value, int) or value < 1:
+            raise DataError(f"Expected `{name}` to be a positive int; received `{name}={value!r}`.")
+    if not 0.0 < density <= 1.0:
+        raise DataError(f"Expected `density` to be in (0, 1]; received `density={density!r}`.")
+    if noise < 0:
+        raise DataError(f"Expected `noise` to be >= 0; received `noise={noise!r}`.")
+    rng = np.random.default_rng(seed)
+    scale = 0.8**0.5 / n_factors**0.25  # each factor ~ N(0, scale^2) so that the dot has std 0.8
+    users = rng.normal(0.0, scale, (n_users, n_factors))
+    items = rng.normal(0.0, scale, (n_items, n_factors))
+    user_bias = rng.normal(0.0, 0.3, n_users)
+    item_bias = rng.normal(0.0, 0.5, n_items)
+    n_pairs = n_users * n_items
+    n = max(1, int(round(density * n_pairs)))
+    pairs = np.sort(rng.choice(n_pairs, size=n, replace=False))
+    u, i = pairs // n_items, pairs % n_items
+    signal = 3.0 + user_bias[u] + item_bias[i] + np.einsum("nk,nk->n", users[u], items[i])
+    rating = np.clip(signal + rng.normal(0.0, noise, n), 0.5, 5.5)
+    df = pd.DataFrame({"user": u + 1, "item": i + 1, "rating": rating.astype(np.float64)})
+    df = df.iloc[rng.permutation(n)].reset_index(drop=True)
+    df.attrs["noise_var"] = float(noise) ** 2
+    return df
+
+
+__all__ += ["penguins", "synthetic_ratings"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# human_numbers: the numbers 1 to 9,999 written out in English (the RNN lesson's corpus).
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split()
+_ONES += "seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_HUMAN_NUMBERS_SPLIT = 8000
+
+
+def _number_words(n: int) -> str:
+    """``8023`` -> ``"eight thousand twenty three"`` (1 <= n <= 9999, no "and", no hyphens)."""
+    words = []
+    if n >= 1000:
+        words += [_ONES[n // 1000], "thousand"]
+        n %= 1000
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+    if n >= 20:
+        words.append(_TENS[n // 10])
+        n %= 10
+    if n:
+        words.append(_ONES[n])
+    return " ".join(words)
+
+
+def _write_human_numbers(folder: Path) -> list[str]:
+    for name, numbers in (
+        ("train.txt", range(1, _HUMAN_NUMBERS_SPLIT + 1)),
+        ("valid.txt", range(_HUMAN_NUMBERS_SPLIT + 1, 10000)),
+    ):
+        (folder / name).write_text("".join(f"{_number_words(i)} ,\n" for i in numbers), encoding="utf-8")
+    return ["train.txt", "valid.txt"]
+
+
+def human_numbers(path: str | os.PathLike | None = None) -> Path:
+    """The numbers 1 to 9,999 written out in English, one per line followed by a comma, no network needed.
+
+    ``train.txt`` holds 1 to 8,000 and ``valid.txt`` 8,001 to 9,999 ("eight thousand one ,"), each a single
+    document. It is the toy corpus of the RNN lesson: predict the next word of the sequence.
+
+    Args:
+        path: Folder to write to; defaults to ``<EMBER_HOME>/data/human_numbers``.
+
+    Returns:
+        The dataset folder.
+
+    >>> path = human_numbers()
+    >>> (path / "valid.txt").read_text().splitlines()[0]
+    'eight thousand one ,'
+    """
+    return _materialize("human_numbers", _write_human_numbers, path)
+
+__all__ += ["human_numbers"]

@@ -1,0 +1,175 @@
+"""Collaborative-filtering data: (user, item, rating) rows turned once into codes, and loaders that slice them.
+
+A batch is ``(x, y)``: ``x`` int64 ``(B, 2)`` (user code, item code), ``y`` float32 ``(B,)`` ratings. Codes
+come from a vocabulary of every user and every item of the table, with ``#na#`` at 0 as in the tabular
+:class:`~ember.tabular.procs.Categorify` (which does the work, so the encoding exports the same way).
+
+>>> dls = CollabDataLoaders.from_df(ratings, bs=64, seed=42)   # doctest: +SKIP
+>>> x, y = dls.one_batch()                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ember.core.device import default_device
+from ember.core.errors import ConfigError, DataError, expected
+from ember.data.loaders import DataLoaders
+from ember.tabular.data import SliceLoader, print_table, random_split_idx, tensor_loader
+from ember.tabular.procs import Categorify, TabularProcessor, lookup
+
+__all__ = ["CollabDataLoaders"]
+
+
+class CollabDataLoaders(DataLoaders):
+    """Training and validation loaders over ratings; build them with :meth:`from_df` or :meth:`from_csv`.
+
+    Attributes:
+        processor: the fitted encoding of users and items (and the rating column), exportable.
+        user_name, item_name, rating_name: the columns.
+        rating_mean: the mean training rating (what an unknown user or item can be given).
+        item_counts: ratings per item code (``#na#`` included), from the whole table.
+    """
+
+    processor: TabularProcessor
+
+    @classmethod
+    def from_df(
+        cls,
+        ratings: pd.DataFrame,
+        valid_pct: float = 0.2,
+        user_name: str | None = None,
+        item_name: str | None = None,
+        rating_name: str | None = None,
+        seed: int | None = None,
+        bs: int = 64,
+        val_bs: int | None = None,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        path: str | os.PathLike = ".",
+        **dl_kwargs: Any,
+    ) -> CollabDataLoaders:
+        """Encode the users and items of `ratings` and split it at random.
+
+        Args:
+            ratings: one row per rating.
+            valid_pct: the share of rows held out for validation.
+            user_name, item_name, rating_name: the columns; default the first, second and third.
+            seed: makes the split and the shuffling repeatable.
+            bs: training batch size (validation: `val_bs`, default ``2 * bs``).
+
+        Raises:
+            DataError: a column is missing, a rating is missing or not a number.
+        """
+        if not isinstance(ratings, pd.DataFrame):
+            raise DataError(expected("a pandas DataFrame", "ratings", type(ratings).__name__))
+        cols = list(ratings.columns)
+        if len(cols) < 3 and None in (user_name, item_name, rating_name):
+            raise DataError(
+                f"Expected a ratings table with user, item and rating columns; received columns {cols}. "
+                "Name them with user_name=, item_name=, rating_name=."
+            )
+        user_name = cols[0] if user_name is None else user_name
+        item_name = cols[1] if item_name is None else item_name
+        rating_name = cols[2] if rating_name is None else rating_name
+        if not isinstance(bs, int) or bs < 1:
+            raise ConfigError(expected("a positive int", "bs", bs))
+        # Users and items are identifiers by nature: no cap on their number.
+        cat = Categorify(max_vocab=10**9)
+        proc = TabularProcessor([user_name, item_name], y_names=rating_name, procs=[cat], y_kind="regression")
+        # Every user and item gets an embedding row, including those that only appear in validation.
+        cats, _, ys = proc.setup(ratings)
+        train_idx, valid_idx = random_split_idx(len(ratings), valid_pct, seed)
+        if len(train_idx) == 0:
+            raise DataError("The ratings table is empty (or `valid_pct` leaves no training row).")
+        device = default_device(device)
+        t_idx, v_idx = torch.from_numpy(train_idx), torch.from_numpy(valid_idx)
+        train_t = (cats[t_idx], ys[t_idx])
+        valid_t = (cats[v_idx], ys[v_idx])
+        if device.type != "cpu" and not dl_kwargs.get("num_workers"):
+            train_t = tuple(t.to(device) for t in train_t)
+            valid_t = tuple(t.to(device) for t in valid_t)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        kinds = ("tabular_cat", "regression")
+        drop = len(train_idx) > bs
+        train = SliceLoader(
+            tensor_loader(train_t, bs, shuffle=shuffle, drop_last=drop, generator=gen, **dl_kwargs),
+            device=device,
+            n_inp=1,
+            kinds=kinds,
+            split=0,
+        )
+        valid = None
+        if len(valid_idx):
+            valid = SliceLoader(
+                tensor_loader(valid_t, val_bs or 2 * bs, shuffle=False, **dl_kwargs),
+                device=device,
+                n_inp=1,
+                kinds=kinds,
+                split=1,
+            )
+        dls = cls(train, valid, device=device, n_inp=1)
+        dls.processor = proc
+        dls.user_name, dls.item_name, dls.rating_name = user_name, item_name, rating_name
+        dls.rating_mean = float(ys[t_idx].mean())
+        dls.item_counts = np.bincount(cats[:, 1].numpy(), minlength=dls.n_items)
+        dls.path = path
+        return dls
+
+    @classmethod
+    def from_csv(cls, csv: str | os.PathLike, **kwargs: Any) -> CollabDataLoaders:
+        """Read a CSV file with pandas and call :meth:`from_df`."""
+        if not os.path.isfile(csv):
+            raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
+        return cls.from_df(pd.read_csv(csv), **kwargs)
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def loss_func(self) -> Any:
+        from ember.losses import MSELossFlat
+
+        return MSELossFlat()
+
+    @property
+    def classes(self) -> dict[str, list[Any]]:
+        """The vocabulary of users and of items (``#na#`` first), by column name."""
+        return self.processor.proc(Categorify).vocabs
+
+    @property
+    def n_users(self) -> int:
+        return len(self.classes[self.user_name])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.classes[self.item_name])
+
+    def encode(self, values: Any, is_item: bool = True) -> np.ndarray:
+        """Users or items to their codes; 0 for those not in the vocabulary."""
+        vocab = self.classes[self.item_name if is_item else self.user_name]
+        values = values if isinstance(values, (pd.Series, np.ndarray)) else list(values)
+        return lookup(vocab[1:], values) + 1
+
+    def decode(self, codes: torch.Tensor | np.ndarray, is_item: bool = True) -> np.ndarray:
+        """Codes back to users or items."""
+        cat = self.processor.proc(Categorify)
+        return cat.decode(self.item_name if is_item else self.user_name, codes)
+
+    def show_batch(self, max_n: int = 10, print_out: bool = True) -> pd.DataFrame:
+        """The first `max_n` ratings of a training batch as a table (user, item, rating)."""
+        x, y = self.train.one_batch()
+        x, y = x[:max_n].cpu(), y[:max_n].cpu()
+        df = pd.DataFrame(
+            {
+                self.user_name: self.decode(x[:, 0], is_item=False),
+                self.item_name: self.decode(x[:, 1]),
+                self.rating_name: y.numpy(),
+            }
+        )
+        if print_out:
+            print_table(df)
+        return df

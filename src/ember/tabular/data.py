@@ -1,0 +1,486 @@
+"""Tabular data: a table processed once into tensors, and loaders whose batches are slices of them.
+
+A batch is ``(x_cat, x_cont, y)``: int64 codes ``(B, n_cat)``, float32 values ``(B, n_cont)`` and the
+target (class indices ``(B,)`` or values ``(B,)`` / ``(B, n_targets)``). The loaders are plain torch
+DataLoaders with ``batch_size=None`` over a sampler that yields whole index batches, and a dataset whose
+``__getitem__`` takes such a batch and slices every tensor at once: no per-row work, no collate, and
+workers, pinned memory and distributed samplers still behave as PyTorch users expect.
+
+>>> dls = TabularDataLoaders.from_df(df, y_names="species", cat_names=["island", "sex"],
+...     cont_names=["bill_length_mm"], procs=[Categorify, FillMissing, Normalize])  # doctest: +SKIP
+>>> x_cat, x_cont, y = dls.one_batch()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ember.core.device import default_device
+from ember.core.errors import ConfigError, DataError, expected
+from ember.data.loaders import DataLoaders, DeviceLoader
+from ember.tabular.procs import TabularProc, TabularProcessor
+
+__all__ = [
+    "TabularPandas",
+    "TabularDataLoaders",
+    "TensorBatches",
+    "BatchIndexSampler",
+    "SliceLoader",
+    "tensor_loader",
+    "random_split_idx",
+]
+
+
+class TensorBatches(Dataset):
+    """A dataset of equally long tensors indexed by a whole batch of positions at once.
+
+    ``ds[idx]`` with a 1-d index tensor (or list) returns ``tuple(t[idx] for t in tensors)``; an int
+    returns one row of each.
+    """
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        n = {int(t.shape[0]) for t in tensors}
+        if len(n) > 1:
+            raise DataError(f"Expected tensors of one length; received lengths {sorted(n)}.")
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0]) if self.tensors else 0
+
+    def __getitem__(self, idx: Any) -> tuple:
+        if not isinstance(idx, (int, torch.Tensor)):
+            idx = torch.as_tensor(idx, dtype=torch.int64)
+        if isinstance(idx, torch.Tensor) and idx.device != self.tensors[0].device:
+            idx = idx.to(self.tensors[0].device, non_blocking=True)
+        return tuple(t[idx] for t in self.tensors)
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        """Move the tensors to `device` (in place); returns self."""
+        self.tensors = tuple(t.to(device) for t in self.tensors)
+        return self
+
+
+class BatchIndexSampler(Sampler):
+    """Yield batches of positions as int64 tensors: slices of one permutation per epoch (or of ``arange``).
+
+    Args:
+        n: number of items.
+        bs: batch size.
+        shuffle: a new random permutation each epoch.
+        drop_last: skip the last, incomplete batch.
+        generator: the torch Generator for the permutation (seeded loaders repeat their order).
+    """
+
+    def __init__(
+        self, n: int, bs: int, shuffle: bool = True, drop_last: bool = False, generator: torch.Generator | None = None
+    ) -> None:
+        if not isinstance(bs, int) or bs < 1:
+            raise ConfigError(expected("a positive int", "bs", bs))
+        self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        stop = self.n - self.n % self.bs if self.drop_last else self.n
+        yield from order[:stop].split(self.bs)
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+
+
+def _identity(batch: Any) -> Any:
+    # Module level (not a lambda) so that loaders with workers can pickle it.
+    return batch
+
+
+def tensor_loader(
+    tensors: Sequence[torch.Tensor],
+    bs: int = 64,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
+    **dl_kwargs: Any,
+) -> DataLoader:
+    """A torch DataLoader whose batches are slices of `tensors` (one index op per tensor per batch)."""
+    ds = TensorBatches(*tensors)
+    sampler = BatchIndexSampler(len(ds), bs, shuffle=shuffle, drop_last=drop_last, generator=generator)
+    return DataLoader(ds, batch_size=None, sampler=sampler, collate_fn=_identity, **dl_kwargs)
+
+
+class SliceLoader(DeviceLoader):
+    """A :class:`DeviceLoader` over a :func:`tensor_loader`: it knows its batch size, and `new`/`to` keep
+    the slicing design (``to`` also moves the preprocessed tensors when they live on an accelerator)."""
+
+    def __iter__(self) -> Iterator[tuple]:
+        dl = self.dl
+        if dl.num_workers > 0 or dl.pin_memory:
+            yield from super().__iter__()  # torch's own machinery: worker processes, pinning
+            return
+        # In one process a DataLoader with batch_size=None does exactly `dataset[idx] for idx in sampler`;
+        # doing it here skips its per-batch bookkeeping (about 100 us a batch, 10% of a small model's step).
+        tensors, device, tfms, kinds, split = dl.dataset.tensors, self.device, self.batch_tfms, self.kinds, self.split
+        src = tensors[0].device if tensors else None
+        move = device is not None and any(t.device != device for t in tensors)
+        for idx in dl.sampler:
+            if idx.device != src:
+                idx = idx.to(src, non_blocking=True)
+            batch = tuple(t[idx] for t in tensors)
+            if move:
+                batch = tuple(t.to(device, non_blocking=True) for t in batch)
+            if tfms:
+                k = kinds if kinds is not None else ("any",) * len(batch)
+                for tfm in tfms:
+                    batch = tfm(batch, k, split)
+            yield batch
+
+    @property
+    def bs(self) -> int:
+        return self.dl.sampler.bs
+
+    @property
+    def drop_last(self) -> bool:
+        return self.dl.sampler.drop_last
+
+    @property
+    def shuffle(self) -> bool:
+        return self.dl.sampler.shuffle
+
+    def to(self, device: torch.device | str | None) -> SliceLoader:
+        super().to(device)
+        ds = self.dl.dataset
+        if device is not None and ds.tensors and ds.tensors[0].device.type != "cpu":
+            ds.to(device)
+        return self
+
+    def new(self, dl: DataLoader | None = None, **kwargs: Any) -> SliceLoader:
+        """A copy over the same tensors with some settings changed (``bs``, ``shuffle``, ``drop_last``)."""
+        if dl is None:
+            s = self.dl.sampler
+            dl = tensor_loader(
+                self.dl.dataset.tensors,
+                bs=kwargs.pop("bs", s.bs),
+                shuffle=kwargs.pop("shuffle", s.shuffle),
+                drop_last=kwargs.pop("drop_last", s.drop_last),
+                generator=kwargs.pop("generator", s.generator),
+                num_workers=kwargs.pop("num_workers", self.dl.num_workers),
+                pin_memory=kwargs.pop("pin_memory", self.dl.pin_memory),
+                **kwargs,
+            )
+        return type(self)(
+            dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp, kinds=self.kinds, split=self.split
+        )
+
+
+def random_split_idx(n: int, valid_pct: float = 0.2, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(train_idx, valid_idx)`` of a random split of `n` items (`seed` makes it repeatable)."""
+    if not 0.0 <= valid_pct < 1.0:
+        raise ConfigError(expected("a fraction in [0, 1)", "valid_pct", valid_pct))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_valid = int(round(n * valid_pct))
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def _y_kind(y_block: Any) -> str | None:
+    """Accept ``"category"``/``"regression"`` or a block class/instance named like CategoryBlock/RegressionBlock."""
+    if y_block is None or isinstance(y_block, str):
+        return y_block
+    name = (y_block if isinstance(y_block, type) else type(y_block)).__name__
+    name = getattr(y_block, "__name__", name)
+    if name.startswith("Category"):
+        return "category"
+    if name.startswith("Regression"):
+        return "regression"
+    raise ConfigError(expected("'category', 'regression', CategoryBlock or RegressionBlock", "y_block", y_block))
+
+
+class TabularPandas:
+    """A DataFrame processed once: the fitted :class:`TabularProcessor` and the training/validation tensors.
+
+    Args:
+        df: the table.
+        procs: preprocessing steps (e.g. ``[Categorify, FillMissing, Normalize]``), set up on the
+            training rows only.
+        cat_names, cont_names, y_names: the columns' roles.
+        y_block: ``"category"``, ``"regression"`` (or the blocks of those names); default: from the target.
+        splits: ``(train_idx, valid_idx)``, positions in `df`; default: every row is training data.
+
+    Attributes:
+        processor: the fitted processing (what inference and export need).
+        train, valid: ``(cats, conts, ys)`` tensors of each split.
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        procs: Sequence[TabularProc | type[TabularProc]] | None = None,
+        cat_names: Sequence[str] | None = None,
+        cont_names: Sequence[str] | None = None,
+        y_names: str | Sequence[str] | None = None,
+        y_block: Any = None,
+        splits: tuple[Sequence[int], Sequence[int]] | None = None,
+    ) -> None:
+        self.processor = TabularProcessor(cat_names, cont_names, y_names, procs, y_kind=_y_kind(y_block))
+        n = len(df)
+        if splits is None:
+            splits = (np.arange(n), np.arange(0))
+        train_idx, valid_idx = (np.asarray(s, dtype=np.int64).reshape(-1) for s in splits)
+        for name, idx in (("train", train_idx), ("valid", valid_idx)):
+            if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                raise DataError(
+                    f"The {name} split holds positions outside the {n} rows of the DataFrame (they are positions, "
+                    "0 to len(df) - 1, not index labels)."
+                )
+        if len(train_idx) == 0:
+            raise DataError("The training split is empty; check `valid_idx`/`splitter`/`valid_pct`.")
+        self.splits = (train_idx, valid_idx)
+        cats, conts, ys = self.processor.setup(df, train_idx)
+        t_train, t_valid = torch.from_numpy(train_idx), torch.from_numpy(valid_idx)
+        self.train = tuple(t[t_train] for t in (cats, conts, ys) if t is not None)
+        self.valid = tuple(t[t_valid] for t in (cats, conts, ys) if t is not None)
+
+    @property
+    def cat_names(self) -> list[str]:
+        return self.processor.cat_names
+
+    @property
+    def cont_names(self) -> list[str]:
+        return self.processor.cont_names
+
+    @property
+    def y_names(self) -> list[str]:
+        return self.processor.y_names
+
+    def dataloaders(
+        self,
+        bs: int = 64,
+        val_bs: int | None = None,
+        shuffle: bool = True,
+        drop_last: bool | None = None,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+        **dl_kwargs: Any,
+    ) -> TabularDataLoaders:
+        """Training and validation loaders over the processed tensors (see :class:`TabularDataLoaders`)."""
+        return TabularDataLoaders.from_tensors_of(
+            self, bs=bs, val_bs=val_bs, shuffle=shuffle, drop_last=drop_last, device=device, seed=seed, **dl_kwargs
+        )
+
+
+class TabularDataLoaders(DataLoaders):
+    """Training and validation loaders over a processed table; batches are ``(x_cat, x_cont, y)``.
+
+    Build them with :meth:`from_df` or :meth:`from_csv`. Besides what every DataLoaders has, they keep the
+    fitted processing (`processor`) for :meth:`test_dl`, `predict` and export, and the default loss.
+    """
+
+    processor: TabularProcessor
+
+    @classmethod
+    def from_tensors_of(
+        cls,
+        to: TabularPandas,
+        bs: int = 64,
+        val_bs: int | None = None,
+        shuffle: bool = True,
+        drop_last: bool | None = None,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+        **dl_kwargs: Any,
+    ) -> TabularDataLoaders:
+        """Loaders over the tensors of a :class:`TabularPandas`."""
+        if not isinstance(bs, int) or bs < 1:
+            raise ConfigError(expected("a positive int", "bs", bs))
+        proc = to.processor
+        if not proc.y_names:
+            raise ConfigError("Training loaders need a target: pass `y_names`.")
+        device = default_device(device)
+        n_train = len(to.train[0])
+        # Dropping the last incomplete training batch keeps a batch of one away from BatchNorm.
+        drop = (n_train > bs) if drop_last is None else drop_last
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        kinds = ("tabular_cat", "tabular_cont", proc.y_kind)
+        train_t, valid_t = to.train, to.valid
+        if device.type != "cpu" and not dl_kwargs.get("num_workers"):
+            # Small enough to live on the accelerator: slicing there saves a host-to-device copy per batch.
+            train_t = tuple(t.to(device) for t in train_t)
+            valid_t = tuple(t.to(device) for t in valid_t)
+        train = SliceLoader(
+            tensor_loader(train_t, bs, shuffle=shuffle, drop_last=drop, generator=gen, **dl_kwargs),
+            device=device,
+            n_inp=2,
+            kinds=kinds,
+            split=0,
+        )
+        valid = None
+        if len(to.valid[0]):
+            valid = SliceLoader(
+                tensor_loader(valid_t, val_bs or 2 * bs, shuffle=False, **dl_kwargs),
+                device=device,
+                n_inp=2,
+                kinds=kinds,
+                split=1,
+            )
+        dls = cls(train, valid, device=device, n_inp=2)
+        dls.processor = proc
+        dls.tabular = to
+        return dls
+
+    @classmethod
+    def from_df(
+        cls,
+        df: pd.DataFrame,
+        y_names: str | Sequence[str] | None = None,
+        cat_names: Sequence[str] | None = None,
+        cont_names: Sequence[str] | None = None,
+        procs: Sequence[TabularProc | type[TabularProc]] | None = None,
+        valid_idx: Sequence[int] | None = None,
+        splitter: Callable[[Sequence[int]], tuple[Sequence[int], Sequence[int]]] | None = None,
+        valid_pct: float = 0.2,
+        seed: int | None = None,
+        y_block: Any = None,
+        bs: int = 64,
+        val_bs: int | None = None,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        path: str | os.PathLike = ".",
+        **dl_kwargs: Any,
+    ) -> TabularDataLoaders:
+        """Process `df` once and build loaders over it.
+
+        Args:
+            y_names: the target column(s); a float target (or several) means regression, otherwise
+                classification, unless `y_block` says otherwise.
+            cat_names, cont_names: categorical and continuous input columns (see
+                :func:`~ember.tabular.procs.cont_cat_split` to pick them).
+            procs: e.g. ``[Categorify, FillMissing, Normalize]`` (classes or configured instances).
+            valid_idx: positions of the validation rows. Else `splitter(range(len(df)))` returns
+                ``(train_idx, valid_idx)``; else a random `valid_pct` of the rows (with `seed`).
+            y_block: ``"category"`` or ``"regression"`` (or CategoryBlock/RegressionBlock).
+            bs: training batch size (validation uses `val_bs`, default ``2 * bs``).
+
+        Raises:
+            DataError: a named column is missing, a target has missing values, a continuous column is
+                not numeric, or a categorical column has too many distinct values.
+        """
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(expected("a pandas DataFrame", "df", type(df).__name__))
+        if y_names is None or (not isinstance(y_names, str) and len(y_names) == 0):
+            raise ConfigError(expected("the target column name(s)", "y_names", y_names))
+        n = len(df)
+        if valid_idx is not None:
+            v = np.unique(np.asarray(valid_idx, dtype=np.int64))
+            splits = (np.setdiff1d(np.arange(n), v), v)
+        elif splitter is not None:
+            splits = splitter(range(n))
+        else:
+            splits = random_split_idx(n, valid_pct, seed)
+        to = TabularPandas(df, procs, cat_names, cont_names, y_names, y_block=y_block, splits=splits)
+        dls = to.dataloaders(bs=bs, val_bs=val_bs, shuffle=shuffle, device=device, seed=seed, **dl_kwargs)
+        dls.path = path
+        return dls
+
+    @classmethod
+    def from_csv(cls, csv: str | os.PathLike, skipinitialspace: bool = True, **kwargs: Any) -> TabularDataLoaders:
+        """Read a CSV file with pandas (``skipinitialspace`` by default) and call :meth:`from_df`."""
+        if not os.path.isfile(csv):
+            raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
+        return cls.from_df(pd.read_csv(csv, skipinitialspace=skipinitialspace), **kwargs)
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def loss_func(self) -> Any:
+        from ember.losses import CrossEntropyLossFlat, MSELossFlat
+
+        return CrossEntropyLossFlat() if self.processor.y_kind == "category" else MSELossFlat()
+
+    @property
+    def c(self) -> int:
+        """Number of classes (classification) or of targets (regression)."""
+        return self.processor.n_out
+
+    @property
+    def vocab(self) -> list[Any] | None:
+        return self.processor.y_vocab
+
+    @property
+    def cat_names(self) -> list[str]:
+        return self.processor.cat_names
+
+    @property
+    def cont_names(self) -> list[str]:
+        return self.processor.cont_names
+
+    @property
+    def y_names(self) -> list[str]:
+        return self.processor.y_names
+
+    def test_dl(self, df: pd.DataFrame, with_labels: bool | None = None, bs: int | None = None) -> SliceLoader:
+        """A loader over new rows, processed exactly as the training rows were (unseen categories -> ``#na#``,
+        missing values filled with the training fill values). Labels are kept when `df` has the target."""
+        return tabular_test_dl(self.processor, df, self.device, with_labels=with_labels, bs=bs or 2 * self.bs)
+
+    def show_batch(self, max_n: int = 10, dl: DeviceLoader | None = None, print_out: bool = True) -> pd.DataFrame:
+        """The first `max_n` rows of a batch as a readable table: category names and values on their original
+        scale (the processing undone), then the target. Printed, and returned as a DataFrame."""
+        batch = (dl or self.train).one_batch()
+        df = decode_batch(self.processor, batch, max_n)
+        if print_out:
+            print_table(df)
+        return df
+
+
+def tabular_test_dl(
+    processor: TabularProcessor,
+    df: pd.DataFrame,
+    device: torch.device | str | None,
+    with_labels: bool | None = None,
+    bs: int = 128,
+) -> SliceLoader:
+    """A validation-style loader (no shuffling) over `df` processed by `processor`."""
+    cats, conts, ys = processor.process(df, with_y=with_labels)
+    tensors = (cats, conts) if ys is None else (cats, conts, ys)
+    kinds = ("tabular_cat", "tabular_cont", processor.y_kind)[: len(tensors)]
+    return SliceLoader(tensor_loader(tensors, bs, shuffle=False), device=device, n_inp=2, kinds=kinds, split=1)
+
+
+def decode_batch(processor: TabularProcessor, batch: Sequence[torch.Tensor], max_n: int | None = None) -> pd.DataFrame:
+    """A batch ``(x_cat, x_cont[, y])`` back to a readable DataFrame."""
+    cats, conts = batch[0][:max_n].cpu(), batch[1][:max_n].cpu()
+    df = processor.decode(cats, conts)
+    if len(batch) > 2:
+        for k, v in processor.decode_y(batch[2][:max_n].cpu()).items():
+            df[k] = v
+    return df
+
+
+def print_table(df: pd.DataFrame, title: str | None = None) -> None:
+    """Print a DataFrame as a readable table (rich when it is installed, pandas' text otherwise)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich is a dependency, but printing must never fail for lack of it
+        print(df.to_string(index=False))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))  # piped output: do not squeeze the columns to 80
+    table = Table(title=title)
+    for c in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        table.add_column(str(c), justify="right" if numeric else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*(_fmt(v) for v in row))
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,611 @@
+"""Tabular preprocessing: fill missing values, turn categories into codes, normalize, once, into tensors.
+
+A *proc* learns its state (fill values, vocabularies, means and standard deviations) from the training
+rows in :meth:`TabularProc.setup` and applies it to any rows in :meth:`TabularProc.process`. A
+:class:`TabularProcessor` chains the procs in a fixed order (:class:`FillMissing`, then
+:class:`Categorify`, then :class:`Normalize`), encodes the target, and turns a DataFrame into the three
+tensors a batch is sliced from: ``cats`` (int64, ``(N, n_cat)``), ``conts`` (float32, ``(N, n_cont)``) and
+``ys``. Every piece writes itself to JSON (:func:`ember.core.recipe.dump`) so that a model exported
+with it processes new rows exactly as it did its training rows.
+
+>>> proc = TabularProcessor(cat_names=["island"], cont_names=["bill_length_mm"], y_names="species")
+>>> cats, conts, ys = proc.setup(train_df)           # doctest: +SKIP
+>>> cats, conts, _ = proc.process(new_rows)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.recipe import dump, load, register_recipe
+
+__all__ = [
+    "TabularProc",
+    "Categorify",
+    "FillMissing",
+    "Normalize",
+    "TabularProcessor",
+    "cont_cat_split",
+    "add_datepart",
+    "NA_TOKEN",
+    "lookup",
+]
+
+NA_TOKEN = "#na#"
+Y_KINDS = ("category", "regression")
+
+
+def _json_scalar(v: Any, where: str) -> Any:
+    """A category value as a JSON value (numpy scalars become Python ones); ExportError otherwise."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    raise ExportError(
+        f"Cannot export the category {v!r} of {where}: only strings, numbers and booleans can be written to JSON. "
+        "Convert the column to strings before building the data."
+    )
+
+
+def _names(x: str | Sequence[str] | None) -> list[str]:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [x]
+    return list(x)
+
+
+def _first_bad_row(df: pd.DataFrame, mask: np.ndarray) -> Any:
+    return df.index[int(np.flatnonzero(mask)[0])]
+
+
+def check_numeric(df: pd.DataFrame, col: str) -> None:
+    """Raise a DataError naming `col` (and a row) when it is not a numeric column."""
+    s = df[col]
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return
+    coerced = pd.to_numeric(s, errors="coerce")
+    bad = coerced.isna().to_numpy() & s.notna().to_numpy()
+    if not bad.any() and not pd.api.types.is_string_dtype(s.dtype) or s.isna().all():
+        return  # an object column of numbers and None (a row built by hand) is fine
+    where = f" (row {_first_bad_row(df, bad)!r} holds {s[bad].iloc[0]!r})" if bad.any() else ""
+    raise DataError(
+        expected(
+            "a continuous column of numbers",
+            "cont_names",
+            col,
+            hint=f"Column `{col}` has dtype {s.dtype}{where}. Convert it with pd.to_numeric, or list it in "
+            "`cat_names` if it is a category.",
+        )
+    )
+
+
+def lookup(vocab: Sequence[Any], values: Any) -> np.ndarray:
+    """Position of each value in `vocab` (a hash lookup), -1 for missing values and values not in it."""
+    return pd.Index(list(vocab)).get_indexer(pd.Series(values)).astype(np.int64)
+
+
+class TabularProc:
+    """Base of the preprocessing steps. Subclasses implement `setup`, `process`, `to_recipe`, `from_recipe`.
+
+    Attributes:
+        order: procs run in increasing order (fill missing values, then categorify, then normalize).
+    """
+
+    order: int = 0
+
+    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
+        """Learn the state from the training rows `df`; may append new column names to `cat_names`."""
+
+    def process(self, df: pd.DataFrame) -> None:
+        """Apply the learned state to `df`, in place."""
+
+    def to_recipe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@register_recipe()
+class FillMissing(TabularProc):
+    """Fill missing values of continuous columns, and add a ``<col>_na`` indicator column (a category).
+
+    The fill value of every continuous column is learned from the training rows, so a value missing in
+    new rows is filled even in a column that had none in training; the indicator is only added for
+    columns that had missing training values (the model's inputs stay the same).
+
+    Args:
+        fill_strategy: ``"median"``, ``"mode"`` or ``"constant"`` (uses `fill_value`).
+        fill_value: the constant of ``"constant"``.
+        add_col: add the ``<col>_na`` indicator columns.
+    """
+
+    order = 0
+    STRATEGIES = ("median", "mode", "constant")
+
+    def __init__(self, fill_strategy: str = "median", fill_value: float = 0.0, add_col: bool = True) -> None:
+        if fill_strategy not in self.STRATEGIES:
+            raise ConfigError(expected("a fill strategy", "fill_strategy", fill_strategy, self.STRATEGIES))
+        self.fill_strategy, self.fill_value, self.add_col = fill_strategy, float(fill_value), add_col
+        self.fill_values: dict[str, float] = {}
+        self.na_cols: list[str] = []
+
+    def _fill_value(self, s: pd.Series) -> float:
+        if self.fill_strategy == "constant" or s.notna().sum() == 0:
+            return self.fill_value
+        if self.fill_strategy == "median":
+            return float(s.median())
+        return float(s.mode().iloc[0])
+
+    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
+        self.fill_values = {c: self._fill_value(df[c]) for c in cont_names}
+        self.na_cols = [c for c in cont_names if df[c].isna().any()] if self.add_col else []
+        for c in self.na_cols:
+            if f"{c}_na" not in cat_names:
+                cat_names.append(f"{c}_na")
+
+    def process(self, df: pd.DataFrame) -> None:
+        for c in self.na_cols:
+            df[f"{c}_na"] = df[c].isna()
+        for c, v in self.fill_values.items():
+            if df[c].isna().any():
+                df[c] = df[c].fillna(v)
+
+    def to_recipe(self) -> dict[str, Any]:
+        return {
+            "fill_strategy": self.fill_strategy,
+            "fill_value": self.fill_value,
+            "add_col": self.add_col,
+            "fill_values": dict(self.fill_values),
+            "na_cols": list(self.na_cols),
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> FillMissing:
+        out = cls(data["fill_strategy"], data["fill_value"], data["add_col"])
+        out.fill_values = {k: float(v) for k, v in data["fill_values"].items()}
+        out.na_cols = list(data["na_cols"])
+        return out
+
+    def __repr__(self) -> str:
+        return f"FillMissing(fill_strategy={self.fill_strategy!r}, add_col={self.add_col})"
+
+
+@register_recipe()
+class Categorify(TabularProc):
+    """Replace the values of categorical columns by integer codes, from a vocabulary of the training rows.
+
+    Code 0 is ``#na#``: missing values and categories never seen in training both map to it.
+
+    Args:
+        max_vocab: the most distinct training values a column may have; more means the column is
+            probably an identifier (a DataError says so).
+    """
+
+    order = 1
+
+    def __init__(self, max_vocab: int = 100_000) -> None:
+        self.max_vocab = int(max_vocab)
+        self.vocabs: dict[str, list[Any]] = {}
+
+    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
+        self.vocabs = {}
+        for c in cat_names:
+            s = df[c]
+            n = int(s.nunique(dropna=True))
+            if n > self.max_vocab:
+                raise DataError(
+                    f"Categorical column `{c}` has {n:,} distinct values in the training rows (more than "
+                    f"max_vocab={self.max_vocab:,}): it looks like an identifier, which a model cannot learn from. "
+                    "Drop it, list it in `cont_names` if it is a number, or raise Categorify(max_vocab=...)."
+                )
+            values = pd.unique(s.dropna())
+            try:
+                values = sorted(values)
+            except TypeError:  # mixed types: keep the order of appearance
+                values = list(values)
+            self.vocabs[c] = [NA_TOKEN, *(v.item() if isinstance(v, np.generic) else v for v in values)]
+
+    def process(self, df: pd.DataFrame) -> None:
+        for c, vocab in self.vocabs.items():
+            # A hash lookup per value: missing and unseen values give -1, hence +1 -> 0 (#na#).
+            df[c] = lookup(vocab[1:], df[c]) + 1
+
+    def n_classes(self, col: str) -> int:
+        """Size of the vocabulary of `col`, ``#na#`` included (the rows of its embedding)."""
+        return len(self.vocabs[col])
+
+    def decode(self, col: str, codes: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Codes of `col` back to its values (``#na#`` for code 0)."""
+        vocab = np.asarray(self.vocabs[col], dtype=object)
+        codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        return vocab[codes]
+
+    def to_recipe(self) -> dict[str, Any]:
+        return {
+            "max_vocab": self.max_vocab,
+            "vocabs": {c: [_json_scalar(v, f"column `{c}`") for v in vocab] for c, vocab in self.vocabs.items()},
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> Categorify:
+        out = cls(data["max_vocab"])
+        out.vocabs = {c: list(v) for c, v in data["vocabs"].items()}
+        return out
+
+    def __repr__(self) -> str:
+        return f"Categorify({', '.join(f'{c}: {len(v)}' for c, v in self.vocabs.items())})"
+
+
+@register_recipe()
+class Normalize(TabularProc):
+    """Standardize continuous columns with the mean and standard deviation of the training rows."""
+
+    order = 2
+
+    def __init__(self) -> None:
+        self.stats: dict[str, tuple[float, float]] = {}
+
+    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
+        self.stats = {}
+        for c in cont_names:
+            x = df[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            mean, std = float(np.nanmean(x)) if len(x) else 0.0, float(np.nanstd(x)) if len(x) else 1.0
+            # A constant column would divide by zero; it carries no information either way.
+            self.stats[c] = (0.0 if mean != mean else mean, std if std > 1e-7 else 1.0)
+
+    def process(self, df: pd.DataFrame) -> None:
+        for c, (mean, std) in self.stats.items():
+            df[c] = (df[c].to_numpy(dtype=np.float32, na_value=np.nan) - np.float32(mean)) / np.float32(std)
+
+    def decode(self, col: str, values: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Normalized values of `col` back to the original scale."""
+        values = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        mean, std = self.stats[col]
+        return values.astype(np.float64) * std + mean
+
+    def to_recipe(self) -> dict[str, Any]:
+        return {"stats": {c: [m, s] for c, (m, s) in self.stats.items()}}
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> Normalize:
+        out = cls()
+        out.stats = {c: (float(m), float(s)) for c, (m, s) in data["stats"].items()}
+        return out
+
+
+def _as_procs(procs: Sequence[TabularProc | type[TabularProc]] | None) -> list[TabularProc]:
+    out = []
+    for p in procs or []:
+        if isinstance(p, type) and issubclass(p, TabularProc):
+            p = p()
+        if not isinstance(p, TabularProc):
+            hint = "e.g. [Categorify, FillMissing, Normalize]"
+            raise ConfigError(expected("TabularProc instances or classes", "procs", p, hint=hint))
+        out.append(p)
+    return sorted(out, key=lambda p: p.order)
+
+
+@register_recipe()
+class TabularProcessor:
+    """The fitted processing of a table: column roles, procs, target encoding; DataFrame -> tensors.
+
+    Args:
+        cat_names: categorical columns (embedded by the model).
+        cont_names: continuous columns.
+        y_names: the target column(s); none for unlabelled data.
+        procs: :class:`TabularProc` instances or classes. A :class:`Categorify` is added when there are
+            categorical columns and none is given (the model needs codes).
+        y_kind: ``"category"`` (classification) or ``"regression"``; ``None`` picks regression for float
+            targets or several targets, classification otherwise.
+    """
+
+    def __init__(
+        self,
+        cat_names: Sequence[str] | None = None,
+        cont_names: Sequence[str] | None = None,
+        y_names: str | Sequence[str] | None = None,
+        procs: Sequence[TabularProc | type[TabularProc]] | None = None,
+        y_kind: str | None = None,
+    ) -> None:
+        if y_kind is not None and y_kind not in Y_KINDS:
+            raise ConfigError(expected("a target kind", "y_block", y_kind, Y_KINDS))
+        self.cat_names = _names(cat_names)
+        self.cont_names = _names(cont_names)
+        self.y_names = _names(y_names)
+        inputs = set(self.cat_names + self.cont_names)
+        overlap = (set(self.cat_names) & set(self.cont_names)) | (inputs & set(self.y_names))
+        if overlap:
+            raise ConfigError(f"Columns {sorted(overlap)} are named in more than one of cat_names/cont_names/y_names.")
+        self.procs = _as_procs(procs)
+        if self.cat_names and not any(isinstance(p, Categorify) for p in self.procs):
+            self.procs = _as_procs([*self.procs, Categorify()])
+        self.y_kind = y_kind
+        self.y_vocab: list[Any] | None = None
+        self.input_cat_names = list(self.cat_names)  # the columns a new row must have
+        self.is_setup = False
+
+    # -- validation -----------------------------------------------------------------------------
+    def check_columns(self, df: pd.DataFrame, with_y: bool) -> None:
+        """DataError naming any column that `df` lacks, or a continuous column that is not numeric."""
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(expected("a pandas DataFrame", "df", type(df).__name__))
+        for arg, cols in (("cat_names", self.input_cat_names), ("cont_names", self.cont_names)):
+            for c in cols:
+                if c not in df.columns:
+                    raise DataError(_missing_col(arg, c, df))
+        if with_y:
+            for c in self.y_names:
+                if c not in df.columns:
+                    raise DataError(_missing_col("y_names", c, df))
+        for c in self.cont_names:
+            check_numeric(df, c)
+
+    def _check_y(self, df: pd.DataFrame) -> None:
+        for c in self.y_names:
+            na = df[c].isna().to_numpy()
+            if na.any():
+                raise DataError(
+                    f"The target column `{c}` has {int(na.sum())} missing value(s) (first at row "
+                    f"{_first_bad_row(df, na)!r}). Drop those rows (df.dropna(subset=[{c!r}])) or fill them."
+                )
+        if self.y_kind == "regression":
+            for c in self.y_names:
+                check_numeric(df, c)
+
+    # -- setup / process ------------------------------------------------------------------------
+    def setup(self, df: pd.DataFrame, train_idx: Sequence[int] | np.ndarray | None = None) -> tuple:
+        """Learn every proc's state from the training rows (positions `train_idx`, default all) and
+        process all of `df`; returns ``(cats, conts, ys)`` for every row of `df`."""
+        self.check_columns(df, with_y=True)
+        if self.y_names:
+            self._check_y(df)
+            if self.y_kind is None:
+                ys = df[self.y_names]
+                is_float = all(pd.api.types.is_float_dtype(ys[c]) for c in self.y_names)
+                self.y_kind = "regression" if (is_float or len(self.y_names) > 1) else "category"
+            if self.y_kind == "category":
+                if len(self.y_names) > 1:
+                    raise ConfigError(
+                        f"Several targets {self.y_names} are only supported for regression; pass y_block='regression' "
+                        "or a single target column."
+                    )
+                # Every label of the table (not only training ones), so a class seen only in validation still decodes.
+                labels = pd.unique(df[self.y_names[0]])
+                try:
+                    labels = sorted(labels)
+                except TypeError:
+                    labels = list(labels)
+                self.y_vocab = [v.item() if isinstance(v, np.generic) else v for v in labels]
+        cat_names = list(self.input_cat_names)
+        work = self._frame(df)
+        train = work if train_idx is None else work.iloc[np.asarray(train_idx, dtype=np.int64)]
+        for p in self.procs:
+            p.setup(train, cat_names, self.cont_names)
+            self.cat_names = cat_names
+            p.process(work)
+            if train_idx is not None:
+                train = work.iloc[np.asarray(train_idx, dtype=np.int64)]
+            else:
+                train = work
+        self.is_setup = True
+        return self._tensors(work, df, with_y=bool(self.y_names))
+
+    def process(self, df: pd.DataFrame, with_y: bool | None = None) -> tuple:
+        """Apply the learned processing to new rows: ``(cats, conts, ys)`` (``ys`` is None without labels).
+
+        Args:
+            with_y: encode the target too; default: when `df` has every target column.
+        """
+        if not self.is_setup:
+            raise ConfigError("This TabularProcessor is not set up yet: call `setup(train_df)` first.")
+        if with_y is None:
+            with_y = bool(self.y_names) and all(c in df.columns for c in self.y_names)
+        self.check_columns(df, with_y=with_y)
+        if with_y:
+            self._check_y(df)
+        work = self._frame(df)
+        for p in self.procs:
+            p.process(work)
+        return self._tensors(work, df, with_y=with_y)
+
+    def _frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """A copy of the input columns only (the user's DataFrame is never modified)."""
+        out = {c: df[c].to_numpy(copy=True) for c in self.input_cat_names}
+        for c in self.cont_names:
+            s = df[c]
+            # Object columns of numbers and None (rows built by hand) become floats with NaN.
+            out[c] = s.to_numpy(copy=True) if pd.api.types.is_numeric_dtype(s) else pd.to_numeric(s).to_numpy(float)
+        return pd.DataFrame(out, index=df.index)
+
+    def _tensors(self, work: pd.DataFrame, df: pd.DataFrame, with_y: bool) -> tuple:
+        n = len(work)
+        if self.cat_names:
+            cats = torch.from_numpy(np.stack([work[c].to_numpy(dtype=np.int64) for c in self.cat_names], axis=1))
+        else:
+            cats = torch.zeros((n, 0), dtype=torch.int64)
+        if self.cont_names:
+            conts_np = np.stack([work[c].to_numpy(dtype=np.float32, na_value=np.nan) for c in self.cont_names], axis=1)
+            bad = np.isnan(conts_np).any(axis=0)
+            if bad.any():
+                col = self.cont_names[int(np.flatnonzero(bad)[0])]
+                raise DataError(
+                    f"Continuous column `{col}` still has missing values after processing. Add FillMissing to `procs` "
+                    "(or fill the column yourself)."
+                )
+            conts = torch.from_numpy(conts_np)  # (N, n_cont)
+        else:
+            conts = torch.zeros((n, 0), dtype=torch.float32)
+        ys = self.encode_y(df) if with_y else None
+        return cats, conts, ys
+
+    def encode_y(self, df: pd.DataFrame) -> torch.Tensor:
+        """The target of `df` as a tensor: class indices ``(N,)`` or values ``(N,)`` / ``(N, n_targets)``."""
+        if self.y_kind == "category":
+            col = self.y_names[0]
+            codes = lookup(self.y_vocab, df[col])
+            if (codes < 0).any():
+                bad = codes < 0
+                raise DataError(
+                    f"The target column `{col}` holds {df[col][bad].iloc[0]!r} (row {_first_bad_row(df, bad)!r}), "
+                    f"which is not one of the {len(self.y_vocab)} classes the model knows."
+                )
+            return torch.from_numpy(codes)
+        ys = np.stack([df[c].to_numpy(dtype=np.float32) for c in self.y_names], axis=1)
+        t = torch.from_numpy(ys)  # (N, n_targets)
+        return t[:, 0].contiguous() if t.shape[1] == 1 else t
+
+    # -- decoding -------------------------------------------------------------------------------
+    def proc(self, kind: type[TabularProc]) -> TabularProc | None:
+        """The proc of class `kind`, or None."""
+        return next((p for p in self.procs if isinstance(p, kind)), None)
+
+    @property
+    def n_out(self) -> int:
+        """Outputs the model needs: the number of classes, or of regression targets."""
+        if self.y_kind == "category":
+            return len(self.y_vocab or [])
+        return len(self.y_names)
+
+    def decode(self, cats: torch.Tensor, conts: torch.Tensor) -> pd.DataFrame:
+        """Encoded inputs back to a readable table (category names, values on their original scale)."""
+        cat_proc, norm = self.proc(Categorify), self.proc(Normalize)
+        out: dict[str, Any] = {}
+        for i, c in enumerate(self.cat_names):
+            out[c] = cat_proc.decode(c, cats[:, i]) if cat_proc is not None else cats[:, i].numpy()
+        for i, c in enumerate(self.cont_names):
+            v = conts[:, i].float()
+            out[c] = norm.decode(c, v) if norm is not None and c in norm.stats else v.numpy()
+        return pd.DataFrame(out)
+
+    def decode_y(self, ys: torch.Tensor) -> Any:
+        """Encoded targets (class indices or values) back to labels / values, as a DataFrame column dict."""
+        if self.y_kind == "category":
+            vocab = np.asarray(self.y_vocab, dtype=object)
+            return {self.y_names[0]: vocab[ys.long().cpu().numpy()]}
+        ys = ys.detach().float().cpu().reshape(len(ys), -1)
+        return {c: ys[:, i].numpy() for i, c in enumerate(self.y_names)}
+
+    # -- export ---------------------------------------------------------------------------------
+    def to_recipe(self) -> dict[str, Any]:
+        return {
+            "cat_names": list(self.input_cat_names),
+            "all_cat_names": list(self.cat_names),
+            "cont_names": list(self.cont_names),
+            "y_names": list(self.y_names),
+            "y_kind": self.y_kind,
+            "y_vocab": None if self.y_vocab is None else [_json_scalar(v, "the target") for v in self.y_vocab],
+            "procs": [dump(p) for p in self.procs],
+            "is_setup": self.is_setup,
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> TabularProcessor:
+        procs = [load(p) for p in data["procs"]]
+        out = cls(data["cat_names"], data["cont_names"], data["y_names"], procs=procs, y_kind=data["y_kind"])
+        out.procs = procs  # exactly the exported ones (no Categorify added)
+        out.cat_names = list(data["all_cat_names"])
+        out.y_vocab = data["y_vocab"]
+        out.is_setup = data["is_setup"]
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"TabularProcessor(cat_names={self.cat_names}, cont_names={self.cont_names}, y_names={self.y_names}, "
+            f"y_kind={self.y_kind!r}, procs={self.procs})"
+        )
+
+
+def _missing_col(arg: str, col: str, df: pd.DataFrame) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(col), [str(c) for c in df.columns], n=3)
+    hint = f"Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    cols = list(df.columns)
+    shown = cols if len(cols) <= 20 else cols[:20] + ["…"]
+    return expected(
+        "columns of the DataFrame",
+        arg,
+        col,
+        hint=f"There is no column {col!r}; the columns are {shown}. {hint}".rstrip(),
+    )
+
+
+def cont_cat_split(
+    df: pd.DataFrame, max_card: int = 20, dep_var: str | Sequence[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Split the columns of `df` into continuous and categorical ones: ``(cont_names, cat_names)``.
+
+    Float columns, and integer columns with more than `max_card` distinct values, are continuous;
+    everything else (strings, booleans, categoricals, low-cardinality integers) is categorical. The
+    target column(s) `dep_var` are left out.
+    """
+    skip = set(_names(dep_var))
+    cont, cat = [], []
+    for c in df.columns:
+        if c in skip:
+            continue
+        s = df[c]
+        if pd.api.types.is_float_dtype(s) or (
+            pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.nunique() > max_card
+        ):
+            cont.append(c)
+        else:
+            cat.append(c)
+    return cont, cat
+
+
+_DATE_ATTRS = ("Year", "Month", "Week", "Day", "Dayofweek", "Dayofyear")
+_DATE_FLAGS = ("Is_month_end", "Is_month_start", "Is_quarter_end", "Is_quarter_start", "Is_year_end", "Is_year_start")
+
+
+def add_datepart(
+    df: pd.DataFrame, field_name: str, prefix: str | None = None, drop: bool = True, time: bool = False
+) -> pd.DataFrame:
+    """Expand a date column into its parts (year, month, week, day, weekday, flags, and seconds since 1970).
+
+    Returns a new DataFrame (the input is not modified) with columns ``<prefix>Year``, ``<prefix>Month``,
+    ``<prefix>Week``, ``<prefix>Day``, ``<prefix>Dayofweek``, ``<prefix>Dayofyear``, the
+    ``<prefix>Is_month_end``-style flags, ``<prefix>Elapsed`` (and ``Hour``, ``Minute``, ``Second`` with
+    `time`). The default prefix is the column name without a trailing "date"/"Date".
+
+    Raises:
+        DataError: when the column does not exist or cannot be read as dates.
+    """
+    if field_name not in df.columns:
+        raise DataError(_missing_col("field_name", field_name, df))
+    if prefix is None:
+        prefix = field_name[:-4] if field_name.lower().endswith("date") else f"{field_name}_"
+    try:
+        dates = pd.to_datetime(df[field_name])
+    except (ValueError, TypeError) as e:
+        raise DataError(f"Column `{field_name}` cannot be read as dates: {e}") from e
+    out = df.copy()
+    dt = dates.dt
+    parts: dict[str, Any] = {
+        "Year": dt.year,
+        "Month": dt.month,
+        "Week": dt.isocalendar().week.astype("Int64").to_numpy(dtype=np.float64, na_value=np.nan),
+        "Day": dt.day,
+        "Dayofweek": dt.day_of_week,
+        "Dayofyear": dt.day_of_year,
+    }
+    for flag in _DATE_FLAGS:
+        parts[flag] = getattr(dt, flag.lower())
+    if time:
+        parts.update({"Hour": dt.hour, "Minute": dt.minute, "Second": dt.second})
+    for k, v in parts.items():
+        out[prefix + k] = v
+    # Seconds since the epoch; NaT stays missing (FillMissing can fill it).
+    secs = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    out[prefix + "Elapsed"] = np.where(dates.isna().to_numpy(), np.nan, secs)
+    if drop:
+        out = out.drop(columns=field_name)
+    return out

@@ -1,0 +1,211 @@
+"""Tests of the tabular preprocessing: procs, the processor, export round trips and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ember.core.errors import ConfigError, DataError
+from ember.core.recipe import dump, load
+from ember.tabular.procs import (
+    NA_TOKEN,
+    Categorify,
+    FillMissing,
+    Normalize,
+    TabularProcessor,
+    add_datepart,
+    cont_cat_split,
+)
+
+
+def _df() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "color": ["red", "blue", "red", None, "green", "blue"],
+            "size": [1, 2, 3, 1, 2, 3],
+            "x": [1.0, np.nan, 3.0, 5.0, 7.0, 9.0],
+            "z": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0],
+            "y": ["a", "b", "a", "b", "a", "b"],
+        }
+    )
+
+
+def _roundtrip(obj):
+    return load(json.loads(json.dumps(dump(obj))))
+
+
+def test_categorify_vocab_from_training_rows_and_unknowns_map_to_zero():
+    df = _df()
+    cat = Categorify()
+    cat.setup(df.iloc[:3], ["color"], [])
+    assert cat.vocabs["color"] == [NA_TOKEN, "blue", "red"]  # "green" is only in later rows
+    work = df[["color"]].copy()
+    cat.process(work)
+    assert work["color"].tolist() == [2, 1, 2, 0, 0, 1]  # None and unseen "green" -> 0
+    assert list(cat.decode("color", np.array([0, 1, 2]))) == [NA_TOKEN, "blue", "red"]
+
+
+def test_fill_missing_uses_training_median_and_adds_indicator():
+    df = _df()
+    fm = FillMissing()
+    cats: list[str] = []
+    fm.setup(df, cats, ["x", "z"])
+    assert cats == ["x_na"]  # only x had missing values
+    assert fm.fill_values["x"] == pytest.approx(5.0)
+    work = df[["x", "z"]].copy()
+    fm.process(work)
+    assert work["x"].tolist() == [1.0, 5.0, 3.0, 5.0, 7.0, 9.0]
+    assert work["x_na"].tolist() == [False, True, False, False, False, False]
+    # A value missing in new rows of a column that had none in training is filled too.
+    new = pd.DataFrame({"x": [np.nan], "z": [np.nan]})
+    fm.process(new)
+    assert new["z"].iloc[0] == pytest.approx(35.0) and bool(new["x_na"].iloc[0])
+
+
+@pytest.mark.parametrize(("strategy", "expected"), [("mode", 1.0), ("constant", -1.0)])
+def test_fill_missing_strategies(strategy, expected):
+    df = pd.DataFrame({"x": [1.0, 1.0, 4.0, np.nan]})
+    fm = FillMissing(strategy, fill_value=-1.0)
+    fm.setup(df, [], ["x"])
+    assert fm.fill_values["x"] == expected
+
+
+def test_fill_missing_rejects_an_unknown_strategy():
+    with pytest.raises(ConfigError, match="fill_strategy"):
+        FillMissing("mean-ish")
+
+
+def test_normalize_uses_training_stats_and_survives_constant_columns():
+    df = pd.DataFrame({"a": [1.0, 2.0, 3.0, 100.0], "c": [5.0, 5.0, 5.0, 5.0]})
+    norm = Normalize()
+    norm.setup(df.iloc[:3], [], ["a", "c"])
+    work = df.copy()
+    norm.process(work)
+    assert work["a"].iloc[:3].mean() == pytest.approx(0.0, abs=1e-6)
+    assert work["a"].iloc[:3].std(ddof=0) == pytest.approx(1.0, abs=1e-5)
+    assert work["c"].tolist() == [0.0] * 4  # std 0 -> divided by 1, not by zero
+    assert norm.decode("a", work["a"].to_numpy()) == pytest.approx(df["a"].to_numpy(), rel=1e-5)
+
+
+def test_processor_tensors_and_new_rows():
+    df = _df()
+    proc = TabularProcessor(["color", "size"], ["x", "z"], "y", procs=[Categorify, FillMissing, Normalize])
+    cats, conts, ys = proc.setup(df, train_idx=[0, 1, 2, 3])
+    assert proc.cat_names == ["color", "size", "x_na"]
+    assert cats.dtype == torch.int64 and cats.shape == (6, 3)
+    assert conts.dtype == torch.float32 and conts.shape == (6, 2)
+    assert proc.y_kind == "category" and proc.y_vocab == ["a", "b"]
+    assert ys.tolist() == [0, 1, 0, 1, 0, 1]
+    new = pd.DataFrame({"color": ["purple"], "size": [3], "x": [np.nan], "z": [25.0]})
+    c2, x2, y2 = proc.process(new)
+    assert y2 is None
+    assert c2.tolist() == [[0, 3, 2]]  # unseen color -> #na#, x missing -> indicator True (code 2)
+    decoded = proc.decode(c2, x2)
+    assert decoded["z"].iloc[0] == pytest.approx(25.0, rel=1e-5)
+    assert decoded["color"].iloc[0] == NA_TOKEN
+
+
+def test_categorify_is_added_when_missing_from_procs():
+    proc = TabularProcessor(["color"], [], "y", procs=[])
+    cats, _, _ = proc.setup(_df())
+    assert isinstance(proc.procs[0], Categorify) and cats.max() == 3
+
+
+@pytest.mark.parametrize("obj", [Categorify(), FillMissing("constant", 2.0), Normalize()])
+def test_each_proc_round_trips_through_json(obj):
+    df = _df()
+    cats = ["color"] if isinstance(obj, Categorify) else []
+    conts = [] if isinstance(obj, Categorify) else ["x", "z"]
+    if isinstance(obj, Normalize):
+        df = df.fillna({"x": 0.0})
+    obj.setup(df, list(cats), conts)
+    back = _roundtrip(obj)
+    a, b = df.copy(), df.copy()
+    obj.process(a)
+    back.process(b)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_processor_round_trip_processes_new_rows_identically():
+    df = _df()
+    proc = TabularProcessor(["color", "size"], ["x", "z"], "y", procs=[Categorify, FillMissing, Normalize])
+    proc.setup(df, train_idx=[0, 1, 2, 3, 4])
+    back = _roundtrip(proc)
+    new = pd.DataFrame(
+        {"color": ["green", None, "teal"], "size": [2, 9, 1], "x": [np.nan, 2.5, 8.0], "z": [1.0, 2.0, np.nan]}
+    )
+    for t1, t2 in zip(proc.process(new)[:2], back.process(new)[:2]):
+        assert torch.equal(t1, t2)
+    assert back.y_vocab == proc.y_vocab and back.cat_names == proc.cat_names
+    assert torch.equal(proc.process(df)[2], back.process(df)[2])
+
+
+def test_y_kind_is_picked_from_the_target():
+    df = _df().assign(price=np.linspace(1, 2, 6), qty=np.arange(6.0))
+    reg = TabularProcessor(["color"], [], "price")
+    reg.setup(df)
+    assert reg.y_kind == "regression" and reg.n_out == 1
+    multi = TabularProcessor(["color"], [], ["price", "qty"])
+    _, _, ys = multi.setup(df)
+    assert multi.y_kind == "regression" and ys.shape == (6, 2)
+    with pytest.raises(ConfigError, match="regression"):
+        TabularProcessor(["color"], [], ["y", "size"], y_kind="category").setup(df)
+
+
+def test_missing_column_is_named_with_a_suggestion():
+    proc = TabularProcessor(["colour"], ["x"], "y")
+    with pytest.raises(DataError, match=r"colour.*Did you mean 'color'"):
+        proc.setup(_df())
+
+
+def test_target_with_missing_values_is_named():
+    df = _df()
+    df.loc[4, "y"] = None
+    with pytest.raises(DataError, match=r"target column `y`.*1 missing.*row 4"):
+        TabularProcessor(["color"], ["x"], "y").setup(df)
+
+
+def test_continuous_column_holding_strings_is_named():
+    df = _df().assign(z=["1", "2", "three", "4", "5", "6"])
+    with pytest.raises(DataError, match=r"`z`.*row 2.*'three'"):
+        TabularProcessor(["color"], ["z"], "y").setup(df)
+
+
+def test_categorical_with_a_million_distinct_values_is_named():
+    n = 1_000_000
+    df = pd.DataFrame({"id": np.arange(n), "y": np.zeros(n)})
+    with pytest.raises(DataError, match=r"Categorical column `id` has 1,000,000 distinct values"):
+        TabularProcessor(["id"], [], "y", procs=[Categorify]).setup(df)
+
+
+def test_cont_cat_split():
+    df = pd.DataFrame(
+        {
+            "f": [0.5] * 30,
+            "small_int": np.arange(30) % 3,
+            "big_int": np.arange(30),
+            "s": ["a"] * 30,
+            "b": [True] * 30,
+            "target": np.arange(30.0),
+        }
+    )
+    cont, cat = cont_cat_split(df, max_card=20, dep_var="target")
+    assert cont == ["f", "big_int"]
+    assert cat == ["small_int", "s", "b"]
+
+
+def test_add_datepart():
+    df = pd.DataFrame({"saledate": ["2020-02-29", "2021-12-31", None], "v": [1, 2, 3]})
+    out = add_datepart(df, "saledate")
+    assert "saledate" not in out.columns and "saledate" in df.columns  # input left alone
+    assert out["saleYear"].tolist()[:2] == [2020, 2021]
+    assert out["saleDayofyear"].tolist()[:2] == [60, 365]
+    assert out["saleIs_year_end"].tolist()[:2] == [False, True]
+    assert out["saleElapsed"].iloc[0] == pytest.approx(1582934400.0)
+    assert np.isnan(out["saleElapsed"].iloc[2])
+    with pytest.raises(DataError, match="nope"):
+        add_datepart(df, "nope")
