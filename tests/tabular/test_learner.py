@@ -92,8 +92,8 @@ def test_model_recipe_rebuilds_the_same_model(penguin_learner):
     df = penguins().iloc[:20]
     for a, b in zip(proc.process(df), penguin_learner.processor.process(df)):
         assert torch.equal(a, b)
-    state = penguin_learner.export_state()
-    assert json.loads(json.dumps(state))["processor"]["type"] == "TabularProcessor"
+    state = json.loads(json.dumps(dump(penguin_learner.dls)))  # what export writes for the data
+    assert state["type"] == "TabularDataLoaders" and state["data"]["processor"]["type"] == "TabularProcessor"
 
 
 def test_regression_learner_fits_a_known_rule():

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from ember.core.device import default_device
-from ember.core.errors import ConfigError, DataError, expected
+from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders
 from ember.tabular.data import SliceLoader, print_table, random_split_idx, tensor_loader
 from ember.tabular.procs import Categorify, TabularProcessor, lookup
@@ -26,8 +27,13 @@ from ember.tabular.procs import Categorify, TabularProcessor, lookup
 __all__ = ["CollabDataLoaders"]
 
 
+@register_recipe()
 class CollabDataLoaders(DataLoaders):
     """Training and validation loaders over ratings; build them with :meth:`from_df` or :meth:`from_csv`.
+
+    Export writes the user/item coding, the column names, the mean rating and the ratings per item
+    (:meth:`to_recipe`); loading gives inference loaders with no ratings (:meth:`from_recipe`) with which
+    ``predict``, ``bias``, ``weight``, ``top_items`` and ``item_pca`` work as before export.
 
     Attributes:
         processor: the fitted encoding of users and items (and the rating column), exportable.
@@ -173,3 +179,39 @@ class CollabDataLoaders(DataLoaders):
         if print_out:
             print_table(df)
         return df
+
+    # -- export ---------------------------------------------------------------------------------------
+    def to_recipe(self) -> dict[str, Any]:
+        """What inference and analysis need, as JSON values (no ratings)."""
+        return {
+            "processor": dump(self.processor),
+            "names": [self.user_name, self.item_name, self.rating_name],
+            "rating_mean": float(self.rating_mean),
+            "item_counts": [int(n) for n in self.item_counts],
+            "bs": self.bs,
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> CollabDataLoaders:
+        """Inference loaders: an empty training loader, no validation loader, and the exported coding."""
+        missing = [k for k in ("processor", "names", "rating_mean", "item_counts") if k not in data]
+        if missing:
+            raise ExportError(f"The ratings data recipe lacks {missing}; the file is incomplete.")
+        proc = load(data["processor"])
+        if not isinstance(proc, TabularProcessor) or proc.proc(Categorify) is None:
+            raise ExportError(expected("a TabularProcessor with a Categorify", "processor", type(proc).__name__))
+        bs = int(data.get("bs") or 64)
+        tensors = (torch.zeros((0, 2), dtype=torch.int64), torch.zeros(0, dtype=torch.float32))  # (0, 2), (0,)
+        kinds = ("tabular_cat", "regression")
+        train = SliceLoader(tensor_loader(tensors, bs, shuffle=False), device="cpu", n_inp=1, kinds=kinds, split=0)
+        dls = cls(train, None, device="cpu", n_inp=1)
+        dls.processor = proc
+        dls.user_name, dls.item_name, dls.rating_name = data["names"]
+        dls.rating_mean = float(data["rating_mean"])
+        dls.item_counts = np.asarray(data["item_counts"], dtype=np.int64)
+        if len(dls.item_counts) != dls.n_items:
+            raise ExportError(
+                f"The ratings data recipe counts {len(dls.item_counts)} items but codes {dls.n_items}; "
+                "the file is inconsistent."
+            )
+        return dls

@@ -18,7 +18,7 @@ import torch
 from ember.collab.data import CollabDataLoaders
 from ember.collab.model import EmbeddingDotBias, embedding_dot_bias, embedding_nn
 from ember.core.errors import ConfigError, DataError, expected
-from ember.core.recipe import dump
+from ember.learner.export import register_learner
 from ember.learner.learner import Learner
 from ember.tabular.data import print_table
 from ember.tabular.model import emb_sz_rule
@@ -28,8 +28,13 @@ __all__ = ["CollabLearner", "collab_learner"]
 UNKNOWN = ("error", "mean")
 
 
+@register_learner
 class CollabLearner(Learner):
     """A :class:`~ember.learner.Learner` for ratings, with prediction for (user, item) pairs and analysis helpers.
+
+    ``learn.export(path)`` writes the weights, the model recipe and the coding of users and items;
+    ``ember.load_learner(path)`` gives back a ``CollabLearner`` whose ``predict`` and analysis helpers
+    (``bias``, ``weight``, ``top_items``, ``item_pca``) give the same answers.
 
     Attributes:
         model_recipe: ``{"factory": "embedding_dot_bias" | "embedding_nn", "kwargs": {...}}``.
@@ -221,15 +226,6 @@ class CollabLearner(Learner):
         if fname is not None:
             fig.savefig(fname)
         return fig
-
-    def export_state(self) -> dict[str, Any]:
-        """What export writes besides the weights: the model recipe, the encoding and the column names."""
-        return {
-            "model_recipe": self.model_recipe,
-            "processor": dump(self.dls.processor),
-            "rating_mean": self.dls.rating_mean,
-            "names": [self.dls.user_name, self.dls.item_name, self.dls.rating_name],
-        }
 
 
 def collab_learner(

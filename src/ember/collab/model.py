@@ -13,6 +13,7 @@ from torch import nn
 
 from ember.core.errors import ConfigError, expected
 from ember.layers import Embedding
+from ember.learner.export import register_model_factory
 from ember.tabular.model import TabularModel
 
 __all__ = ["EmbeddingDotBias", "EmbeddingNN", "embedding_dot_bias", "embedding_nn", "COLLAB_FACTORIES"]
@@ -79,15 +80,17 @@ class EmbeddingNN(TabularModel):
         return self.embeds[1 if is_item else 0](codes)
 
 
+@register_model_factory()
 def embedding_dot_bias(
     n_factors: int, n_users: int, n_items: int, y_range: Sequence[float] | None = None
 ) -> EmbeddingDotBias:
-    """Build an :class:`EmbeddingDotBias` from JSON-able arguments (the factory export rebuilds it with)."""
+    """Build an :class:`EmbeddingDotBias` from JSON-able arguments (the model factory ``load_learner`` calls)."""
     return EmbeddingDotBias(n_factors, n_users, n_items, None if y_range is None else (y_range[0], y_range[1]))
 
 
+@register_model_factory()
 def embedding_nn(emb_szs: Sequence[Sequence[int]], layers: Sequence[int] = (200, 100), **kwargs: Any) -> EmbeddingNN:
-    """Build an :class:`EmbeddingNN` from JSON-able arguments."""
+    """Build an :class:`EmbeddingNN` from JSON-able arguments (the model factory ``load_learner`` calls)."""
     if kwargs.get("y_range") is not None:
         kwargs["y_range"] = tuple(kwargs["y_range"])
     return EmbeddingNN([tuple(e) for e in emb_szs], layers=list(layers), **kwargs)

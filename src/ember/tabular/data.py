@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ember.core.device import default_device
-from ember.core.errors import ConfigError, DataError, expected
+from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders, DeviceLoader
 from ember.tabular.procs import TabularProc, TabularProcessor
 
@@ -273,11 +274,14 @@ class TabularPandas:
         )
 
 
+@register_recipe()
 class TabularDataLoaders(DataLoaders):
     """Training and validation loaders over a processed table; batches are ``(x_cat, x_cont, y)``.
 
     Build them with :meth:`from_df` or :meth:`from_csv`. Besides what every DataLoaders has, they keep the
     fitted processing (`processor`) for :meth:`test_dl`, `predict` and export, and the default loss.
+    Export writes the processing and the batch size (:meth:`to_recipe`); loading gives inference loaders
+    with no rows (:meth:`from_recipe`) that process new ones exactly as these do.
     """
 
     processor: TabularProcessor
@@ -434,6 +438,37 @@ class TabularDataLoaders(DataLoaders):
         if print_out:
             print_table(df)
         return df
+
+    # -- export ---------------------------------------------------------------------------------------
+    def to_recipe(self) -> dict[str, Any]:
+        """What inference needs, as JSON values: the fitted processing and the batch size (no rows)."""
+        return {"processor": dump(self.processor), "bs": self.bs}
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> TabularDataLoaders:
+        """Inference loaders: an empty training loader, no validation loader, and the exported processing, so
+        that :meth:`test_dl`, ``predict`` and decoding work as they did before export."""
+        if "processor" not in data:
+            raise ExportError("The tabular data recipe has no `processor`; the file is incomplete.")
+        proc = load(data["processor"])
+        if not isinstance(proc, TabularProcessor):
+            raise ExportError(expected("a TabularProcessor", "processor", type(proc).__name__))
+        bs = int(data.get("bs") or 64)
+        if proc.y_kind == "category":
+            ys = torch.zeros(0, dtype=torch.int64)
+        else:
+            n_y = max(len(proc.y_names), 1)
+            ys = torch.zeros(0, dtype=torch.float32) if n_y == 1 else torch.zeros((0, n_y), dtype=torch.float32)
+        tensors = (
+            torch.zeros((0, len(proc.cat_names)), dtype=torch.int64),  # (0, n_cat)
+            torch.zeros((0, len(proc.cont_names)), dtype=torch.float32),  # (0, n_cont)
+            ys,
+        )
+        kinds = ("tabular_cat", "tabular_cont", proc.y_kind)
+        train = SliceLoader(tensor_loader(tensors, bs, shuffle=False), device="cpu", n_inp=2, kinds=kinds, split=0)
+        dls = cls(train, None, device="cpu", n_inp=2)
+        dls.processor = proc
+        return dls
 
 
 def tabular_test_dl(

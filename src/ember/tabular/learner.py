@@ -15,25 +15,47 @@ import pandas as pd
 import torch
 
 from ember.core.errors import ConfigError, DataError, expected
-from ember.core.recipe import dump
+from ember.learner.export import register_learner
 from ember.learner.learner import Learner
 from ember.tabular.data import SliceLoader, TabularDataLoaders, decode_batch, print_table, tabular_test_dl
 from ember.tabular.model import get_emb_sz, tabular_model
+from ember.tabular.procs import TabularProcessor
 
 __all__ = ["TabularLearner", "tabular_learner"]
 
 
+@register_learner
 class TabularLearner(Learner):
     """A :class:`~ember.learner.Learner` for tables: adds :meth:`predict` (one row), :meth:`predict_df`
     (many), :meth:`test_dl` and :meth:`show_results`.
 
+    ``learn.export(path)`` writes the weights, the model recipe and the loaders' processing;
+    ``ember.load_learner(path)`` gives back a ``TabularLearner`` whose ``predict``, ``predict_df`` and
+    ``test_dl`` process new rows exactly as before.
+
     Attributes:
-        processor: the fitted preprocessing (a recipe: export writes it to JSON).
         model_recipe: ``{"factory": "tabular_model", "kwargs": {...}}`` to rebuild the model.
     """
 
-    processor: Any
     model_recipe: dict[str, Any] | None = None
+
+    @property
+    def processor(self) -> TabularProcessor:
+        """The fitted preprocessing: the loaders' (``dls.processor``) unless one was set on the learner."""
+        explicit = self.__dict__.get("_processor")
+        if explicit is not None:
+            return explicit
+        proc = getattr(self.dls, "processor", None)
+        if proc is None:
+            raise ConfigError(
+                "This TabularLearner has no preprocessing: its DataLoaders have no `processor`. "
+                "Build them with TabularDataLoaders.from_df (or set `learn.processor`)."
+            )
+        return proc
+
+    @processor.setter
+    def processor(self, value: TabularProcessor) -> None:
+        self.__dict__["_processor"] = value
 
     def test_dl(self, df: pd.DataFrame, with_labels: bool | None = None, bs: int | None = None) -> SliceLoader:
         """A loader over new rows, processed as the training rows were (see ``TabularDataLoaders.test_dl``)."""
@@ -119,10 +141,6 @@ class TabularLearner(Learner):
             print_table(df, title="Results")
         return df
 
-    def export_state(self) -> dict[str, Any]:
-        """What export writes besides the weights: the model recipe and the processing, as JSON values."""
-        return {"model_recipe": self.model_recipe, "processor": dump(self.processor)}
-
 
 def tabular_learner(
     dls: TabularDataLoaders,
@@ -163,6 +181,5 @@ def tabular_learner(
     model = tabular_model(**kwargs)
     model._ember_factory = ("tabular_model", kwargs)
     learn = TabularLearner(dls, model, **learner_kwargs)
-    learn.processor = dls.processor
     learn.model_recipe = {"factory": "tabular_model", "kwargs": kwargs}
     return learn

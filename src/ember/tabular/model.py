@@ -15,6 +15,7 @@ from torch import nn
 
 from ember.core.errors import ConfigError, expected
 from ember.layers import Embedding, LinBnDrop, SigmoidRange
+from ember.learner.export import register_model_factory
 
 __all__ = ["TabularModel", "emb_sz_rule", "get_emb_sz", "tabular_model", "TABULAR_FACTORIES"]
 
@@ -115,6 +116,7 @@ class TabularModel(nn.Module):
         return self.layers(x)
 
 
+@register_model_factory()
 def tabular_model(
     emb_szs: Sequence[Sequence[int]],
     n_cont: int,
@@ -122,7 +124,11 @@ def tabular_model(
     layers: Sequence[int] = (200, 100),
     **kwargs: Any,
 ) -> TabularModel:
-    """Build a :class:`TabularModel` from JSON-able arguments (the factory export rebuilds models with)."""
+    """Build a :class:`TabularModel` from JSON-able arguments.
+
+    Registered as the model factory ``"tabular_model"``: ``load_learner`` rebuilds an exported tabular model by
+    calling it with the ``kwargs`` of ``learn.model_recipe``.
+    """
     if kwargs.get("y_range") is not None:
         kwargs["y_range"] = tuple(kwargs["y_range"])
     return TabularModel([tuple(e) for e in emb_szs], n_cont, out_sz, layers=list(layers), **kwargs)

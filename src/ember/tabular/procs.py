@@ -495,6 +495,13 @@ class TabularProcessor:
 
     # -- export ---------------------------------------------------------------------------------
     def to_recipe(self) -> dict[str, Any]:
+        # JSON object keys are strings: a column named 0 would come back as "0" and no longer match the table.
+        for c in [*self.cat_names, *self.cont_names, *self.y_names]:
+            if not isinstance(c, str):
+                raise ExportError(
+                    f"Cannot export the processing of column {c!r}: column names must be strings to be written "
+                    "to JSON. Rename the columns (df.columns = df.columns.astype(str)) before building the data."
+                )
         return {
             "cat_names": list(self.input_cat_names),
             "all_cat_names": list(self.cat_names),
