@@ -686,6 +686,12 @@ class Learner:
 
         return export_learner(self, fname, verbose=verbose)
 
+    def export_onnx(self, fname: str | Path = "model.onnx", **kwargs: Any) -> Path:
+        """Write the model as ONNX with the input normalization baked in (see :mod:`ember.learner.onnx`)."""
+        from ember.learner.onnx import export_onnx
+
+        return export_onnx(self, fname, **kwargs)
+
     def summary(self, print_out: bool = True) -> str:
         """A table of every layer's output shape, parameter count and whether it trains (one batch is run)."""
         from ember.learner.summary import model_summary

@@ -1,0 +1,81 @@
+"""ONNX export: the graph matches ember's outputs, with the loaders' normalization baked in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ember.data import DataLoaders
+from ember.learner import Learner
+
+ort = pytest.importorskip("onnxruntime")
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class FakeNormalize:
+    """Stands for a loader's Normalize batch transform (the exporter reads its `mean`/`std`)."""
+
+    split_idx = None
+    order = 99
+
+    def __init__(self, mean, std):
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+
+    def as_module(self):
+        from ember.learner.onnx import Normalization
+
+        return Normalization(self.mean, self.std)
+
+    def __call__(self, batch, kinds, split):
+        x = (batch[0] - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+        return (x, *batch[1:])
+
+
+def make_learner(tmp_path, normalize=True):
+    torch.manual_seed(0)
+    x, y = torch.rand(40, 3, 8, 8), torch.randint(0, 3, (40,))
+    dls = DataLoaders.from_tensors((x, y), (x, y), bs=8, device="cpu")
+    if normalize:
+        dls.train.batch_tfms = dls.valid.batch_tfms = [FakeNormalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])]
+    learn = Learner(dls, Net(), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    learn.silent = True
+    learn.fit(1, 1e-2)
+    return learn, x
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_onnx_matches_the_model(tmp_path, normalize):
+    learn, x = make_learner(tmp_path, normalize)
+    path = learn.export_onnx("net.onnx", dynamo=False)
+    sess = ort.InferenceSession(str(path))
+    out = sess.run(None, {"input": x[:5].numpy()})[0]  # raw images in [0, 1]; the graph normalizes
+    xb = x[:5]
+    if normalize:
+        xb = learn.dls.valid.batch_tfms[0]((xb,), ("image",), 1)[0]
+    learn.model.eval()
+    with torch.no_grad():
+        ref = learn.model(xb).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert sess.run(None, {"input": x[:1].numpy()})[0].shape == (1, 3)  # dynamic batch size
+
+
+@pytest.mark.slow
+def test_onnx_with_the_default_exporter(tmp_path):
+    learn, x = make_learner(tmp_path)
+    path = learn.export_onnx("net.onnx")
+    out = ort.InferenceSession(str(path)).run(None, {"input": x[:4].numpy()})[0]
+    xb = learn.dls.valid.batch_tfms[0]((x[:4],), ("image",), 1)[0]
+    learn.model.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, learn.model(xb).numpy(), atol=1e-4)
