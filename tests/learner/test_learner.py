@@ -309,3 +309,27 @@ def test_mixed_precision_trains_on_cpu(tiny_dls, precision):
     assert math.isfinite(learn.recorder.values[-1][1])
     assert learn.recorder.values[-1][2] > 0.8
     assert all(p.dtype == torch.float32 for p in learn.model.parameters())  # weights stay in fp32
+
+
+def test_progress_table_in_plain_output(tiny_dls, capsys):
+    learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
+    learn.fit(2, 1e-2)
+    lines = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0] == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert [row[0] for row in lines[1:]] == ["0", "1"]
+    assert float(lines[2][2]) == pytest.approx(learn.recorder.values[1][1], abs=1e-6)
+    with learn.no_bar():
+        learn.fit(1, 1e-2)
+    assert capsys.readouterr().out == ""
+
+
+def test_tensorboard_callback_without_tensorboard_says_how_to_install():
+    from ember.learner import TensorBoardCallback
+
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(EmberError, match=r"pip install 'ember\[tensorboard\]'"):
+            TensorBoardCallback()
+    else:
+        pytest.skip("tensorboard is installed here")
