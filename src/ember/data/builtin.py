@@ -303,4 +303,5 @@ def human_numbers(path: str | os.PathLike | None = None) -> Path:
     """
     return _materialize("human_numbers", _write_human_numbers, path)
 
+
 __all__ += ["human_numbers"]

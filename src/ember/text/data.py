@@ -1,0 +1,621 @@
+"""Text loaders: contiguous streams for language models, length-bucketed padded batches for classifiers.
+
+Both datasets are iterable and yield *whole batches* (tuples of tensors); a torch ``DataLoader`` with
+``batch_size=None`` passes them through, and :class:`~ember.data.loaders.DeviceLoader` moves them to the
+device. Each iteration re-plans the epoch (document order, sequence lengths, buckets) with index
+arithmetic on flat token-id arrays: no per-token Python work, no per-item collation.
+
+Language model (:class:`LMDataset`): the documents (each starting with ``xxbos``) are joined into one
+stream, shuffled by document each training epoch, and cut into `bs` contiguous streams; batch ``k`` holds
+positions ``[b_k, b_{k+1})`` of every stream, so batch ``k + 1`` continues batch ``k`` in every row and the
+hidden state can be carried over. ``y`` is ``x`` shifted by one token. During training the batch
+lengths vary randomly around `seq_len` (the number of batches per epoch stays fixed).
+
+Classification (:class:`ClassificationDataset`): documents are grouped with others of similar length
+(training: shuffled, then sorted within chunks of ``50 * bs``; validation: fully sorted, longest first) and
+padded **at the start** with ``xxpad``, so that the last position of every row is the real end of its
+text; the classifier reads the final hidden state there and pools over the non-padding positions.
+Long documents are kept whole (the model reads them in chunks).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ember.core.errors import ConfigError, DataError, expected
+from ember.core.recipe import register_recipe
+from ember.data.loaders import DataLoaders, DeviceLoader
+from ember.text.tokenize import TokenizedCorpus, Tokenizer, _gather_index, _text_files, tokenize_corpus
+from ember.text.vocab import Vocab
+
+__all__ = [
+    "LMDataset",
+    "ClassificationDataset",
+    "TextDataLoaders",
+    "TextBlock",
+    "lm_dataloaders",
+    "classification_dataloaders",
+]
+
+
+def _check_int(name: str, value: Any, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(expected(f"an int >= {low}", name, value))
+
+
+class LMDataset(IterableDataset):
+    """Batches ``(x, y)`` of shape ``(bs, seq_len)`` from `bs` contiguous streams over a corpus.
+
+    Args:
+        corpus: the token ids.
+        bs: number of streams (rows of a batch).
+        seq_len: mean length of a batch (columns).
+        shuffle: shuffle the documents at each iteration (training).
+        random_seq_len: draw each batch's length around `seq_len` (training).
+        seed: seed of the shuffling and lengths; ``None`` draws from torch's global generator.
+    """
+
+    def __init__(
+        self,
+        corpus: TokenizedCorpus,
+        bs: int = 64,
+        seq_len: int = 72,
+        shuffle: bool = False,
+        random_seq_len: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        _check_int("bs", bs)
+        _check_int("seq_len", seq_len)
+        self.corpus, self.bs, self.seq_len = corpus, bs, seq_len
+        self.shuffle, self.random_seq_len = shuffle, random_seq_len
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+        n_tokens = int(corpus.offsets[-1])
+        self.stream_len = (n_tokens - 1) // bs  # L: positions per stream (one token is kept for the last y)
+        if self.stream_len < 1:
+            raise DataError(
+                f"The language-model corpus has {n_tokens} tokens, too few for {bs} streams; "
+                "use a smaller `bs` or more text."
+            )
+        self.n_batches = math.ceil(self.stream_len / seq_len)
+        self.boundaries: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.corpus.vocab
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def _generator(self) -> np.random.Generator:
+        if self._rng is not None:
+            return self._rng
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+    def plan(self) -> tuple[torch.Tensor, np.ndarray]:
+        """The epoch's stream ``(bs * L + 1,)`` as a tensor and the batch boundaries ``(n_batches + 1,)``."""
+        corpus, rng = self.corpus, None
+        if self.shuffle or self.random_seq_len:
+            rng = self._generator()
+        if self.shuffle and len(corpus) > 1:
+            order = rng.permutation(len(corpus))
+            stream = np.asarray(corpus.ids)[_gather_index(corpus.offsets[order], corpus.lengths()[order])]
+        else:
+            stream = np.asarray(corpus.ids)
+        stream = torch.from_numpy(np.ascontiguousarray(stream[: self.bs * self.stream_len + 1], dtype=np.int64))
+        L, n = self.stream_len, self.n_batches
+        if self.random_seq_len and n > 1:
+            # Mostly seq_len, sometimes half of it, jittered; then scaled so that the n lengths cover L exactly.
+            base = np.where(rng.random(n) < 0.95, self.seq_len, self.seq_len / 2)
+            lens = np.maximum(rng.normal(base, 5), min(5, self.seq_len))
+            bounds = np.rint(np.concatenate([[0.0], np.cumsum(lens)]) * (L / lens.sum())).astype(np.int64)
+            bounds = np.maximum.accumulate(bounds)
+            bounds[-1] = L
+        else:
+            bounds = np.minimum(np.arange(n + 1, dtype=np.int64) * self.seq_len, L)
+        return stream, bounds
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        stream, bounds = self.plan()
+        self.boundaries = bounds
+        L = self.stream_len
+        xs = stream[: self.bs * L].view(self.bs, L)  # (bs, L): row s is stream s
+        ys = stream[1 : self.bs * L + 1].view(self.bs, L)  # the next token of each position
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            if b > a:
+                yield xs[:, a:b].contiguous(), ys[:, a:b].contiguous()  # (bs, T), (bs, T)
+
+
+class ClassificationDataset(IterableDataset):
+    """Padded batches ``(x, y)`` of documents of similar length: ``x`` is ``(B, T)`` padded at the start.
+
+    Args:
+        corpus: the token ids.
+        labels: one target per document (class ids ``(N,)`` or multi-label floats ``(N, C)``).
+        bs: batch size.
+        shuffle: training order (random chunks sorted by length); otherwise fully sorted, longest first.
+        pad_idx: the padding id.
+        max_len: keep at most the last `max_len` tokens of a document (``None``: keep everything).
+        seed: seed of the shuffling.
+    """
+
+    def __init__(
+        self,
+        corpus: TokenizedCorpus,
+        labels: torch.Tensor,
+        bs: int = 64,
+        shuffle: bool = False,
+        pad_idx: int = 1,
+        max_len: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        _check_int("bs", bs)
+        if len(labels) != len(corpus):
+            raise DataError(f"Expected one label per text; received {len(labels)} labels for {len(corpus)} texts.")
+        if len(corpus) == 0:
+            raise DataError("The classification dataset has no text.")
+        self.corpus, self.labels, self.bs, self.shuffle = corpus, labels, bs, shuffle
+        self.pad_idx, self.max_len = pad_idx, max_len
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.order: np.ndarray = np.zeros(0, dtype=np.int64)  # document order of the last iteration
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.corpus.vocab
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.corpus) / self.bs)
+
+    def plan(self) -> list[np.ndarray]:
+        """The document indices of each batch, for one epoch."""
+        lens, bs = self.corpus.lengths(), self.bs
+        if not self.shuffle:
+            order = np.argsort(-lens, kind="stable")
+            return [order[i : i + bs] for i in range(0, len(order), bs)]
+        rng = self._rng if self._rng is not None else np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        perm = rng.permutation(len(lens))
+        chunk = bs * 50
+        parts = [perm[i : i + chunk] for i in range(0, len(perm), chunk)]
+        order = np.concatenate([p[np.argsort(-lens[p], kind="stable")] for p in parts])
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        # Random batch order, but the batch holding the longest document first: memory problems show at once.
+        first = int(np.argmax([lens[b].max() for b in batches]))
+        rest = [batches[i] for i in rng.permutation(len(batches)) if i != first]
+        return [batches[first], *rest]
+
+    def collate(self, idxs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids ``(B, T)`` and the targets of documents `idxs`."""
+        lens = self.corpus.lengths()[idxs]
+        starts = self.corpus.offsets[idxs]
+        if self.max_len is not None:
+            cut = np.maximum(lens - self.max_len, 0)
+            starts, lens = starts + cut, lens - cut
+        width = max(int(lens.max()), 1)
+        x = np.full((len(idxs), width), self.pad_idx, dtype=np.int64)
+        mask = np.arange(width)[None, :] >= (width - lens)[:, None]  # (B, T): True on the real tokens
+        x[mask] = np.asarray(self.corpus.ids)[_gather_index(starts, lens)]  # row-major fill == concatenation order
+        return torch.from_numpy(x), self.labels[torch.from_numpy(idxs)]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self.plan()
+        self.order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+        for idxs in batches:
+            yield self.collate(idxs)
+
+
+def _loader(ds: IterableDataset, device: Any, split: int, kinds: tuple[str, ...]) -> DeviceLoader:
+    dl = DataLoader(ds, batch_size=None, num_workers=0, pin_memory=False)
+    return DeviceLoader(dl, device=device, n_inp=1, kinds=kinds, split=split)
+
+
+def lm_dataloaders(
+    train: TokenizedCorpus,
+    valid: TokenizedCorpus | None,
+    bs: int = 64,
+    seq_len: int = 72,
+    device: Any = None,
+    seed: int | None = None,
+    random_seq_len: bool = True,
+) -> TextDataLoaders:
+    """Language-model loaders over tokenized corpora (training shuffled, with random lengths unless
+    `random_seq_len` is False)."""
+    train_ds = LMDataset(train, bs, seq_len, shuffle=True, random_seq_len=random_seq_len, seed=seed)
+    valid_ds = LMDataset(valid, bs, seq_len) if valid is not None else None
+    return TextDataLoaders._build(train_ds, valid_ds, device, is_lm=True)
+
+
+def classification_dataloaders(
+    train: TokenizedCorpus,
+    train_labels: torch.Tensor,
+    valid: TokenizedCorpus | None,
+    valid_labels: torch.Tensor | None,
+    classes: Sequence[str],
+    bs: int = 64,
+    device: Any = None,
+    max_len: int | None = None,
+    seed: int | None = None,
+) -> TextDataLoaders:
+    """Classification loaders over tokenized corpora and their labels."""
+    pad = train.vocab.pad_idx
+    train_ds = ClassificationDataset(train, train_labels, bs, shuffle=True, pad_idx=pad, max_len=max_len, seed=seed)
+    valid_ds = None
+    if valid is not None:
+        valid_ds = ClassificationDataset(valid, valid_labels, bs * 2, pad_idx=pad, max_len=max_len)
+    dls = TextDataLoaders._build(train_ds, valid_ds, device, is_lm=False)
+    dls.classes = list(classes)
+    return dls
+
+
+class TextDataLoaders(DataLoaders):
+    """`DataLoaders` for text: a language model (``is_lm=True``) or a classifier.
+
+    Attributes:
+        vocab: the :class:`~ember.text.vocab.Vocab`.
+        is_lm: language-model loaders.
+        classes: the class names (classification).
+        loss_func: the default loss (flattened cross-entropy; binary cross-entropy for multi-label).
+    """
+
+    is_lm: bool = False
+    classes: list[str]
+
+    @property
+    def vocab(self) -> Vocab:  # the token vocabulary (the generic DataLoaders' `vocab` is a target block's)
+        return self._text_vocab
+
+    @property
+    def c(self) -> int | None:
+        return len(self.classes) if self.classes else None
+
+    @classmethod
+    def _build(cls, train_ds: Any, valid_ds: Any, device: Any, is_lm: bool) -> TextDataLoaders:
+        from ember.losses import CrossEntropyLossFlat
+
+        kinds = ("text", "text") if is_lm else ("text", "category")
+        train = _loader(train_ds, None, 0, kinds)
+        valid = _loader(valid_ds, None, 1, kinds) if valid_ds is not None else None
+        dls = cls(train, valid, device=device)
+        dls._text_vocab, dls.is_lm, dls.classes = train_ds.vocab, is_lm, []
+        dls.tokenizer = Tokenizer()
+        dls.loss_func = CrossEntropyLossFlat()
+        return dls
+
+    @classmethod
+    def from_texts(
+        cls,
+        train_texts: Sequence[str],
+        valid_texts: Sequence[str] | None = None,
+        train_labels: Sequence[Any] | None = None,
+        valid_labels: Sequence[Any] | None = None,
+        is_lm: bool = False,
+        bs: int = 64,
+        seq_len: int = 72,
+        tok: Tokenizer | None = None,
+        vocab: Vocab | None = None,
+        min_freq: int = 3,
+        max_vocab: int = 60000,
+        max_len: int | None = None,
+        n_workers: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: Any = None,
+        seed: int | None = None,
+        random_seq_len: bool = True,
+    ) -> TextDataLoaders:
+        """Loaders from lists of texts (and labels, for a classifier). The vocabulary is built on the training
+        texts unless `vocab` is given (e.g. the language model's, to fine-tune a classifier from it).
+
+        Args:
+            is_lm: language-model loaders (``y`` is ``x`` shifted by one token) instead of classification ones.
+            seq_len: language model: mean batch length (exact for validation).
+            random_seq_len: language model: vary the training batches' lengths around `seq_len`.
+            max_len: classification: keep only the last `max_len` tokens of each text.
+            cache_dir: keep the token ids on disk there (see :func:`~ember.text.tokenize.tokenize_corpus`).
+            seed: seed of the shuffling (``None``: torch's global generator).
+        """
+        _check_int("bs", bs)
+        kw = {"tok": tok, "min_freq": min_freq, "max_vocab": max_vocab, "n_workers": n_workers, "cache_dir": cache_dir}
+        train = tokenize_corpus(list(train_texts), vocab=vocab, **kw)
+        valid = tokenize_corpus(list(valid_texts), vocab=train.vocab, **kw) if valid_texts is not None else None
+        if is_lm:
+            dls = lm_dataloaders(train, valid, bs, seq_len, device, seed, random_seq_len)
+        else:
+            if train_labels is None:
+                raise ConfigError("A classifier needs labels: pass `train_labels` (or use is_lm=True).")
+            classes = sorted({str(c) for c in train_labels})
+            ytrain = _encode_labels(train_labels, classes, "train")
+            yvalid = _encode_labels(valid_labels, classes, "valid") if valid is not None else None
+            dls = classification_dataloaders(train, ytrain, valid, yvalid, classes, bs, device, max_len, seed)
+        dls.tokenizer = tok if tok is not None else Tokenizer()
+        return dls
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | os.PathLike,
+        train: str = "train",
+        valid: str = "test",
+        is_lm: bool = False,
+        bs: int = 64,
+        seq_len: int = 72,
+        classes: Sequence[str] | None = None,
+        extensions: Sequence[str] = (".txt",),
+        cache: bool | str | os.PathLike = True,
+        **kwargs: Any,
+    ) -> TextDataLoaders:
+        """Loaders from the IMDb layout: ``path/<train>/<class>/*.txt`` and ``path/<valid>/<class>/*.txt``.
+
+        For a classifier, the classes are the subfolders of `valid` (so an unlabelled ``train/unsup`` is left
+        out) unless given. A language model reads every text file under `train` and `valid`.
+
+        Args:
+            cache: keep the token ids on disk (``True``: under ``<EMBER_HOME>/cache/text``; or a folder);
+                the cache key covers the files' paths, sizes and modification times and every setting.
+            kwargs: passed to :meth:`from_texts`-like settings (``tok``, ``vocab``, ``min_freq``, ``max_vocab``,
+                ``max_len``, ``n_workers``, ``device``, ``seed``).
+        """
+        path = Path(path)
+        for name in (train, valid):
+            if not (path / name).is_dir():
+                raise DataError(f"Expected a folder {path / name} (the `{'train' if name == train else 'valid'}` set).")
+        cache_dir = _cache_dir(cache)
+        if is_lm:
+            tfiles = _text_files(path / train, extensions, None)
+            vfiles = _text_files(path / valid, extensions, None)
+        else:
+            if classes is None:
+                classes = sorted(p.name for p in (path / valid).iterdir() if p.is_dir())
+            classes = list(classes)
+            if not classes:
+                raise DataError(f"Found no class subfolders in {path / valid}; expected e.g. {path / valid}/pos/.")
+            tfiles = _text_files(path / train, extensions, classes)
+            vfiles = _text_files(path / valid, extensions, classes)
+        if not tfiles:
+            raise DataError(f"Found no {'/'.join(extensions)} files under {path / train}.")
+        corpus_kw = {k: kwargs[k] for k in ("tok", "min_freq", "max_vocab", "n_workers") if k in kwargs}
+        tcorpus = tokenize_corpus(files=tfiles, vocab=kwargs.get("vocab"), cache_dir=cache_dir, **corpus_kw)
+        vcorpus = tokenize_corpus(files=vfiles, vocab=tcorpus.vocab, cache_dir=cache_dir, **corpus_kw)
+        device, seed = kwargs.get("device"), kwargs.get("seed")
+        if is_lm:
+            rand = kwargs.get("random_seq_len", True)
+            dls = lm_dataloaders(tcorpus, vcorpus, bs, seq_len, device, seed, rand)
+        else:
+            ytrain = _encode_labels([f.parent.name for f in tfiles], classes, "train")
+            yvalid = _encode_labels([f.parent.name for f in vfiles], classes, "valid")
+            max_len = kwargs.get("max_len")
+            dls = classification_dataloaders(tcorpus, ytrain, vcorpus, yvalid, classes, bs, device, max_len, seed)
+        dls.tokenizer = kwargs.get("tok") or Tokenizer()
+        return dls
+
+    @classmethod
+    def from_df(
+        cls,
+        df: Any,
+        text_col: str = "text",
+        label_col: str | None = "label",
+        is_lm: bool = False,
+        valid_col: str | None = "is_valid",
+        valid_pct: float = 0.2,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> TextDataLoaders:
+        """Loaders from a DataFrame: a text column, a label column (classification) and a boolean column saying
+        which rows are for validation (else a random `valid_pct` of the rows, drawn with `seed`)."""
+        if text_col not in df.columns:
+            raise DataError(expected("a column of the DataFrame", "text_col", text_col, valid=list(df.columns)))
+        if valid_col is not None and valid_col in df.columns:
+            is_valid = df[valid_col].astype(bool).to_numpy()
+        else:
+            rng = np.random.default_rng(seed)
+            is_valid = np.zeros(len(df), dtype=bool)
+            is_valid[rng.permutation(len(df))[: int(round(valid_pct * len(df)))]] = True
+        bad = df[text_col].isna().to_numpy()
+        if bad.any():
+            raise DataError(f"Column {text_col!r} has a missing text at row {df.index[bad.nonzero()[0][0]]!r}.")
+        texts = df[text_col].astype(str).to_numpy()
+        labels = None
+        if not is_lm:
+            if label_col is None or label_col not in df.columns:
+                raise DataError(expected("a column of the DataFrame", "label_col", label_col, valid=list(df.columns)))
+            labels = df[label_col].to_numpy()
+        return cls.from_texts(
+            texts[~is_valid].tolist(),
+            texts[is_valid].tolist() if is_valid.any() else None,
+            labels[~is_valid].tolist() if labels is not None else None,
+            labels[is_valid].tolist() if labels is not None and is_valid.any() else None,
+            is_lm=is_lm,
+            seed=seed,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, csv_fname: str = "texts.csv", **kwargs: Any) -> TextDataLoaders:
+        """Read ``path/csv_fname`` with pandas and call :meth:`from_df`."""
+        import pandas as pd
+
+        file = Path(path) / csv_fname
+        if not file.is_file():
+            raise DataError(f"Expected a CSV file at {file}; it does not exist.")
+        return cls.from_df(pd.read_csv(file), **kwargs)
+
+    def show_batch(
+        self, batch: Sequence[torch.Tensor] | None = None, max_n: int = 4, max_tokens: int = 40, print_out: bool = True
+    ) -> list[tuple[str, str]]:
+        """Decode a batch (default: the first training batch) into ``(text, target)`` rows; for a language model
+        the target is the text shifted by one token. Padding is left out. Returns the rows (and prints them as
+        a table when `print_out`).
+        """
+        xb, yb = batch if batch is not None else self.train.one_batch()
+        rows = []
+        pad = self.vocab.pad_idx
+        for i in range(min(max_n, xb.shape[0])):
+            ids = [t for t in xb[i].tolist() if t != pad][-max_tokens:] if not self.is_lm else xb[i, :max_tokens]
+            text = self.vocab.textify(ids)
+            if self.is_lm:
+                target = self.vocab.textify(yb[i, :max_tokens])
+            elif yb.ndim > 1:
+                target = ";".join(c for c, on in zip(self.classes, yb[i].tolist()) if on)
+            else:
+                target = self.classes[int(yb[i])] if self.classes else str(int(yb[i]))
+            rows.append((text, target))
+        if print_out:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table("text", "text_" if self.is_lm else "category", show_lines=True)
+            for text, target in rows:
+                table.add_row(text, target)
+            Console().print(table)
+        return rows
+
+
+def _encode_labels(labels: Sequence[Any] | None, classes: Sequence[str], split: str) -> torch.Tensor:
+    if labels is None:
+        raise ConfigError(f"A classifier needs `{split}_labels`.")
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for i, label in enumerate(labels):
+        j = index.get(str(label))
+        if j is None:
+            raise DataError(
+                f"The {split} label {label!r} (item {i}) is not a training class; valid: {', '.join(classes)}."
+            )
+        out.append(j)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _cache_dir(cache: bool | str | os.PathLike | None) -> Path | None:
+    if cache is True:
+        from ember.data.external import ember_home
+
+        return ember_home() / "cache" / "text"
+    if not cache:
+        return None
+    return Path(cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# TextBlock: texts as the input of a DataBlock (classification).
+
+
+def _text_block_base() -> type:
+    from ember.data.block import TransformBlock
+
+    return TransformBlock
+
+
+@register_recipe()
+class TextBlock(_text_block_base()):
+    """Texts (strings, or paths of text files) as a DataBlock input: token ids, padded at the start per batch.
+
+    :meth:`setup` tokenizes the training texts (on every core) and builds the vocabulary, unless one is given;
+    encoded texts are kept in memory so that each is tokenized once. For language models, and for
+    length-sorted batches, use :class:`TextDataLoaders`.
+
+    Args:
+        vocab: a vocabulary to use (e.g. the language model's); ``None`` builds one from the training texts.
+        tok: the tokenizer (default ``Tokenizer()``).
+        min_freq: least count of a word in the built vocabulary.
+        max_vocab: most words in the built vocabulary.
+        max_len: keep at most the last `max_len` tokens of a text.
+    """
+
+    kind = "text"
+
+    def __init__(
+        self,
+        vocab: Vocab | None = None,
+        tok: Tokenizer | None = None,
+        min_freq: int = 3,
+        max_vocab: int = 60000,
+        max_len: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.vocab, self.tok = vocab, tok if tok is not None else Tokenizer()
+        self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
+        self._cache: dict[Any, torch.Tensor] = {}
+
+    @classmethod
+    def from_df(cls, text_cols: str | Sequence[str] = "text", **kwargs: Any) -> TextBlock:
+        """A block for texts read from DataFrame column(s) (use ``get_x=ColReader(text_cols)`` in the DataBlock)."""
+        block = cls(**kwargs)
+        block.text_cols = text_cols
+        return block
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> TextBlock:
+        """A block for text files (items are paths; ``get_items`` lists the ``.txt`` files)."""
+        block = cls(**kwargs)
+        block.path = path
+        return block
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        if isinstance(value, (Path, os.PathLike)):
+            return Path(value).read_text(encoding="utf-8")
+        if not isinstance(value, str):
+            raise DataError(
+                f"Expected a text (str) or a text file path; received {type(value).__name__}: {value!r:.60}"
+            )
+        return value
+
+    def setup(self, train_values: Sequence[Any]) -> None:
+        from ember.text.tokenize import tokenize_texts
+
+        values = list(train_values)
+        tokens = tokenize_texts([self._text(v) for v in values], tok=self.tok)
+        if self.vocab is None:
+            self.vocab = Vocab.from_tokens(tokens, min_freq=self.min_freq, max_vocab=self.max_vocab)
+        for v, toks in zip(values, tokens):
+            self._cache[self._key(v)] = self._ids(toks)
+
+    @staticmethod
+    def _key(value: Any) -> Any:
+        return str(value) if isinstance(value, os.PathLike) else value
+
+    def _ids(self, toks: list[str]) -> torch.Tensor:
+        ids = self.vocab.numericalize(toks)
+        return ids[-self.max_len :] if self.max_len is not None else ids
+
+    def encode(self, value: Any) -> torch.Tensor:
+        if self.vocab is None:
+            raise ConfigError("TextBlock has no vocabulary yet: it is built by setup() on the training texts.")
+        key = self._key(value)
+        ids = self._cache.get(key)
+        if ids is None:
+            ids = self._cache[key] = self._ids(self.tok([self._text(value)])[0])
+        return ids
+
+    def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Pad at the start to the longest text of the batch: ``(B, T)``."""
+        width = max(max(len(x) for x in xs), 1)
+        out = torch.full((len(xs), width), self.vocab.pad_idx, dtype=torch.long)
+        for i, x in enumerate(xs):
+            if len(x):
+                out[i, width - len(x) :] = x
+        return out
+
+    def decode(self, x: torch.Tensor) -> str:
+        return self.vocab.textify([t for t in x.tolist() if t != self.vocab.pad_idx])
+
+    def to_recipe(self) -> dict[str, Any]:
+        return {
+            "vocab": self.vocab.itos if self.vocab is not None else None,
+            "min_freq": self.min_freq,
+            "max_vocab": self.max_vocab,
+            "max_len": self.max_len,
+            "add_bos": self.tok.add_bos,
+            "add_eos": self.tok.add_eos,
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> TextBlock:
+        vocab = Vocab(data["vocab"]) if data.get("vocab") else None
+        tok = Tokenizer(add_bos=data.get("add_bos", True), add_eos=data.get("add_eos", False))
+        return cls(vocab, tok, data["min_freq"], data["max_vocab"], data.get("max_len"))

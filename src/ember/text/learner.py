@@ -1,0 +1,375 @@
+"""Text learners: `language_model_learner` and `text_classifier_learner`, their callbacks and splitters.
+
+ULMFiT in three steps::
+
+    dls_lm = TextDataLoaders.from_folder(path, is_lm=True)
+    learn = language_model_learner(dls_lm, AWD_LSTM, metrics=[accuracy, Perplexity()])
+    learn.fine_tune(1, 2e-2); learn.save_encoder("ft")
+    dls = TextDataLoaders.from_folder(path, vocab=dls_lm.vocab)
+    learn = text_classifier_learner(dls, AWD_LSTM, drop_mult=0.5); learn.load_encoder("ft")
+    learn.fit_one_cycle(1, 2e-2); learn.freeze_to(-2); learn.fit_one_cycle(1, slice(1e-2 / 2.6**4, 1e-2)) ...
+
+The RNN state is reset at the start of every training and validation phase (:class:`ModelResetter`), and
+AR/TAR regularization (:class:`RNNRegularizer`) is added to the training loss.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ember.core.errors import ConfigError, DownloadError, EmberError, expected
+from ember.learner.callback import Callback
+from ember.learner.checkpoint import atomic_save, safe_load
+from ember.learner.learner import Learner
+from ember.text.data import ClassificationDataset, TextDataLoaders
+from ember.text.models import (
+    AWD_LSTM,
+    LinearDecoder,
+    convert_fastai_awd_lstm,
+    get_language_model,
+    get_text_classifier,
+    match_embeddings,
+    read_itos_pickle,
+)
+from ember.text.tokenize import BOS, TK_MAJ, TK_UP, Tokenizer
+
+__all__ = [
+    "ModelResetter",
+    "RNNRegularizer",
+    "awd_lstm_lm_split",
+    "awd_lstm_clas_split",
+    "TextLearner",
+    "LMLearner",
+    "load_pretrained_wt103",
+    "language_model_learner",
+    "text_classifier_learner",
+    "decode_spec_tokens",
+]
+
+
+class ModelResetter(Callback):
+    """Clear the model's hidden state before each training and validation phase and after fitting."""
+
+    def _reset(self) -> None:
+        if hasattr(self.learn.model, "reset"):
+            self.learn.model.reset()
+
+    def before_train(self) -> None:
+        self._reset()
+
+    def before_validate(self) -> None:
+        self._reset()
+
+    def after_fit(self) -> None:
+        self._reset()
+
+
+class RNNRegularizer(Callback):
+    """Activation (AR) and temporal activation (TAR) regularization of an AWD-LSTM, during training.
+
+    Adds ``alpha * mean(dropped_out ** 2)`` (the last layer's output after dropout, read from the
+    :class:`~ember.text.models.LinearDecoder`) and ``beta * mean((raw[:, t] - raw[:, t-1]) ** 2)`` (the last
+    layer's raw output, read from the :class:`~ember.text.models.AWD_LSTM`) to the loss.
+    """
+
+    run_valid = False
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0) -> None:
+        self.alpha, self.beta = alpha, beta
+
+    def before_fit(self) -> None:
+        self._encoders = [m for m in self.learn.model.modules() if isinstance(m, AWD_LSTM)]
+        self._decoders = [m for m in self.learn.model.modules() if isinstance(m, LinearDecoder)]
+        for m in self._encoders + self._decoders:
+            m.keep_outputs = True
+
+    def after_loss(self) -> None:
+        extra = None
+        if self.alpha and self._decoders and self._decoders[0].last_dropped is not None:
+            extra = self.alpha * self._decoders[0].last_dropped.float().pow(2).mean()
+        if self.beta and self._encoders and self._encoders[0].last_raw is not None:
+            raw = self._encoders[0].last_raw  # (B, T, E)
+            if raw.shape[1] > 1:
+                tar = self.beta * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+                extra = tar if extra is None else extra + tar
+        if extra is not None:
+            self.learn.loss_grad = self.learn.loss_grad + extra.to(self.learn.loss_grad.dtype)
+
+    def after_fit(self) -> None:
+        for m in self._encoders + self._decoders:
+            m.keep_outputs = False
+            if isinstance(m, AWD_LSTM):
+                m.last_raw = None
+            else:
+                m.last_dropped = None
+
+
+def _params(*modules: nn.Module) -> list[nn.Parameter]:
+    # dict.fromkeys drops repeats in order: the tied decoder weight is the embedding's.
+    return list(dict.fromkeys(p for m in modules for p in m.parameters()))
+
+
+def awd_lstm_lm_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameter groups of a language model: one per LSTM layer, then the embedding with the decoder."""
+    enc, dec = model[0], model[1]
+    return [_params(rnn) for rnn in enc.rnns] + [_params(enc.encoder, dec)]
+
+
+def awd_lstm_clas_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameter groups of a classifier: the embedding, one per LSTM layer, then the head (gradual unfreezing
+    with ``freeze_to(-2)``, ``freeze_to(-3)`` ... trains the top layers first)."""
+    enc = model[0].module
+    return [_params(enc.encoder)] + [_params(rnn) for rnn in enc.rnns] + [_params(model[1])]
+
+
+def _encoder_of(model: nn.Module) -> nn.Module:
+    first = model[0]
+    return first.module if hasattr(first, "module") and not isinstance(first, AWD_LSTM) else first
+
+
+class TextLearner(Learner):
+    """A :class:`~ember.learner.Learner` for RNN text models: resets the hidden state at the right moments, adds
+    AR/TAR regularization, saves and loads the encoder, and returns classifier predictions in dataset order."""
+
+    def __init__(self, dls: TextDataLoaders, model: nn.Module, alpha: float = 2.0, beta: float = 1.0, **kwargs: Any):
+        cbs = list(kwargs.pop("cbs", None) or [])
+        cbs = [ModelResetter(), *cbs]
+        if alpha or beta:
+            cbs.append(RNNRegularizer(alpha, beta))
+        super().__init__(dls, model, cbs=cbs, **kwargs)
+
+    def save_encoder(self, name: str) -> Path:
+        """Save the encoder (embedding and LSTMs) to ``<path>/<model_dir>/<name>.pth``."""
+        return atomic_save(
+            {"encoder": _encoder_of(self.model).state_dict()}, self.path / self.model_dir / f"{name}.pth"
+        )
+
+    def load_encoder(self, name: str) -> TextLearner:
+        """Load an encoder saved by :meth:`save_encoder` (e.g. from the fine-tuned language model); returns self.
+
+        Raises:
+            EmberError: the file is missing or its encoder does not fit (a different vocabulary or size).
+        """
+        path = Path(name) if str(name).endswith(".pth") else self.path / self.model_dir / f"{name}.pth"
+        if not path.is_file():
+            raise EmberError(f"No encoder at {path}; save one with learn.save_encoder({Path(name).stem!r}) first.")
+        state = safe_load(path, self.dls.device)
+        try:
+            _encoder_of(self.model).load_state_dict(state["encoder"])
+        except (RuntimeError, KeyError) as e:
+            raise EmberError(
+                f"The encoder in {path} does not fit this model: {e}. Build the classifier's loaders with the "
+                "language model's vocabulary (vocab=dls_lm.vocab) and the same architecture settings."
+            ) from e
+        self.opt = None  # rebuilt on the next fit with the loaded weights
+        return self
+
+    def get_preds(self, dl: Any = None, *args: Any, reorder: bool = True, **kwargs: Any) -> tuple:
+        """As :meth:`Learner.get_preds`; classifier batches (sorted by length) are put back in dataset order."""
+        out = super().get_preds(dl, *args, **kwargs)
+        ds = self._as_loader(dl).dataset
+        if not (reorder and isinstance(ds, ClassificationDataset) and len(ds.order)):
+            return out
+        inv = torch.from_numpy(np.argsort(ds.order))
+        return tuple(x[inv] if isinstance(x, torch.Tensor) and len(x) == len(inv) else x for x in out)
+
+
+def decode_spec_tokens(tokens: Sequence[str]) -> list[str]:
+    """Apply the case marks and drop ``xxbos``: ``["xxmaj", "hello", "xxup", "you"]`` -> ``["Hello", "YOU"]``."""
+    out: list[str] = []
+    mark = None
+    for t in tokens:
+        if t in (TK_MAJ, TK_UP):
+            mark = t
+            continue
+        if t == BOS:
+            continue
+        out.append(t.capitalize() if mark == TK_MAJ else t.upper() if mark == TK_UP else t)
+        mark = None
+    return out
+
+
+class LMLearner(TextLearner):
+    """A language-model learner that can write text (:meth:`predict`)."""
+
+    def predict(
+        self,
+        text: str,
+        n_words: int = 20,
+        temperature: float = 1.0,
+        no_unk: bool = True,
+        min_p: float | None = None,
+        decoder: Any = decode_spec_tokens,
+        only_last_word: bool = False,
+    ) -> str:
+        """Continue `text` with `n_words` tokens sampled from the model.
+
+        Args:
+            temperature: divides the logits; lower is more conservative, ``0`` always picks the likeliest word.
+            no_unk: never write ``xxunk``.
+            min_p: leave out words less likely than this.
+            decoder: tokens -> display tokens (default: apply the case marks).
+
+        Returns:
+            The text followed by the generated words.
+        """
+        if not isinstance(n_words, int) or n_words < 0:
+            raise ConfigError(expected("an int >= 0", "n_words", n_words))
+        vocab = self.dls.vocab
+        tok = getattr(self.dls, "tokenizer", None) or Tokenizer()
+        ids = vocab.numericalize(tok([text])[0]).to(self.dls.device)
+        self.model.eval()
+        self.model.reset()
+        new_ids: list[int] = []
+        with torch.no_grad():
+            logits = self.model(ids[None])[0, -1]  # (V,)
+            for _ in range(n_words):
+                probs = torch.softmax(logits.float() / max(temperature, 1e-8), dim=-1)
+                if no_unk:
+                    probs[vocab.unk_idx] = 0.0
+                if min_p is not None:
+                    probs[probs < min_p] = 0.0
+                nxt = int(probs.argmax()) if temperature == 0 else int(torch.multinomial(probs, 1))
+                new_ids.append(nxt)
+                logits = self.model(torch.tensor([[nxt]], device=self.dls.device))[0, -1]
+        self.model.reset()
+        toks = [vocab.itos[i] for i in new_ids]
+        if only_last_word:
+            return " ".join(decoder(toks))
+        return " ".join(decoder([*tok([text])[0], *toks]))
+
+
+def _wt103_files(fnames: Sequence[str | os.PathLike] | None) -> tuple[Path, Path]:
+    """The weights (.pth) and vocabulary (.pkl) of the public WikiText-103 model: given, cached, or downloaded."""
+    if fnames is not None:
+        files = tuple(Path(f) for f in fnames)
+        if len(files) != 2 or not all(f.is_file() for f in files):
+            raise ConfigError(
+                expected("two existing files (weights .pth, vocabulary .pkl)", "pretrained_fnames", fnames)
+            )
+        return files  # type: ignore[return-value]
+    from ember.data.external import URLs, ember_home, untar_data
+
+    folder = ember_home() / "data" / "wt103-fwd"
+    if not folder.is_dir():
+        try:
+            folder = untar_data(URLs.WT103_FWD)
+        except DownloadError as e:
+            raise EmberError(
+                f"The pretrained WikiText-103 weights are not available offline ({e}). Either pass "
+                "pretrained=False to train from scratch, or place the unpacked archive "
+                f"{URLs.WT103_FWD} (a .pth and a .pkl file) in {folder}, or pass "
+                "pretrained_fnames=(weights.pth, itos.pkl)."
+            ) from e
+    pth, pkl = sorted(folder.rglob("*.pth")), sorted(folder.rglob("*.pkl"))
+    if not pth or not pkl:
+        raise EmberError(f"Expected a .pth weights file and a .pkl vocabulary file in {folder}.")
+    return pth[0], pkl[0]
+
+
+def load_pretrained_wt103(
+    new_itos: Sequence[str], fnames: Sequence[str | os.PathLike] | None = None
+) -> dict[str, torch.Tensor]:
+    """The WikiText-103 AWD-LSTM language model's weights in ember's layout, re-indexed to `new_itos`."""
+    wgts_file, itos_file = _wt103_files(fnames)
+    state = torch.load(wgts_file, map_location="cpu", weights_only=True)
+    return match_embeddings(convert_fastai_awd_lstm(state), read_itos_pickle(itos_file), new_itos)
+
+
+def _check_dls(dls: Any, is_lm: bool) -> None:
+    if not isinstance(dls, TextDataLoaders):
+        raise ConfigError(expected("TextDataLoaders", "dls", type(dls).__name__))
+    if dls.is_lm != is_lm:
+        what = "language-model loaders (is_lm=True)" if is_lm else "classification loaders (is_lm=False)"
+        raise ConfigError(f"Expected {what}; received the other kind of TextDataLoaders.")
+
+
+def language_model_learner(
+    dls: TextDataLoaders,
+    arch: type = AWD_LSTM,
+    config: dict[str, Any] | None = None,
+    drop_mult: float = 1.0,
+    pretrained: bool = True,
+    pretrained_fnames: Sequence[str | os.PathLike] | None = None,
+    metrics: Any = None,
+    **kwargs: Any,
+) -> LMLearner:
+    """A language-model learner on `dls`, starting from the WikiText-103 weights when `pretrained`.
+
+    Args:
+        config: overrides of :data:`~ember.text.models.awd_lstm_lm_config`.
+        drop_mult: multiplies every dropout probability.
+        pretrained_fnames: ``(weights.pth, itos.pkl)`` in fastai's layout, instead of the download.
+        metrics: default ``[accuracy, Perplexity()]``.
+        kwargs: passed to :class:`TextLearner` (``alpha``, ``beta``, ``lr``, ``wd``, ``path`` ...).
+
+    Raises:
+        EmberError: `pretrained` and the weights can be neither found nor downloaded.
+    """
+    from ember.metrics import Perplexity, accuracy
+
+    _check_dls(dls, is_lm=True)
+    model = get_language_model(len(dls.vocab), config=config, drop_mult=drop_mult, arch=arch)
+    if pretrained:
+        state = load_pretrained_wt103(dls.vocab.itos, pretrained_fnames)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise EmberError(f"The pretrained weights do not fit this model ({e}); use the default config.") from e
+    metrics = [accuracy, Perplexity()] if metrics is None else metrics
+    learn = LMLearner(dls, model, splitter=awd_lstm_lm_split, metrics=metrics, **kwargs)
+    if pretrained:
+        learn.freeze()
+    return learn
+
+
+def text_classifier_learner(
+    dls: TextDataLoaders,
+    arch: type = AWD_LSTM,
+    seq_len: int = 72,
+    config: dict[str, Any] | None = None,
+    drop_mult: float = 0.5,
+    max_len: int | None = 72 * 20,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: Sequence[float] | None = None,
+    pretrained: bool = True,
+    pretrained_fnames: Sequence[str | os.PathLike] | None = None,
+    metrics: Any = None,
+    n_out: int | None = None,
+    **kwargs: Any,
+) -> TextLearner:
+    """A classifier learner on `dls`: an AWD-LSTM encoder reading `seq_len` tokens at a time, a pooling head.
+
+    With `pretrained`, the encoder starts from the WikiText-103 weights; usually you then
+    :meth:`~TextLearner.load_encoder` the one fine-tuned on your corpus. The model starts frozen to the head.
+
+    Args:
+        drop_mult: multiplies every dropout probability.
+        max_len: the head pools over the last `max_len` tokens of each document (whole chunks).
+        metrics: default ``accuracy``.
+        n_out: number of classes (default: ``len(dls.classes)``).
+    """
+    from ember.metrics import accuracy
+
+    _check_dls(dls, is_lm=False)
+    n_out = n_out if n_out is not None else len(dls.classes)
+    if not n_out:
+        raise ConfigError("Cannot tell the number of classes: these loaders have no `classes`; pass `n_out=`.")
+    model = get_text_classifier(
+        len(dls.vocab), n_out, seq_len, config, drop_mult, lin_ftrs, ps, dls.vocab.pad_idx, max_len, arch
+    )
+    if pretrained:
+        state = load_pretrained_wt103(dls.vocab.itos, pretrained_fnames)
+        enc = {k[2:]: v for k, v in state.items() if k.startswith("0.")}
+        model[0].module.load_state_dict(enc)
+    metrics = accuracy if metrics is None else metrics
+    learn = TextLearner(dls, model, splitter=awd_lstm_clas_split, metrics=metrics, **kwargs)
+    learn.freeze()
+    return learn

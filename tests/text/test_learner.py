@@ -1,0 +1,187 @@
+"""Tests of ember.text.learner: training, generation, encoder transfer, regularization, pretrained weights."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from ember.core.errors import ConfigError, DownloadError, EmberError
+from ember.learner import Callback
+from ember.text.data import TextDataLoaders
+from ember.text.learner import (
+    RNNRegularizer,
+    decode_spec_tokens,
+    language_model_learner,
+    text_classifier_learner,
+)
+
+SMALL = dict(emb_sz=16, n_hid=24, n_layers=2)
+WORDS = "alpha beta gamma delta epsilon zeta eta theta".split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def lm_dls():
+    texts = [" ".join(WORDS * 6) for _ in range(12)]
+    return TextDataLoaders.from_texts(texts[:10], texts[10:], is_lm=True, bs=4, seq_len=12, min_freq=1, device="cpu")
+
+
+def _lm(dls, tmp_path, **kwargs):
+    torch.manual_seed(0)
+    learn = language_model_learner(dls, pretrained=False, config=SMALL, drop_mult=0.0, path=tmp_path, **kwargs)
+    learn.silent = True
+    return learn
+
+
+def test_language_model_learns_and_generates(lm_dls, tmp_path):
+    learn = _lm(lm_dls, tmp_path)
+    loss0, acc0, _ = learn.validate()
+    learn.fit_one_cycle(8, 3e-2)
+    loss, acc, ppl = learn.validate()
+    assert acc0 < 0.3 and acc > 0.9 and loss < loss0 / 3
+    assert ppl == pytest.approx(float(torch.tensor(loss).exp()), rel=1e-4)
+    text = learn.predict("alpha beta", n_words=4, temperature=0)
+    assert text == "alpha beta gamma delta epsilon zeta"
+    assert learn.model[0].hidden is None  # predict leaves no state behind
+
+
+def test_model_resetter_clears_state_before_each_phase(lm_dls, tmp_path):
+    learn = _lm(lm_dls, tmp_path)
+    seen = []
+
+    class Spy(Callback):
+        order = 5
+
+        def before_train(self):
+            seen.append(("train", self.learn.model[0].hidden is None))
+
+        def before_validate(self):
+            seen.append(("valid", self.learn.model[0].hidden is None))
+
+    learn.fit(2, 1e-3, cbs=[Spy()])
+    assert seen == [("train", True), ("valid", True)] * 2
+
+
+def test_rnn_regularizer_adds_ar_and_tar(lm_dls, tmp_path):
+    learn = _lm(lm_dls, tmp_path, alpha=2.0, beta=1.0)
+    got = []
+
+    class Capture(Callback):
+        order = 50
+
+        def after_loss(self):
+            if self.learn.training:
+                enc, dec = self.learn.model[0], self.learn.model[1]
+                raw, dropped = enc.last_raw, dec.last_dropped
+                expected_extra = 2.0 * dropped.pow(2).mean() + (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+                got.append(float((self.learn.loss_grad - self.learn.loss - expected_extra).detach()))
+                raise __import__("ember.learner", fromlist=["x"]).CancelFitException()
+
+    learn.fit(1, 1e-3, cbs=[Capture()])
+    assert got and abs(got[0]) < 1e-5
+    assert learn.model[0].last_raw is None and not learn.model[0].keep_outputs  # released after fit
+    assert any(isinstance(c, RNNRegularizer) for c in learn.cbs)
+
+
+def _clas_dls(vocab):
+    texts = [" ".join(WORDS[:4] if i % 2 else WORDS[4:]) * (1 + i % 3) for i in range(48)]
+    labels = ["a" if i % 2 else "b" for i in range(48)]
+    return TextDataLoaders.from_texts(texts[:40], texts[40:], labels[:40], labels[40:], bs=8, vocab=vocab, device="cpu")
+
+
+def test_encoder_transfer_splits_and_classifier(lm_dls, tmp_path):
+    lm = _lm(lm_dls, tmp_path)
+    assert len(lm.param_groups()) == 3  # 2 LSTM layers, then embedding + tied decoder
+    lm.save_encoder("enc")
+    dls = _clas_dls(lm_dls.vocab)
+    torch.manual_seed(0)
+    clas = text_classifier_learner(dls, pretrained=False, config=SMALL, seq_len=8, path=tmp_path)
+    clas.silent = True
+    assert len(clas.param_groups()) == 4  # embedding, 2 LSTM layers, head
+    clas.load_encoder("enc")
+    assert torch.equal(clas.model[0].module.encoder.weight, lm.model[0].encoder.weight)
+    # Frozen to the head at first; freeze_to(-2) opens the last LSTM layer too.
+    trainable = [p.requires_grad for g in clas.param_groups() for p in g]
+    assert sum(trainable) == sum(p.numel() > 0 for p in clas.param_groups()[-1])
+    clas.freeze_to(-2)
+    assert all(p.requires_grad for p in clas.param_groups()[2]) and not any(
+        p.requires_grad for p in clas.param_groups()[1]
+    )
+    clas.unfreeze()
+    clas.fit_one_cycle(8, 1e-2)
+    preds, targs = clas.get_preds()
+    assert targs.tolist() == [0 if i % 2 else 1 for i in range(40, 48)]  # back in dataset order
+    assert (preds.argmax(1) == targs).float().mean() >= 0.75
+    other = TextDataLoaders.from_texts(["x y z"] * 8, ["x"], ["a"] * 8, ["a"], bs=4, min_freq=1, device="cpu")
+    other_clas = text_classifier_learner(other, pretrained=False, config=SMALL, n_out=2, path=tmp_path)
+    with pytest.raises(EmberError, match="vocab=dls_lm.vocab"):
+        other_clas.load_encoder("enc")
+    with pytest.raises(ConfigError):
+        text_classifier_learner(lm_dls, pretrained=False)
+
+
+def _fastai_layout(lm, module_raw: bool) -> dict:
+    """Our language model's weights under fastai's AWD-LSTM key names."""
+    sd = lm.state_dict()
+    out = {"0.encoder.weight": sd["0.encoder.weight"], "0.encoder_dp.emb.weight": sd["0.encoder.weight"].clone()}
+    for i in range(lm[0].n_layers):
+        p = f"0.rnns.{i}.module."
+        out[f"0.rnns.{i}.{'module.' if module_raw else ''}weight_hh_l0_raw"] = sd[
+            f"{p}parametrizations.weight_hh_l0.original"
+        ]
+        for name in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0"):
+            out[p + name] = sd[p + name]
+    out["1.decoder.weight"], out["1.decoder.bias"] = sd["1.decoder.weight"], sd["1.decoder.bias"]
+    return out
+
+
+def _write_wt103(folder, lm, itos):
+    folder.mkdir(parents=True)
+    torch.save(_fastai_layout(lm, module_raw=False), folder / "lstm_fwd.pth")
+    (folder / "itos_wt103.pkl").write_bytes(pickle.dumps(itos))
+    return folder / "lstm_fwd.pth", folder / "itos_wt103.pkl"
+
+
+def test_pretrained_from_local_files_remaps_vocab(lm_dls, tmp_path, monkeypatch):
+    from ember.text.models import get_language_model
+
+    torch.manual_seed(1)
+    itos = ["xxunk", "xxpad", "xxbos", "alpha", "beta", "other", "words", "here"]
+    src = get_language_model(len(itos), config=SMALL)
+    files = _write_wt103(tmp_path / "wt", src, itos)
+    learn = language_model_learner(lm_dls, config=SMALL, pretrained_fnames=files, path=tmp_path)
+    emb, vocab = learn.model[0].encoder.weight, lm_dls.vocab
+    assert torch.equal(emb[vocab.stoi["alpha"]], src[0].encoder.weight[3])
+    assert torch.allclose(emb[vocab.stoi["gamma"]], src[0].encoder.weight.mean(0))
+    assert learn.frozen_to == -1  # pretrained language models start with the body frozen
+    # The same files in EMBER_HOME are found without a download.
+    monkeypatch.setenv("EMBER_HOME", str(tmp_path / "home"))
+    _write_wt103(tmp_path / "home" / "data" / "wt103-fwd", src, itos)
+    learn2 = language_model_learner(lm_dls, config=SMALL, path=tmp_path)
+    assert torch.equal(learn2.model[0].encoder.weight, emb)
+
+
+def test_pretrained_offline_says_how_to_proceed(lm_dls, tmp_path, monkeypatch):
+    import ember.data.external as external
+
+    monkeypatch.setenv("EMBER_HOME", str(tmp_path / "home"))
+
+    def offline(*args, **kwargs):
+        raise DownloadError("no network")
+
+    monkeypatch.setattr(external, "untar_data", offline)
+    with pytest.raises(EmberError, match="pretrained=False"):
+        language_model_learner(lm_dls, config=SMALL)
+
+
+def test_decode_spec_tokens():
+    assert decode_spec_tokens(["xxbos", "xxmaj", "hello", "xxup", "you", "there"]) == ["Hello", "YOU", "there"]
