@@ -8,7 +8,7 @@ from __future__ import annotations
 from ember.core.parallel import parallel
 from ember.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock, TransformBlock
 from ember.data.datasets import Datasets
-from ember.data.external import URLs, download_url, untar_data
+from ember.data.external import URLs, download_images, download_url, resize_images, untar_data, verify_images
 from ember.data.items import (
     ColReader,
     ColSplitter,
@@ -53,5 +53,8 @@ __all__ = [
     "URLs",
     "untar_data",
     "download_url",
+    "download_images",
+    "verify_images",
+    "resize_images",
     "parallel",
 ]

@@ -106,7 +106,10 @@ def capture_model_recipe(model: nn.Module) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         params = []
     for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind == p.VAR_POSITIONAL:
+            complete = False  # positional arguments (an nn.Sequential subclass's layers) cannot be recovered
+            continue
+        if p.kind == p.VAR_KEYWORD:
             continue
         if hasattr(model, p.name) and _json_value(getattr(model, p.name)):
             kwargs[p.name] = getattr(model, p.name)

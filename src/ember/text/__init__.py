@@ -1,6 +1,7 @@
 """Text: tokenizers, vocabularies, language-model and classification loaders, AWD-LSTM and the text learners.
 
-Names are imported on first use so that ``import ember.text`` stays cheap.
+``import ember.text`` imports the modules whose classes an exported model names (tokenizer, vocabulary,
+loaders, model factories and learners), so that ``load_learner`` finds them; the names are bound on first use.
 
 >>> from ember.text import TextDataLoaders, language_model_learner  # doctest: +SKIP
 >>> dls = TextDataLoaders.from_folder(path, is_lm=True)               # doctest: +SKIP
@@ -11,6 +12,10 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+# Imported for its side effect: it registers (with the data, model and tokenizer modules it imports) the recipes,
+# model factories and learners that exported files name.
+from ember.text import learner as _learner  # noqa: F401
 
 _LAZY = {
     **dict.fromkeys(
@@ -26,6 +31,7 @@ _LAZY = {
             "TK_MAJ",
             "SPECIAL_TOKENS",
             "DEFAULT_RULES",
+            "RULES",
             "WordTokenizer",
             "Tokenizer",
             "SpacyTokenizer",
@@ -63,6 +69,7 @@ _LAZY = {
             "AWD_LSTM",
             "awd_lstm_lm_config",
             "awd_lstm_clas_config",
+            "TEXT_ARCHS",
             "EmbeddingDropout",
             "RNNDropout",
             "WeightDropout",

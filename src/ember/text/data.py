@@ -30,10 +30,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from ember.core.errors import ConfigError, DataError, expected
-from ember.core.recipe import register_recipe
+from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders, DeviceLoader
-from ember.text.tokenize import TokenizedCorpus, Tokenizer, _gather_index, _text_files, tokenize_corpus
+from ember.text.tokenize import (
+    TokenizedCorpus,
+    Tokenizer,
+    _gather_index,
+    _text_files,
+    read_text_files,
+    tokenize_corpus,
+)
 from ember.text.vocab import Vocab
 
 __all__ = [
@@ -138,7 +145,8 @@ class ClassificationDataset(IterableDataset):
 
     Args:
         corpus: the token ids.
-        labels: one target per document (class ids ``(N,)`` or multi-label floats ``(N, C)``).
+        labels: one target per document (class ids ``(N,)`` or multi-label floats ``(N, C)``); ``None`` for
+            unlabelled texts (batches are then ``(x,)``).
         bs: batch size.
         shuffle: training order (random chunks sorted by length); otherwise fully sorted, longest first.
         pad_idx: the padding id.
@@ -149,7 +157,7 @@ class ClassificationDataset(IterableDataset):
     def __init__(
         self,
         corpus: TokenizedCorpus,
-        labels: torch.Tensor,
+        labels: torch.Tensor | None,
         bs: int = 64,
         shuffle: bool = False,
         pad_idx: int = 1,
@@ -157,7 +165,7 @@ class ClassificationDataset(IterableDataset):
         seed: int | None = None,
     ) -> None:
         _check_int("bs", bs)
-        if len(labels) != len(corpus):
+        if labels is not None and len(labels) != len(corpus):
             raise DataError(f"Expected one label per text; received {len(labels)} labels for {len(corpus)} texts.")
         if len(corpus) == 0:
             raise DataError("The classification dataset has no text.")
@@ -190,8 +198,8 @@ class ClassificationDataset(IterableDataset):
         rest = [batches[i] for i in rng.permutation(len(batches)) if i != first]
         return [batches[first], *rest]
 
-    def collate(self, idxs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ids ``(B, T)`` and the targets of documents `idxs`."""
+    def collate(self, idxs: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Left-padded ids ``(B, T)`` and the targets of documents `idxs` (the ids alone when unlabelled)."""
         lens = self.corpus.lengths()[idxs]
         starts = self.corpus.offsets[idxs]
         if self.max_len is not None:
@@ -201,13 +209,29 @@ class ClassificationDataset(IterableDataset):
         x = np.full((len(idxs), width), self.pad_idx, dtype=np.int64)
         mask = np.arange(width)[None, :] >= (width - lens)[:, None]  # (B, T): True on the real tokens
         x[mask] = np.asarray(self.corpus.ids)[_gather_index(starts, lens)]  # row-major fill == concatenation order
+        if self.labels is None:
+            return (torch.from_numpy(x),)
         return torch.from_numpy(x), self.labels[torch.from_numpy(idxs)]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         batches = self.plan()
         self.order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         for idxs in batches:
             yield self.collate(idxs)
+
+
+class _NoTexts(IterableDataset):
+    """The training set of inference loaders (rebuilt from an exported file): no batch, but the settings."""
+
+    def __init__(self, vocab: Vocab, bs: int, seq_len: int | None, max_len: int | None, multi_label: bool) -> None:
+        self.vocab, self.bs, self.seq_len, self.max_len = vocab, bs, seq_len, max_len
+        self.multi_label = multi_label
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        return iter(())
 
 
 def _loader(ds: IterableDataset, device: Any, split: int, kinds: tuple[str, ...]) -> DeviceLoader:
@@ -253,18 +277,28 @@ def classification_dataloaders(
     return dls
 
 
+@register_recipe()
 class TextDataLoaders(DataLoaders):
     """`DataLoaders` for text: a language model (``is_lm=True``) or a classifier.
 
+    Export writes what inference needs (:meth:`to_recipe`: the tokenizer, the vocabulary, the classes and the
+    batch settings, no text); loading gives inference loaders (:meth:`from_recipe`) whose :meth:`test_dl`
+    tokenizes and batches new texts exactly as these do.
+
     Attributes:
         vocab: the :class:`~ember.text.vocab.Vocab`.
+        tokenizer: the :class:`~ember.text.tokenize.Tokenizer` that made the token ids.
         is_lm: language-model loaders.
         classes: the class names (classification).
+        seq_len: language model: the mean batch length; classification: None.
+        max_len: classification: the last `max_len` tokens of a text are kept (None: all).
         loss_func: the default loss (flattened cross-entropy; binary cross-entropy for multi-label).
     """
 
     is_lm: bool = False
     classes: list[str]
+    seq_len: int | None = None
+    max_len: int | None = None
 
     @property
     def vocab(self) -> Vocab:  # the token vocabulary (the generic DataLoaders' `vocab` is a target block's)
@@ -283,8 +317,113 @@ class TextDataLoaders(DataLoaders):
         valid = _loader(valid_ds, None, 1, kinds) if valid_ds is not None else None
         dls = cls(train, valid, device=device)
         dls._text_vocab, dls.is_lm, dls.classes = train_ds.vocab, is_lm, []
+        dls.seq_len = getattr(train_ds, "seq_len", None) if is_lm else None
+        dls.max_len = None if is_lm else getattr(train_ds, "max_len", None)
         dls.tokenizer = Tokenizer()
         dls.loss_func = CrossEntropyLossFlat()
+        return dls
+
+    @property
+    def bs(self) -> int | None:
+        """The batch size: the training set's (the number of streams for a language model)."""
+        return getattr(self.train.dataset, "bs", None)
+
+    @property
+    def multi_label(self) -> bool:
+        """Classification with several labels per text (multi-hot targets)."""
+        labels = getattr(self.train.dataset, "labels", None)
+        return bool(getattr(self.train.dataset, "multi_label", labels is not None and labels.ndim > 1))
+
+    # -- new texts ---------------------------------------------------------------------------------------------
+    def test_dl(
+        self, items: Sequence[Any], with_labels: bool = False, bs: int | None = None, n_workers: int | None = None
+    ) -> DeviceLoader:
+        """A loader over new texts, tokenized with these loaders' tokenizer and vocabulary (no shuffling).
+
+        Classification: batches of texts of similar length padded at the start, ``(x,)`` or, with labels,
+        ``(x, y)``; ``learn.get_preds(dl=...)`` gives the predictions back in the order of `items`. Language
+        model: the texts joined into one stream (each starting with ``xxbos``), cut into at most `bs` rows of at
+        least ``seq_len`` tokens (one row when the texts are shorter), in one batch ``(x, y)`` with ``y`` the next
+        token (as in validation, the last few tokens that do not fill a row are left out).
+
+        Args:
+            items: texts (str) or paths of text files; with `with_labels`, ``(text, label)`` pairs (for a
+                multi-label classifier the label is a list of class names).
+            with_labels: classification: the items carry labels to encode (a language model's targets are
+                always its next tokens).
+            bs: the batch size (default: the training one).
+            n_workers: tokenizing processes (see :func:`~ember.text.tokenize.tokenize_texts`).
+
+        Raises:
+            DataError: an item is not a text, a label is not a class, or there is no text.
+        """
+        items = list(items)
+        bs = bs if bs is not None else self.bs or 64
+        _check_int("bs", bs)
+        labels = None
+        if with_labels and not self.is_lm:
+            for i, item in enumerate(items):
+                if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                    raise DataError(expected("a (text, label) pair", f"items[{i}]", item))
+            items, raw = [t for t, _ in items], [y for _, y in items]
+            if self.multi_label:
+                labels = _encode_multi_labels(raw, self.classes)
+            else:
+                labels = _encode_labels(raw, self.classes, "test")
+        texts = [_read_text(x, i) for i, x in enumerate(items)]
+        if not texts:
+            raise DataError("test_dl needs at least one text; received an empty list.")
+        corpus = tokenize_corpus(texts, tok=self.tokenizer, vocab=self.vocab, n_workers=n_workers)
+        if self.is_lm:
+            n_tokens = int(corpus.offsets[-1])
+            if n_tokens < 2:
+                raise DataError(f"A language model's test texts need at least 2 tokens; received {n_tokens}.")
+            seq_len = self.seq_len or 72
+            rows = max(1, min(bs, (n_tokens - 1) // seq_len))
+            # One batch: every row's full length at once, so that get_preds gathers rows of equal length.
+            ds: IterableDataset = LMDataset(corpus, rows, seq_len=max(1, (n_tokens - 1) // rows))
+            kinds = ("text", "text")
+        else:
+            ds = ClassificationDataset(corpus, labels, bs, pad_idx=self.vocab.pad_idx, max_len=self.max_len)
+            kinds = ("text", "category")
+        return DeviceLoader(
+            DataLoader(ds, batch_size=None, num_workers=0), device=self.device, n_inp=1, kinds=kinds, split=1
+        )
+
+    # -- export ------------------------------------------------------------------------------------------------
+    def to_recipe(self) -> dict[str, Any]:
+        """What inference needs, as JSON values: tokenizer, vocabulary, classes and batch settings (no text).
+
+        Raises:
+            ExportError: the tokenizer uses a rule or word tokenizer of the user's own (the message names it).
+        """
+        tok = getattr(self, "tokenizer", None) or Tokenizer()
+        return {
+            "is_lm": bool(self.is_lm),
+            "tokenizer": dump(tok),
+            "vocab": dump(self.vocab),
+            "classes": [str(c) for c in self.classes],
+            "multi_label": self.multi_label,
+            "bs": self.bs,
+            "seq_len": self.seq_len,
+            "max_len": self.max_len,
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> TextDataLoaders:
+        """Inference loaders: no text, but :meth:`test_dl`, ``predict`` and decoding work as before export."""
+        for key in ("tokenizer", "vocab"):
+            if not data.get(key):
+                raise ExportError(f"The text data recipe has no `{key}`; the file is incomplete.")
+        vocab, tok = load(data["vocab"]), load(data["tokenizer"])
+        if not isinstance(vocab, Vocab):
+            raise ExportError(expected("a Vocab", "vocab", type(vocab).__name__))
+        is_lm = bool(data.get("is_lm", False))
+        bs, seq_len, max_len = int(data.get("bs") or 64), data.get("seq_len"), data.get("max_len")
+        ds = _NoTexts(vocab, bs, seq_len, max_len, bool(data.get("multi_label", False)))
+        dls = cls._build(ds, None, "cpu", is_lm=is_lm)
+        dls.classes = list(data.get("classes") or [])
+        dls.tokenizer = tok
         return dls
 
     @classmethod
@@ -451,13 +590,16 @@ class TextDataLoaders(DataLoaders):
         the target is the text shifted by one token. Padding is left out. Returns the rows (and prints them as
         a table when `print_out`).
         """
-        xb, yb = batch if batch is not None else self.train.one_batch()
+        batch = batch if batch is not None else self.train.one_batch()
+        xb, yb = batch[0], batch[1] if len(batch) > 1 else None
         rows = []
         pad = self.vocab.pad_idx
         for i in range(min(max_n, xb.shape[0])):
             ids = [t for t in xb[i].tolist() if t != pad][-max_tokens:] if not self.is_lm else xb[i, :max_tokens]
             text = self.vocab.textify(ids)
-            if self.is_lm:
+            if yb is None:
+                target = ""
+            elif self.is_lm:
                 target = self.vocab.textify(yb[i, :max_tokens])
             elif yb.ndim > 1:
                 target = ";".join(c for c, on in zip(self.classes, yb[i].tolist()) if on)
@@ -488,6 +630,29 @@ def _encode_labels(labels: Sequence[Any] | None, classes: Sequence[str], split: 
             )
         out.append(j)
     return torch.tensor(out, dtype=torch.long)
+
+
+def _encode_multi_labels(labels: Sequence[Any], classes: Sequence[str]) -> torch.Tensor:
+    """Lists of class names -> multi-hot floats ``(N, C)``."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.zeros(len(labels), len(classes))
+    for i, names in enumerate(labels):
+        names = [names] if isinstance(names, str) else list(names)
+        for name in names:
+            j = index.get(str(name))
+            if j is None:
+                valid = ", ".join(classes)
+                raise DataError(f"The test label {name!r} (item {i}) is not a training class; valid: {valid}.")
+            out[i, j] = 1.0
+    return out
+
+
+def _read_text(item: Any, i: int) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, os.PathLike):
+        return read_text_files([item])[0]
+    raise DataError(f"Expected item {i} to be a text (str) or a text file path; received a {type(item).__name__}.")
 
 
 def _cache_dir(cache: bool | str | os.PathLike | None) -> Path | None:
@@ -610,12 +775,14 @@ class TextBlock(_text_block_base()):
             "min_freq": self.min_freq,
             "max_vocab": self.max_vocab,
             "max_len": self.max_len,
-            "add_bos": self.tok.add_bos,
-            "add_eos": self.tok.add_eos,
+            "tok": dump(self.tok),
         }
 
     @classmethod
     def from_recipe(cls, data: dict[str, Any]) -> TextBlock:
         vocab = Vocab(data["vocab"]) if data.get("vocab") else None
-        tok = Tokenizer(add_bos=data.get("add_bos", True), add_eos=data.get("add_eos", False))
+        if data.get("tok"):
+            tok = load(data["tok"])
+        else:  # the earlier layout: default rules, only the xxbos/xxeos settings written
+            tok = Tokenizer(add_bos=data.get("add_bos", True), add_eos=data.get("add_eos", False))
         return cls(vocab, tok, data["min_freq"], data["max_vocab"], data.get("max_len"))

@@ -27,6 +27,7 @@ from torch import nn
 from ember.core.errors import ConfigError, DownloadError, EmberError, expected
 from ember.learner.callback import Callback
 from ember.learner.checkpoint import atomic_save, safe_load
+from ember.learner.export import register_learner
 from ember.learner.learner import Learner
 from ember.text.data import ClassificationDataset, TextDataLoaders
 from ember.text.models import (
@@ -134,9 +135,22 @@ def _encoder_of(model: nn.Module) -> nn.Module:
     return first.module if hasattr(first, "module") and not isinstance(first, AWD_LSTM) else first
 
 
+@register_learner
 class TextLearner(Learner):
     """A :class:`~ember.learner.Learner` for RNN text models: resets the hidden state at the right moments, adds
-    AR/TAR regularization, saves and loads the encoder, and returns classifier predictions in dataset order."""
+    AR/TAR regularization, saves and loads the encoder, and returns classifier predictions in dataset order.
+
+    It is the classifier's learner: ``predict(text)`` gives ``(label, index, probabilities)`` and
+    ``predict_batch(texts)`` the same for many texts. ``learn.export(path)`` writes the weights, the model recipe,
+    the tokenizer, the vocabulary and the classes; ``ember.load_learner(path)`` gives back a learner that
+    predicts exactly as this one.
+
+    Attributes:
+        model_recipe: ``{"factory": "get_language_model" | "get_text_classifier", "kwargs": {...}}`` to rebuild
+            the model; taken from a model built by those factories (``None`` for an architecture of the user's).
+    """
+
+    model_recipe: dict[str, Any] | None = None
 
     def __init__(self, dls: TextDataLoaders, model: nn.Module, alpha: float = 2.0, beta: float = 1.0, **kwargs: Any):
         cbs = list(kwargs.pop("cbs", None) or [])
@@ -144,6 +158,9 @@ class TextLearner(Learner):
         if alpha or beta:
             cbs.append(RNNRegularizer(alpha, beta))
         super().__init__(dls, model, cbs=cbs, **kwargs)
+        factory = getattr(model, "_ember_factory", None)
+        if factory is not None:
+            self.model_recipe = {"factory": factory[0], "kwargs": dict(factory[1])}
 
     def save_encoder(self, name: str) -> Path:
         """Save the encoder (embedding and LSTMs) to ``<path>/<model_dir>/<name>.pth``."""
@@ -180,6 +197,15 @@ class TextLearner(Learner):
         inv = torch.from_numpy(np.argsort(ds.order))
         return tuple(x[inv] if isinstance(x, torch.Tensor) and len(x) == len(inv) else x for x in out)
 
+    def _decode_targets(self, decoded: torch.Tensor) -> list[Any]:
+        """Class indices ``(N,)`` -> class names; multi-label flags ``(N, C)`` -> lists of class names."""
+        classes = getattr(self.dls, "classes", None)
+        if not classes:
+            return super()._decode_targets(decoded)
+        if decoded.ndim > 1:
+            return [[c for c, on in zip(classes, row.tolist()) if on] for row in decoded]
+        return [classes[int(i)] for i in decoded.tolist()]
+
 
 def decode_spec_tokens(tokens: Sequence[str]) -> list[str]:
     """Apply the case marks and drop ``xxbos``: ``["xxmaj", "hello", "xxup", "you"]`` -> ``["Hello", "YOU"]``."""
@@ -196,6 +222,7 @@ def decode_spec_tokens(tokens: Sequence[str]) -> list[str]:
     return out
 
 
+@register_learner
 class LMLearner(TextLearner):
     """A language-model learner that can write text (:meth:`predict`)."""
 
@@ -293,7 +320,7 @@ def _check_dls(dls: Any, is_lm: bool) -> None:
 
 def language_model_learner(
     dls: TextDataLoaders,
-    arch: type = AWD_LSTM,
+    arch: type | str = AWD_LSTM,
     config: dict[str, Any] | None = None,
     drop_mult: float = 1.0,
     pretrained: bool = True,
@@ -303,7 +330,11 @@ def language_model_learner(
 ) -> LMLearner:
     """A language-model learner on `dls`, starting from the WikiText-103 weights when `pretrained`.
 
+    The learner's ``model_recipe`` names the factory and its arguments, so ``learn.export(path)`` writes a file
+    that ``ember.load_learner`` rebuilds (an `arch` of your own is not named: pass ``model=`` when loading).
+
     Args:
+        arch: the encoder class, or its name in :data:`~ember.text.models.TEXT_ARCHS`.
         config: overrides of :data:`~ember.text.models.awd_lstm_lm_config`.
         drop_mult: multiplies every dropout probability.
         pretrained_fnames: ``(weights.pth, itos.pkl)`` in fastai's layout, instead of the download.
@@ -332,7 +363,7 @@ def language_model_learner(
 
 def text_classifier_learner(
     dls: TextDataLoaders,
-    arch: type = AWD_LSTM,
+    arch: type | str = AWD_LSTM,
     seq_len: int = 72,
     config: dict[str, Any] | None = None,
     drop_mult: float = 0.5,
@@ -350,7 +381,11 @@ def text_classifier_learner(
     With `pretrained`, the encoder starts from the WikiText-103 weights; usually you then
     :meth:`~TextLearner.load_encoder` the one fine-tuned on your corpus. The model starts frozen to the head.
 
+    Exportable like :func:`language_model_learner`'s; the loaded learner's ``predict(text)`` gives
+    ``(label, index, probabilities)``.
+
     Args:
+        arch: the encoder class, or its name in :data:`~ember.text.models.TEXT_ARCHS`.
         drop_mult: multiplies every dropout probability.
         max_len: the head pools over the last `max_len` tokens of each document (whole chunks).
         metrics: default ``accuracy``.

@@ -27,10 +27,12 @@ from torch.nn.utils import parametrize
 
 from ember.core.errors import ConfigError, EmberError, expected
 from ember.layers import LinBnDrop
+from ember.learner.export import register_model_factory
 
 __all__ = [
     "awd_lstm_lm_config",
     "awd_lstm_clas_config",
+    "TEXT_ARCHS",
     "RNNDropout",
     "EmbeddingDropout",
     "WeightDropout",
@@ -314,24 +316,54 @@ def _scaled_config(config: dict[str, Any], drop_mult: float) -> dict[str, Any]:
     return {k: (v * drop_mult if k in _DROPS else v) for k, v in config.items()}
 
 
+#: The encoder architectures an exported text model can name (``arch="AWD_LSTM"`` in its recipe).
+TEXT_ARCHS: dict[str, type] = {"AWD_LSTM": AWD_LSTM}
+
+
+def _resolve_arch(arch: type | str) -> tuple[type, str | None]:
+    """The architecture class and its name in :data:`TEXT_ARCHS` (None for a class of the user's)."""
+    if isinstance(arch, str):
+        if arch not in TEXT_ARCHS:
+            raise ConfigError(expected("the name of a text architecture", "arch", arch, valid=list(TEXT_ARCHS)))
+        return TEXT_ARCHS[arch], arch
+    if not (isinstance(arch, type) and issubclass(arch, nn.Module)):
+        raise ConfigError(expected("an nn.Module class or the name of one", "arch", arch, valid=list(TEXT_ARCHS)))
+    name = next((k for k, v in TEXT_ARCHS.items() if v is arch), None)
+    return arch, name
+
+
+def _plain(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    # The recipe holds JSON values: a tuple of sizes becomes a list, which the constructors accept as well.
+    return None if config is None else {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+@register_model_factory()
 def get_language_model(
-    vocab_sz: int, config: dict[str, Any] | None = None, drop_mult: float = 1.0, arch: type = AWD_LSTM
+    vocab_sz: int, config: dict[str, Any] | None = None, drop_mult: float = 1.0, arch: type | str = AWD_LSTM
 ) -> SequentialRNN:
     """An AWD-LSTM language model: ``(B, T)`` ids -> ``(B, T, vocab_sz)`` logits.
+
+    Registered as the model factory ``"get_language_model"``: the model keeps its JSON arguments in
+    ``model._ember_factory`` (the architecture by its name in :data:`TEXT_ARCHS`) so that an exported learner
+    can be rebuilt; a model of an architecture of the user's keeps ``None`` there.
 
     Args:
         config: overrides of :data:`awd_lstm_lm_config`.
         drop_mult: multiplies every dropout probability.
+        arch: the encoder class, or its name in :data:`TEXT_ARCHS`.
     """
+    arch, arch_name = _resolve_arch(arch)
     cfg = _scaled_config({**awd_lstm_lm_config, **(config or {})}, drop_mult)
     output_p, tie, out_bias = cfg.pop("output_p"), cfg.pop("tie_weights"), cfg.pop("out_bias")
     encoder = arch(vocab_sz, **cfg)
     decoder = LinearDecoder(vocab_sz, cfg["emb_sz"], output_p, encoder.encoder if tie else None, out_bias)
     model = SequentialRNN(encoder, decoder)
-    model._ember_factory = ("get_language_model", {"vocab_sz": vocab_sz, "config": config, "drop_mult": drop_mult})
+    kwargs = {"vocab_sz": vocab_sz, "config": _plain(config), "drop_mult": drop_mult, "arch": arch_name}
+    model._ember_factory = ("get_language_model", kwargs) if arch_name is not None else None
     return model
 
 
+@register_model_factory()
 def get_text_classifier(
     vocab_sz: int,
     n_class: int,
@@ -342,16 +374,20 @@ def get_text_classifier(
     ps: Sequence[float] | None = None,
     pad_idx: int = 1,
     max_len: int | None = 72 * 20,
-    arch: type = AWD_LSTM,
+    arch: type | str = AWD_LSTM,
 ) -> SequentialRNN:
     """An AWD-LSTM classifier: ``(B, S)`` ids padded at the start -> ``(B, n_class)`` scores.
+
+    Registered as the model factory ``"get_text_classifier"`` (see :func:`get_language_model`).
 
     Args:
         seq_len: chunk length the encoder reads at a time.
         lin_ftrs: hidden sizes of the head (default ``[50]``).
         ps: dropout of each head layer (default ``output_p`` then 0.1 for each hidden layer).
         max_len: pool over at most the last `max_len` tokens (whole chunks).
+        arch: the encoder class, or its name in :data:`TEXT_ARCHS`.
     """
+    arch, arch_name = _resolve_arch(arch)
     cfg = _scaled_config({**awd_lstm_clas_config, **(config or {})}, drop_mult)
     output_p = cfg.pop("output_p")
     lin_ftrs = list(lin_ftrs) if lin_ftrs is not None else [50]
@@ -359,9 +395,9 @@ def get_text_classifier(
     encoder = SentenceEncoder(seq_len, arch(vocab_sz, **cfg), pad_idx=pad_idx, max_len=max_len)
     head = PoolingLinearClassifier([3 * cfg["emb_sz"], *lin_ftrs, n_class], ps)
     model = SequentialRNN(encoder, head)
-    kwargs = dict(vocab_sz=vocab_sz, n_class=n_class, seq_len=seq_len, config=config, drop_mult=drop_mult)
-    kwargs.update(lin_ftrs=lin_ftrs, ps=ps, pad_idx=pad_idx, max_len=max_len)
-    model._ember_factory = ("get_text_classifier", kwargs)
+    kwargs = dict(vocab_sz=vocab_sz, n_class=n_class, seq_len=seq_len, config=_plain(config), drop_mult=drop_mult)
+    kwargs.update(lin_ftrs=lin_ftrs, ps=ps, pad_idx=pad_idx, max_len=max_len, arch=arch_name)
+    model._ember_factory = ("get_text_classifier", kwargs) if arch_name is not None else None
     return model
 
 

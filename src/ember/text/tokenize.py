@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ember.core.errors import ConfigError, DataError, expected
+from ember.core import recipe
+from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.recipe import register_recipe
 
 __all__ = [
     "UNK",
@@ -55,6 +57,7 @@ __all__ = [
     "replace_maj",
     "lowercase",
     "DEFAULT_RULES",
+    "RULES",
     "WordTokenizer",
     "Tokenizer",
     "SpacyTokenizer",
@@ -174,6 +177,30 @@ DEFAULT_RULES: tuple[Callable[[str], str], ...] = (
     lowercase,
 )
 
+#: ember's preprocessing rules by name: the only rules an exported tokenizer can name (a file never names code).
+RULES: dict[str, Callable[[str], str]] = {rule.__name__: rule for rule in DEFAULT_RULES}
+
+
+def _rule_name(rule: Callable[[str], str]) -> str:
+    """The name under which `rule` is written to a recipe; ExportError for a function that is not ember's."""
+    name = getattr(rule, "__name__", None)
+    if name is None or RULES.get(name) is not rule:
+        where = f"{getattr(rule, '__module__', '?')}.{getattr(rule, '__qualname__', repr(rule))}"
+        raise ExportError(
+            f"The tokenizer rule {where} is not one of ember's rules, so it cannot be written to a file (a file "
+            f"never holds code). Use ember's rules ({', '.join(RULES)}), or preprocess the texts yourself before "
+            "predicting and export a Tokenizer without that rule."
+        )
+    return name
+
+
+def _rule_from_name(name: Any) -> Callable[[str], str]:
+    rule = RULES.get(name) if isinstance(name, str) else None
+    if rule is None:
+        raise ExportError(expected("the name of one of ember's tokenizer rules", "rules", name, valid=list(RULES)))
+    return rule
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Tokenizers
 
@@ -184,6 +211,7 @@ _RE_NT = re.compile(r"(?<=\w)([nN]'[tT])\b")
 _RE_TOKEN = re.compile(r"[nN]'[tT]\b|'(?:[sdmSDM]|re|ve|ll|RE|VE|LL)\b|\d+(?:[.,:]\d+)+|\w+|\.{2,}|-{2,}|[^\w\s]")
 
 
+@register_recipe()
 class WordTokenizer:
     """Split texts into English word and punctuation tokens with compiled regular expressions.
 
@@ -205,7 +233,15 @@ class WordTokenizer:
         """What identifies this tokenizer's output (part of the cache key)."""
         return {"name": self.name, "pattern": _RE_TOKEN.pattern}
 
+    def to_recipe(self) -> dict[str, Any]:
+        return {}
 
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> WordTokenizer:
+        return cls()
+
+
+@register_recipe()
 class SpacyTokenizer:
     """spaCy's rule-based English tokenizer (an optional extra: ``pip install spacy``), for parity with fastai.
 
@@ -238,9 +274,20 @@ class SpacyTokenizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["lang"])
 
+    def to_recipe(self) -> dict[str, Any]:
+        return {"lang": self.lang}
 
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> SpacyTokenizer:
+        return cls(data.get("lang", "en"))
+
+
+@register_recipe()
 class Tokenizer:
     """Preprocessing rules, then a word tokenizer, with ``xxbos`` (and optionally ``xxeos``) around each text.
+
+    Exportable (:meth:`to_recipe`) when its rules are ember's (:data:`RULES`) and its word tokenizer is
+    :class:`WordTokenizer` or :class:`SpacyTokenizer`: the file names them, it holds no code.
 
     Args:
         tok: the word tokenizer (default :class:`WordTokenizer`); any callable ``list[str] -> list[list[str]]``.
@@ -289,6 +336,44 @@ class Tokenizer:
     def __repr__(self) -> str:
         rules = ", ".join(getattr(r, "__name__", repr(r)) for r in self.rules)
         return f"Tokenizer(tok={type(self.tok).__name__}(), rules=[{rules}])"
+
+    def to_recipe(self) -> dict[str, Any]:
+        """The word tokenizer, the rules by name, the special tokens and the ``xxbos``/``xxeos`` settings.
+
+        Raises:
+            ExportError: a rule or the word tokenizer is the user's own code (the message names it).
+        """
+        if not recipe.is_registered(self.tok):
+            # A function or class is named itself; another object by its class.
+            named = self.tok if hasattr(self.tok, "__qualname__") else type(self.tok)
+            raise ExportError(
+                f"The word tokenizer {named.__module__}.{named.__qualname__} cannot be written to a file: it is not "
+                "one of ember's (WordTokenizer, SpacyTokenizer), and a file never holds code."
+            )
+        return {
+            "tok": recipe.dump(self.tok),
+            "rules": [_rule_name(r) for r in self.rules],
+            "special_tokens": list(SPECIAL_TOKENS),
+            "add_bos": self.add_bos,
+            "add_eos": self.add_eos,
+        }
+
+    @classmethod
+    def from_recipe(cls, data: dict[str, Any]) -> Tokenizer:
+        """Rebuild what :meth:`to_recipe` wrote.
+
+        Raises:
+            ExportError: a rule is not one of ember's, or the file's special tokens differ from this ember's.
+        """
+        specials = data.get("special_tokens", list(SPECIAL_TOKENS))
+        if list(specials) != list(SPECIAL_TOKENS):
+            raise ExportError(
+                f"The exported tokenizer uses the special tokens {specials}, this ember {list(SPECIAL_TOKENS)}; "
+                "load the file with the ember version that wrote it."
+            )
+        tok = recipe.load(data["tok"]) if data.get("tok") else WordTokenizer()
+        rules = [_rule_from_name(name) for name in data.get("rules", list(RULES))]
+        return cls(tok=tok, rules=rules, add_bos=bool(data.get("add_bos", True)), add_eos=bool(data.get("add_eos")))
 
 
 def _check_text(text: Any, i: int) -> str:
