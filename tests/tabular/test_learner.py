@@ -93,7 +93,7 @@ def test_model_recipe_rebuilds_the_same_model(penguin_learner):
     for a, b in zip(proc.process(df), penguin_learner.processor.process(df)):
         assert torch.equal(a, b)
     state = json.loads(json.dumps(dump(penguin_learner.dls)))  # what export writes for the data
-    assert state["type"] == "TabularDataLoaders" and state["data"]["processor"]["type"] == "TabularProcessor"
+    assert state["type"] == "TabularDataLoaders" and state["data"]["processor"]["type"] == "tabular.TabularProcessor"
 
 
 def test_regression_learner_fits_a_known_rule():

@@ -113,7 +113,7 @@ class TabularProc:
         return f"{type(self).__name__}()"
 
 
-@register_recipe()
+@register_recipe("tabular.FillMissing")
 class FillMissing(TabularProc):
     """Fill missing values of continuous columns, and add a ``<col>_na`` indicator column (a category).
 
@@ -178,7 +178,7 @@ class FillMissing(TabularProc):
         return f"FillMissing(fill_strategy={self.fill_strategy!r}, add_col={self.add_col})"
 
 
-@register_recipe()
+@register_recipe("tabular.Categorify")
 class Categorify(TabularProc):
     """Replace the values of categorical columns by integer codes, from a vocabulary of the training rows.
 
@@ -244,7 +244,7 @@ class Categorify(TabularProc):
         return f"Categorify({', '.join(f'{c}: {len(v)}' for c, v in self.vocabs.items())})"
 
 
-@register_recipe()
+@register_recipe("tabular.Normalize")
 class Normalize(TabularProc):
     """Standardize continuous columns with the mean and standard deviation of the training rows."""
 
@@ -293,7 +293,7 @@ def _as_procs(procs: Sequence[TabularProc | type[TabularProc]] | None) -> list[T
     return sorted(out, key=lambda p: p.order)
 
 
-@register_recipe()
+@register_recipe("tabular.TabularProcessor")
 class TabularProcessor:
     """The fitted processing of a table: column roles, procs, target encoding; DataFrame -> tensors.
 
