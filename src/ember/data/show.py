@@ -175,9 +175,11 @@ def describe(value: Any, n: int = 70) -> str:
         return text
     if isinstance(value, tuple):
         return "(" + "; ".join(describe(v, n // 2) for v in value) + ")"
-    text = repr(value) if not isinstance(value, os.PathLike) else str(value)
+    is_path = isinstance(value, os.PathLike)
+    text = str(value) if is_path else repr(value)
     if len(text) > n:
-        text = text[: n - 3] + "..."
+        # A path's end (folder/label/file name) says the most; other values read best from the start.
+        text = "..." + text[-(n - 3) :] if is_path else text[: n - 3] + "..."
     return f"{type(value).__name__}: {text}"
 
 
