@@ -1,0 +1,142 @@
+"""Computer vision: image blocks and I/O, augmentation, image DataLoaders, vision learners, interpretation.
+
+``import ember.vision`` imports torch and the modules whose classes can be read back from an exported
+model (blocks, transforms, the learner and its model factory), so ``load_learner`` finds them; torchvision,
+timm, Pillow and matplotlib load only when a function needs them, and the other names on first use.
+
+>>> from ember.vision import ImageDataLoaders, vision_learner, Resize, aug_transforms   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported for their side effect: they register the recipes (and model factory) that exported files name.
+from ember.vision import augment as _augment  # noqa: F401
+from ember.vision import core as _core  # noqa: F401
+from ember.vision import learner as _learner  # noqa: F401
+from ember.vision.models import mnist as _mnist  # noqa: F401
+
+__all__ = [
+    # core
+    "ImageBlock",
+    "PointBlock",
+    "PointScaler",
+    "load_image",
+    "image_to_tensor",
+    "show_image",
+    "show_points",
+    # augment
+    "Resize",
+    "RandomResizedCrop",
+    "RandomCrop",
+    "CropPad",
+    "rand_pad",
+    "IntToFloat",
+    "AffineWarp",
+    "Lighting",
+    "aug_transforms",
+    "Normalize",
+    "imagenet_stats",
+    "mnist_stats",
+    "cifar_stats",
+    # data
+    "ImageDataLoaders",
+    # learner
+    "vision_learner",
+    "VisionLearner",
+    "create_head",
+    "create_body",
+    "create_vision_model",
+    "adapt_first_conv",
+    # interpretation
+    "ClassificationInterpretation",
+    # the data block API, re-exported for one-import scripts
+    "DataBlock",
+    "CategoryBlock",
+    "MultiCategoryBlock",
+    "RegressionBlock",
+]
+
+_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        ("ImageBlock", "PointBlock", "PointScaler", "load_image", "image_to_tensor", "show_image", "show_points"),
+        "ember.vision.core",
+    ),
+    **dict.fromkeys(
+        (
+            "Resize",
+            "RandomResizedCrop",
+            "RandomCrop",
+            "CropPad",
+            "rand_pad",
+            "IntToFloat",
+            "AffineWarp",
+            "Lighting",
+            "aug_transforms",
+            "Normalize",
+            "imagenet_stats",
+            "mnist_stats",
+            "cifar_stats",
+        ),
+        "ember.vision.augment",
+    ),
+    "ImageDataLoaders": "ember.vision.data",
+    **dict.fromkeys(
+        ("vision_learner", "VisionLearner", "create_head", "create_body", "create_vision_model", "adapt_first_conv"),
+        "ember.vision.learner",
+    ),
+    "ClassificationInterpretation": "ember.vision.interpret",
+    **dict.fromkeys(("DataBlock", "CategoryBlock", "MultiCategoryBlock", "RegressionBlock"), "ember.data.block"),
+}
+
+if TYPE_CHECKING:
+    from ember.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock
+    from ember.vision.augment import (
+        AffineWarp,
+        CropPad,
+        IntToFloat,
+        Lighting,
+        Normalize,
+        RandomCrop,
+        RandomResizedCrop,
+        Resize,
+        aug_transforms,
+        cifar_stats,
+        imagenet_stats,
+        mnist_stats,
+        rand_pad,
+    )
+    from ember.vision.core import (
+        ImageBlock,
+        PointBlock,
+        PointScaler,
+        image_to_tensor,
+        load_image,
+        show_image,
+        show_points,
+    )
+    from ember.vision.data import ImageDataLoaders
+    from ember.vision.interpret import ClassificationInterpretation
+    from ember.vision.learner import (
+        VisionLearner,
+        adapt_first_conv,
+        create_body,
+        create_head,
+        create_vision_model,
+        vision_learner,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,616 @@
+"""`vision_learner`: a pretrained (or fresh) CNN body with a new head, and the `VisionLearner` that uses it.
+
+The body comes from torchvision (``"resnet18"``, ``"convnext_tiny"`` …), timm (``"resnet18.a1_in1k"``,
+any :func:`timm.list_models` name) or ember's registry (``"xresnet18"``), or from a callable returning a
+module. It is cut before its pooling layer; :func:`create_head` adds concatenated pooling and a small MLP
+sized for the data. Pretrained weights are read only from the local caches (``torch.hub.get_dir()`` for
+torchvision, the Hugging Face cache for timm): nothing is downloaded, and a missing file gets an error
+saying where to put it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.core.errors import ConfigError, DataError, EmberError, expected
+from ember.data.loaders import DataLoaders, DeviceLoader
+from ember.layers import AdaptiveConcatPool2d, Flatten, LinBnDrop
+from ember.learner.export import register_learner, register_model_factory
+from ember.learner.learner import Learner
+from ember.losses import loss_activation, loss_decodes
+from ember.vision.augment import Normalize, imagenet_stats
+
+__all__ = [
+    "create_head",
+    "create_body",
+    "create_vision_model",
+    "adapt_first_conv",
+    "vision_learner",
+    "VisionLearner",
+    "pretrained_path",
+]
+
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, AdaptiveConcatPool2d)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# heads and bodies
+# ------------------------------------------------------------------------------------------------------------
+
+
+def create_head(
+    nf: int,
+    n_out: int,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: float | Sequence[float] = 0.5,
+    concat_pool: bool = True,
+    first_bn: bool = True,
+    bn_final: bool = False,
+    lin_first: bool = False,
+) -> nn.Sequential:
+    """A classification head for a body with `nf` output channels: pool, flatten, then linear blocks.
+
+    Args:
+        lin_ftrs: the hidden sizes (default ``[512]``).
+        ps: dropout of each linear block; a single value gives the last block `ps` and the others ``ps / 2``.
+        concat_pool: max and average pooling concatenated (2 * nf features) instead of average pooling.
+        first_bn: batch norm on the pooled features.
+        bn_final: a batch norm on the outputs.
+    """
+    if not isinstance(n_out, int) or n_out < 1:
+        raise ConfigError(expected("a positive number of outputs", "n_out", n_out))
+    n_feat = nf * 2 if concat_pool else nf
+    sizes = [n_feat, *(lin_ftrs if lin_ftrs is not None else [512]), n_out]
+    n_lin = len(sizes) - 1
+    if isinstance(ps, (int, float)):
+        ps = [ps / 2] * (n_lin - 1) + [ps]
+    ps = list(ps)
+    if len(ps) != n_lin:
+        raise ConfigError(expected(f"one dropout per linear layer ({n_lin})", "ps", ps))
+    layers: list[nn.Module] = [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), Flatten()]
+    for i in range(n_lin):
+        last = i == n_lin - 1
+        layers.append(
+            LinBnDrop(
+                sizes[i],
+                sizes[i + 1],
+                bn=first_bn or i > 0,
+                p=float(ps[i]),
+                act=None if last else nn.ReLU(inplace=True),
+                lin_first=lin_first,
+            )
+        )
+    if bn_final:
+        layers.append(nn.BatchNorm1d(n_out, momentum=0.01))
+    return nn.Sequential(*layers)
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
+    """The first Conv2d of `model` with its parent module and attribute name (to replace it)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            parent_name, _, attr = name.rpartition(".")
+            return model.get_submodule(parent_name) if parent_name else model, attr, m
+    return None
+
+
+def adapt_first_conv(model: nn.Module, n_in: int) -> nn.Module:
+    """Make the first convolution of `model` take `n_in` channels, keeping pretrained kernels meaningful.
+
+    New channel ``i`` takes the kernel of old channel ``i % c_old``, divided among the copies of that kernel;
+    an old kernel left without a copy (fewer channels) is spread evenly over the new ones. So one channel
+    gets the RGB kernels summed (a grey pixel acts as equal R, G and B), and with any count an image equal in
+    every channel gives the same activations as before. Changes `model` in place and returns it.
+    """
+    found = _first_conv(model)
+    if found is None:
+        raise ConfigError(expected("a model with a Conv2d", "model", type(model).__name__))
+    parent, attr, conv = found
+    if conv.in_channels == n_in:
+        return model
+    if conv.groups != 1:
+        raise ConfigError(f"Cannot adapt the first convolution of {type(model).__name__} (it is grouped).")
+    w = conv.weight.detach()  # (out, c_old, kh, kw)
+    c_old = w.shape[1]
+    src = torch.arange(n_in) % c_old  # new channel i copies old channel i % c_old ...
+    counts = torch.bincount(src, minlength=c_old).to(w.dtype)
+    new_w = w[:, src] / counts[src].view(1, -1, 1, 1)  # ... sharing that kernel among its copies
+    for j in torch.nonzero(counts == 0).flatten().tolist():  # old channels with no copy: spread over all
+        new_w = new_w + w[:, j : j + 1] / n_in
+    new = nn.Conv2d(
+        n_in,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    with torch.no_grad():
+        new.weight.copy_(new_w)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    setattr(parent, attr, new)
+    return model
+
+
+def _cut_model(model: nn.Module, cut: int | Callable[[nn.Module], nn.Module] | None) -> nn.Module:
+    """The body of a classifier: everything before its (last) pooling layer, or as `cut` says."""
+    if callable(cut):
+        return cut(model)
+    body = getattr(model, "body", None)
+    if cut is None and callable(body):
+        return body()  # ember's XResNet knows its own body
+    children = list(model.children())
+    if cut is None:
+        pools = [i for i, c in enumerate(children) if isinstance(c, _POOLS)]
+        if pools:
+            cut = pools[-1]
+        elif hasattr(model, "features"):  # densenet-style: features, then pooling inside forward
+            return nn.Sequential(model.features, nn.ReLU(inplace=True))
+        else:
+            raise ConfigError(
+                f"Cannot find where to cut {type(model).__name__} (no pooling layer among its children). "
+                "Pass `cut=<index of the first head layer>` or a function model -> body."
+            )
+    return nn.Sequential(*children[:cut])
+
+
+def pretrained_path(arch: str) -> Path:
+    """Where the torchvision weights of `arch` are expected in the local cache (``<torch hub>/checkpoints``)."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+
+def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    model = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        path = pretrained_path(arch)
+        if not path.is_file():
+            url = torchvision.models.get_model_weights(arch).DEFAULT.url
+            raise EmberError(
+                f"The pretrained weights of {arch!r} are not in the local cache: expected {path}. "
+                f"Download {url} to that path (it is torchvision's cache, set by TORCH_HOME), "
+                "or pass pretrained=False to train from scratch."
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as e:
+            raise EmberError(f"Cannot load the weights in {path} into {arch!r}: {e}. Delete the file and retry.") from e
+    return model
+
+
+def _timm_weights_file(arch: str) -> str | None:
+    """A local file with timm's pretrained weights for `arch` (HF cache or torch hub cache), or None."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id.split("@")[0], fname)
+            if isinstance(found, str):
+                return found
+    url = getattr(cfg, "url", None)
+    if url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _timm_body(arch: str, pretrained: bool, n_in: int) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "", "in_chans": n_in}
+    if pretrained:
+        path = _timm_weights_file(arch)
+        if path is None:
+            cfg = timm.models.get_pretrained_cfg(arch)
+            where = f"the Hugging Face cache (repo {cfg.hf_hub_id})" if cfg and cfg.hf_hub_id else "torch hub's cache"
+            raise EmberError(
+                f"The pretrained weights of timm model {arch!r} are not in the local cache ({where}). "
+                f"Fetch them once with network (`timm.create_model({arch!r}, pretrained=True)`), "
+                "or pass pretrained=False to train from scratch."
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": path}
+    model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    return _TimmBody(model)
+
+
+class _TimmBody(nn.Module):
+    """A timm model used as a body: its unpooled features ``(B, C, H, W)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _is_torchvision(arch: str) -> bool:
+    import torchvision
+
+    return arch in torchvision.models.list_models(module=torchvision.models)
+
+
+def create_body(
+    arch: str | Callable[..., nn.Module],
+    n_in: int = 3,
+    pretrained: bool = True,
+    cut: int | Callable[[nn.Module], nn.Module] | None = None,
+) -> nn.Module:
+    """The convolutional body of `arch` (cut before the pooling), taking `n_in` channels.
+
+    Args:
+        arch: an ember registry name (``"xresnet18"``), a torchvision name (``"resnet34"``), a timm name
+            (``"convnext_nano"``) or a callable returning a model (called with ``pretrained=`` when it
+            accepts it).
+        cut: where to cut: the index of the first head child, or a function ``model -> body``.
+
+    Raises:
+        ConfigError: an unknown name, or a model that cannot be cut.
+        EmberError: pretrained weights missing from the local cache.
+    """
+    if not isinstance(n_in, int) or n_in < 1:
+        raise ConfigError(expected("a positive number of channels", "n_in", n_in))
+    if callable(arch):
+        params = inspect.signature(arch).parameters
+        takes_pretrained = "pretrained" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+        model = arch(pretrained=pretrained) if takes_pretrained else arch()
+        return adapt_first_conv(_cut_model(model, cut), n_in)
+    if not isinstance(arch, str):
+        raise ConfigError(expected("a model name or a callable", "arch", arch))
+    from ember.vision.models import create_model, is_model
+
+    if is_model(arch):
+        return _cut_model(create_model(arch, pretrained=pretrained, c_in=n_in), cut)
+    if _is_torchvision(arch):
+        return adapt_first_conv(_cut_model(_torchvision_model(arch, pretrained), cut), n_in)
+    import timm
+
+    if timm.is_model(arch) or timm.list_models(arch.split(".")[0]):
+        return _timm_body(arch, pretrained, n_in)
+    raise ConfigError(
+        expected(
+            "an ember, torchvision or timm model name",
+            "arch",
+            arch,
+            hint="See ember.vision.models.list_models(), torchvision.models.list_models() or timm.list_models().",
+        )
+    )
+
+
+def _num_features(body: nn.Module, n_in: int) -> int:
+    was_training = body.training
+    body.eval()
+    try:
+        with torch.no_grad():
+            out = body(torch.zeros(1, n_in, 64, 64, device=next(body.parameters()).device))
+    finally:
+        body.train(was_training)
+    if out.ndim != 4:
+        raise ConfigError(f"The body's output has shape {tuple(out.shape)}; a CNN body giving (B, C, H, W) is needed.")
+    return int(out.shape[1])
+
+
+@register_model_factory("create_vision_model")
+def create_vision_model(
+    arch: str | Callable[..., nn.Module],
+    n_out: int,
+    n_in: int = 3,
+    pretrained: bool = True,
+    cut: int | Callable[[nn.Module], nn.Module] | None = None,
+    concat_pool: bool = True,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: float = 0.5,
+    bn_final: bool = False,
+    init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
+) -> nn.Sequential:
+    """``nn.Sequential(body, head)``: the body of `arch` and a :func:`create_head` head with `n_out` outputs.
+
+    The head's linear layers are initialized with `init` (their biases at 0); the body keeps its weights.
+    """
+    body = create_body(arch, n_in=n_in, pretrained=pretrained, cut=cut)
+    head = create_head(
+        _num_features(body, n_in), n_out, lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, bn_final=bn_final
+    )
+    if init is not None:
+        for m in head.modules():
+            if isinstance(m, nn.Linear):
+                init(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return nn.Sequential(body, head)
+
+
+def _body_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    return [list(model[0].parameters()), list(model[1].parameters())]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the learner
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _sample_batch(loader: DeviceLoader, n: int) -> tuple:
+    """`n` random items of `loader`'s dataset as one batch on the device, batch transforms applied."""
+    ds = loader.dataset
+    collate = getattr(ds, "collate", None)
+    if collate is None or len(ds) == 0:
+        return loader.one_batch()
+    idx = torch.randperm(len(ds))[:n].tolist()
+    batch = tuple(x.to(loader.device) if loader.device is not None else x for x in collate([ds[i] for i in idx]))
+    kinds = loader.kinds if loader.kinds is not None else ("any",) * len(batch)
+    for t in loader.batch_tfms:
+        batch = t(batch, kinds, loader.split)
+    return batch
+
+
+def _input_block(dls: DataLoaders) -> Any:
+    blocks = getattr(dls, "blocks", None)
+    return blocks[0] if blocks else None
+
+
+def _data_channels(dls: DataLoaders) -> int:
+    block = _input_block(dls)
+    n = getattr(block, "n_channels", None)
+    if n is not None:
+        return int(n)
+    x = dls.one_batch()[0]
+    return int(x.shape[1])
+
+
+def _has_normalize(dls: DataLoaders) -> bool:
+    return any(isinstance(t, Normalize) for dl in dls.loaders for t in dl.batch_tfms)
+
+
+def _add_normalize(dls: DataLoaders, norm: Normalize) -> None:
+    for dl in dls.loaders:
+        dl.batch_tfms = sorted([*dl.batch_tfms, norm], key=lambda t: t.order)
+
+
+def vision_learner(
+    dls: DataLoaders,
+    arch: str | Callable[..., nn.Module],
+    pretrained: bool = True,
+    n_out: int | None = None,
+    normalize: bool = True,
+    concat_pool: bool = True,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: float = 0.5,
+    loss_func: Any = None,
+    metrics: Any = None,
+    cut: int | Callable[[nn.Module], nn.Module] | None = None,
+    init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
+    bn_final: bool = False,
+    **learner_kwargs: Any,
+) -> VisionLearner:
+    """A :class:`VisionLearner` for transfer learning (or training from scratch) on image data.
+
+    Args:
+        arch: an ember, torchvision or timm model name, or a callable returning a model.
+        pretrained: start from the pretrained weights in the local cache (the body then starts frozen:
+            train the head first, or use ``fine_tune``).
+        n_out: outputs of the model; default ``dls.c`` (the number of classes).
+        normalize: with pretrained weights, add ``Normalize.from_stats(*imagenet_stats)`` (or the timm
+            model's stats) to the batch transforms unless the data already normalizes.
+        cut: where to cut the pretrained model (see :func:`create_body`).
+        init: initializer of the head's linear weights.
+        **learner_kwargs: passed to :class:`~ember.learner.Learner` (``opt_func``, ``lr``, ``wd``, ``cbs``,
+            ``path``, ``precision`` …).
+
+    Raises:
+        ConfigError: the number of outputs cannot be found, or `arch` is unknown.
+        EmberError: pretrained weights are missing from the local cache.
+
+    >>> learn = vision_learner(dls, "resnet18", metrics=error_rate)   # doctest: +SKIP
+    >>> learn.fine_tune(3)                                            # doctest: +SKIP
+    """
+    if n_out is None:
+        n_out = getattr(dls, "c", None)
+    if n_out is None:
+        raise ConfigError(
+            "Expected `n_out` (the number of outputs); these DataLoaders do not say how many classes there are. "
+            "Pass vision_learner(..., n_out=<number of outputs>)."
+        )
+    n_in = _data_channels(dls)
+    model = create_vision_model(
+        arch,
+        n_out,
+        n_in=n_in,
+        pretrained=pretrained,
+        cut=cut,
+        concat_pool=concat_pool,
+        lin_ftrs=lin_ftrs,
+        ps=ps,
+        bn_final=bn_final,
+        init=init,
+    )
+    if normalize and pretrained and not _has_normalize(dls):
+        mean, std = _pretrained_stats(arch)
+        if n_in != len(mean):  # grey (or multi-band) images: one average statistic for every channel
+            mean, std = [sum(mean) / len(mean)] * n_in, [sum(std) / len(std)] * n_in
+        _add_normalize(dls, Normalize.from_stats(mean, std))
+    learn = VisionLearner(dls, model, loss_func=loss_func, metrics=metrics, splitter=_body_head_split, **learner_kwargs)
+    if pretrained:
+        learn.freeze()
+    if isinstance(arch, str) and not callable(cut):
+        recipe = {
+            "arch": arch,
+            "n_out": int(n_out),
+            "n_in": n_in,
+            "pretrained": False,  # an exported model carries its own weights
+            "cut": cut,
+            "concat_pool": concat_pool,
+            "lin_ftrs": list(lin_ftrs) if lin_ftrs is not None else None,
+            "ps": ps,
+            "bn_final": bn_final,
+            "init": None,
+        }
+        learn.model_recipe = {"factory": "create_vision_model", "kwargs": recipe}
+        model._ember_factory = ("create_vision_model", recipe)
+    else:
+        learn.model_recipe = None  # a callable architecture (or cut) cannot be named in a file
+    return learn
+
+
+def _pretrained_stats(arch: Any) -> tuple[list[float], list[float]]:
+    """The normalization the pretrained weights of `arch` expect: timm's own statistics, else ImageNet's."""
+    if isinstance(arch, str) and not _is_torchvision(arch):
+        from ember.vision.models import is_model
+
+        if not is_model(arch):
+            import timm
+
+            cfg = timm.models.get_pretrained_cfg(arch)
+            if cfg is not None and cfg.mean is not None:
+                return list(cfg.mean), list(cfg.std)
+    return list(imagenet_stats[0]), list(imagenet_stats[1])
+
+
+@register_learner
+class VisionLearner(Learner):
+    """A :class:`~ember.learner.Learner` for image inputs: adds :meth:`predict`, :meth:`show_results` and
+    :meth:`tta`."""
+
+    model_recipe: dict[str, Any] | None = None
+
+    # -- inference on one item ------------------------------------------------------------------------
+    def _encode_items(self, items: Sequence[Any]) -> tuple:
+        """Raw inputs -> one batch on the device, through the blocks, item transforms and batch transforms
+        (all as validation: no augmentation)."""
+        blocks = getattr(self.dls, "blocks", None)
+        if not blocks:
+            raise DataError("predict needs DataLoaders built by a DataBlock (they know how to encode an item).")
+        dsets = getattr(self.dls, "dsets", None)
+        item_tfms = dsets.item_tfms if dsets is not None else getattr(self.dls, "item_tfms", [])
+        n_inp = self.dls.n_inp
+        kinds = tuple(b.kind for b in blocks[:n_inp])
+        samples = []
+        for item in items:
+            sample = (
+                tuple(b.encode(item) for b in blocks[:n_inp])
+                if n_inp == 1
+                else tuple(b.encode(v) for b, v in zip(blocks[:n_inp], item))
+            )
+            for t in item_tfms:
+                sample = t(sample, kinds, 1)
+            samples.append(sample)
+        batch = tuple(b.collate([s[j] for s in samples]) for j, b in enumerate(blocks[:n_inp]))
+        batch = tuple(x.to(self.dls.device) for x in batch)
+        tfms = self._batch_tfms()
+        if any(isinstance(t, Normalize) and not t.ready for t in tfms) and len(getattr(self.dls, "train", ())):
+            self.dls.train.one_batch()  # Normalize() takes its statistics from a training batch, not from this item
+        for t in tfms:
+            batch = t(batch, kinds, 1)
+        return batch
+
+    def _batch_tfms(self) -> list[Any]:
+        ref = getattr(self.dls, "valid", None)
+        if ref is None:
+            ref = getattr(self.dls, "train", None)
+        if ref is not None:
+            return list(ref.batch_tfms)
+        return list(getattr(self.dls, "batch_tfms", []))
+
+    def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
+        """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
+
+        Returns:
+            ``(label, index, probabilities)``: the decoded prediction (a class name for a category), the
+            decoded tensor (the class index) and the activations of the model's output (probabilities).
+        """
+        xb = self._encode_items([item])
+        out = self.predict_tensor(xb)  # (1, n_out)
+        probs = loss_activation(self.loss_func)(out)[0]
+        dec = loss_decodes(self.loss_func)(probs[None])[0]
+        targets = getattr(self.dls, "target_blocks", [])
+        label = targets[0].decode(dec) if targets else dec
+        return label, dec, probs
+
+    # -- showing ---------------------------------------------------------------------------------------
+    def show_results(
+        self,
+        max_n: int = 9,
+        dl: Any = None,
+        fname: str | None = None,
+        nrows: int | None = None,
+        ncols: int | None = None,
+        shuffle: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw `max_n` validation samples with target / prediction (green when right, red when wrong).
+
+        `shuffle` draws them at random from the whole set (a validation set is often sorted by class);
+        ``False`` takes the first batch.
+
+        Returns:
+            The matplotlib Figure.
+        """
+        from ember.data.show import show_results
+
+        loader = self._as_loader(dl)
+        blocks = getattr(loader, "blocks", None)
+        if blocks is None:
+            raise DataError("show_results needs DataLoaders built by a DataBlock (they know how to draw an item).")
+        batch = _sample_batch(loader, max_n) if shuffle else loader.one_batch()
+        n_inp = self.dls.n_inp
+        if len(batch) <= n_inp:
+            raise DataError("show_results needs labelled data: this loader gives inputs only.")
+        out = self.predict_tensor(batch[:n_inp])
+        dec = loss_decodes(self.loss_func)(loss_activation(self.loss_func)(out))  # (B, ...) on the CPU
+        shown = loader.decode(batch)  # on the CPU, normalization undone
+        n = min(max_n, len(batch[0]))
+        inputs = [tuple(b.decode(x[i]) for b, x in zip(blocks[:n_inp], shown[:n_inp])) for i in range(n)]
+        tblock = blocks[n_inp]
+        targets = [tuple(b.decode(x[i]) for b, x in zip(blocks[n_inp:], shown[n_inp:])) for i in range(n)]
+        preds = [(tblock.decode(dec[i]),) for i in range(n)]
+        return show_results(
+            inputs, targets, preds, blocks, n_inp=n_inp, max_n=max_n, nrows=nrows, ncols=ncols, fname=fname, **kwargs
+        )
+
+    # -- test-time augmentation --------------------------------------------------------------------------
+    def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions averaged over `n` augmented passes, blended with the plain prediction.
+
+        The batch augmentations of training (flips, rotations, …) are run on the validation data `n`
+        times; the result is ``beta * plain + (1 - beta) * mean(augmented)`` (``beta=None``: the augmented
+        mean only).
+
+        Returns:
+            ``(preds, targs)`` like :meth:`get_preds`.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(expected("a positive int", "n", n))
+        loader = self._as_loader(dl)
+        plain, targs = self.get_preds(dl=loader)[:2]
+        augmented = DeviceLoader(
+            loader.dl,
+            device=loader.device,
+            batch_tfms=loader.batch_tfms,
+            n_inp=loader.n_inp,
+            kinds=loader.kinds,
+            split=0,
+            blocks=getattr(loader, "blocks", None),
+        )
+        aug = torch.stack([self.get_preds(dl=augmented)[0] for _ in range(n)]).mean(0)
+        preds = aug if beta is None else torch.lerp(aug, plain, beta)
+        return preds, targs

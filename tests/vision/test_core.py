@@ -1,0 +1,154 @@
+"""Image I/O, the image and keypoint blocks, and drawing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ember.core import recipe
+from ember.core.errors import ConfigError, DataError
+from ember.vision.augment import IntToFloat, Resize
+from ember.vision.core import (
+    ImageBlock,
+    PointBlock,
+    PointScaler,
+    image_to_tensor,
+    load_image,
+    show_image,
+    show_points,
+)
+
+
+def _rgb_array(h: int = 6, w: int = 8) -> np.ndarray:
+    g = np.random.default_rng(0)
+    return g.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def files(tmp_path):
+    arr = _rgb_array()
+    Image.fromarray(arr).save(tmp_path / "rgb.png")
+    Image.fromarray(arr).save(tmp_path / "rgb.bmp")  # torchvision cannot read BMP: Pillow's turn
+    Image.fromarray(arr).save(tmp_path / "rgb.jpg", quality=95)
+    Image.fromarray(arr[..., 0]).save(tmp_path / "grey.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (tmp_path / "notes.png").write_text("hello")
+    return tmp_path, arr
+
+
+def test_load_png_rgb_exact(files):
+    path, arr = files
+    x = load_image(path / "rgb.png")
+    assert x.dtype == torch.uint8 and x.shape == (3, 6, 8)
+    assert torch.equal(x, torch.from_numpy(arr).permute(2, 0, 1))
+
+
+def test_load_bmp_falls_back_to_pillow(files):
+    path, arr = files
+    assert torch.equal(load_image(path / "rgb.bmp"), torch.from_numpy(arr).permute(2, 0, 1))
+
+
+def test_load_jpeg_close_to_source(tmp_path):
+    # a smooth image (JPEG keeps it well, unlike noise)
+    ramp = np.linspace(0, 255, 16 * 16, dtype=np.float32).reshape(16, 16)
+    arr = np.stack([ramp, ramp.T, np.full_like(ramp, 128)], -1).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "smooth.jpg", quality=95)
+    x = load_image(tmp_path / "smooth.jpg").float()
+    assert x.shape == (3, 16, 16)
+    assert (x - torch.from_numpy(arr).permute(2, 0, 1).float()).abs().mean() < 6
+
+
+def test_grey_modes(files):
+    path, arr = files
+    grey = load_image(path / "grey.png", mode="L")
+    assert grey.shape == (1, 6, 8) and torch.equal(grey[0], torch.from_numpy(arr[..., 0]))
+    as_rgb = load_image(path / "grey.png", mode="RGB")
+    assert as_rgb.shape == (3, 6, 8) and torch.equal(as_rgb[0], as_rgb[2])
+    # RGB read as grey uses the usual luma weights (as Pillow's "L" conversion)
+    luma = load_image(path / "rgb.png", mode="L")[0].float()
+    expected = torch.from_numpy(arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+    assert (luma - expected).abs().max() <= 1
+
+
+@pytest.mark.parametrize("name", ["broken.jpg", "notes.png"])
+def test_corrupt_file_error_names_the_file(files, name):
+    path, _ = files
+    with pytest.raises(DataError, match=name):
+        load_image(path / name)
+
+
+def test_missing_file_and_bad_mode(files):
+    path, _ = files
+    with pytest.raises(DataError, match="no such file"):
+        load_image(path / "nope.png")
+    with pytest.raises(ConfigError, match="mode"):
+        load_image(path / "rgb.png", mode="CMYK")
+
+
+def test_image_to_tensor_accepts_pil_arrays_tensors_and_bytes(files):
+    path, arr = files
+    ref = torch.from_numpy(arr).permute(2, 0, 1)
+    assert torch.equal(image_to_tensor(Image.fromarray(arr)), ref)
+    assert torch.equal(image_to_tensor(arr), ref)
+    assert torch.equal(image_to_tensor(ref.float() / 255), ref)
+    assert torch.equal(image_to_tensor((path / "rgb.png").read_bytes()), ref)
+    assert image_to_tensor(arr[..., 0], mode="L").shape == (1, 6, 8)
+    with pytest.raises(DataError, match="image"):
+        image_to_tensor(42)
+
+
+def test_image_block_encode_collate_and_recipe(files):
+    path, _ = files
+    block = ImageBlock(mode="L")
+    assert block.kind == "image" and block.n_channels == 1
+    assert any(isinstance(t, IntToFloat) for t in block.batch_tfms)
+    x = block.encode(path / "grey.png")
+    assert x.shape == (1, 6, 8)
+    assert block.collate([x, x]).shape == (2, 1, 6, 8)
+    with pytest.raises(DataError, match="Resize"):
+        block.collate([x, torch.zeros(1, 5, 5, dtype=torch.uint8)])
+    back = recipe.load(recipe.dump(block))
+    assert isinstance(back, ImageBlock) and back.mode == "L"
+    assert block.loss_func is None and block.n_out is None
+
+
+def test_point_block_scales_to_unit_range():
+    block = PointBlock()
+    block.setup([[[0, 0], [4, 2]]])
+    assert block.n_out == 4
+    p = block.encode([[0, 0], [8, 6], [4, 3]])
+    img = torch.zeros(3, 6, 8, dtype=torch.uint8)
+    _, scaled = PointScaler()((img, p), ("image", "points"), 0)
+    assert torch.allclose(scaled, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]))
+    with pytest.raises(DataError, match="even"):
+        block.encode([1, 2, 3])
+    assert recipe.load(recipe.dump(block)).kind == "points"
+
+
+def test_points_follow_resize_then_scaler():
+    # a point at the centre of pixel (x=1, y=2) of an 8x4 image stays at the centre of that region
+    img = torch.zeros(3, 4, 8, dtype=torch.uint8)
+    pts = torch.tensor([[1.5, 2.5]])
+    sample = Resize((8, 16), method="squish")((img, pts), ("image", "points"), 1)
+    assert torch.allclose(sample[1], torch.tensor([[3.0, 5.0]]))
+    _, scaled = PointScaler()(sample, ("image", "points"), 1)
+    assert torch.allclose(scaled, torch.tensor([[3.0 / 8 - 1, 5.0 / 4 - 1]]))
+
+
+def test_show_image_and_points():
+    import matplotlib.pyplot as plt
+
+    x = torch.zeros(3, 4, 8, dtype=torch.uint8)
+    x[:, 1, 2] = 255
+    ax = show_image(x, title="t")
+    shown = ax.images[0].get_array()
+    assert shown.shape == (4, 8, 3) and shown[1, 2, 0] == 1.0 and ax.get_title() == "t"
+    # (x, y) = centre of pixel (col 2, row 1) in [-1, 1] coordinates
+    show_points(torch.tensor([[2.5 / 4 - 1, 1.5 / 2 - 1]]), ax)
+    offsets = ax.collections[0].get_offsets()
+    assert np.allclose(offsets, [[2.0, 1.0]])
+    grey = show_image(torch.full((1, 3, 3), 0.5))
+    assert grey.images[0].get_array().shape == (3, 3)
+    plt.close("all")

@@ -1,0 +1,204 @@
+"""vision_learner: bodies from ember/torchvision/timm, heads, channel adaptation, pretrained weights from the
+local cache only, freezing, predict, show_results and tta."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ember.core.errors import ConfigError, EmberError
+from ember.data.block import CategoryBlock, DataBlock
+from ember.data.items import GrandparentSplitter, get_image_files, parent_label
+from ember.vision.augment import Normalize, Resize, aug_transforms
+from ember.vision.core import ImageBlock, load_image
+from ember.vision.learner import (
+    VisionLearner,
+    adapt_first_conv,
+    create_head,
+    create_vision_model,
+    pretrained_path,
+    vision_learner,
+)
+
+
+def _folder(root, n_train: int = 6, n_valid: int = 2):
+    g = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        for label, value in (("dark", 40), ("light", 210)):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = np.clip(g.normal(value, 20, size=(16, 16)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(root / split / label / f"{i}.png")
+    return root
+
+
+def _dls(root, mode: str = "L", batch_tfms=None):
+    return DataBlock(
+        blocks=(ImageBlock(mode=mode), CategoryBlock),
+        get_items=get_image_files,
+        splitter=GrandparentSplitter(),
+        get_y=parent_label,
+        item_tfms=[Resize(16)],
+        batch_tfms=batch_tfms,
+    ).dataloaders(root, bs=4, device="cpu", num_workers=0)
+
+
+@pytest.fixture
+def dls(tmp_path):
+    return _dls(_folder(tmp_path / "data"))
+
+
+def test_create_head_shapes():
+    head = create_head(32, 5, lin_ftrs=[16], ps=0.5)
+    assert head(torch.randn(3, 32, 4, 4)).shape == (3, 5)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 16), (16, 5)]
+    drops = [m.p for m in head.modules() if isinstance(m, nn.Dropout)]
+    assert drops == [0.25, 0.5]
+    plain = create_head(32, 2, concat_pool=False, lin_ftrs=[], ps=0.0, bn_final=True)
+    assert plain(torch.randn(2, 32, 3, 3)).shape == (2, 2)
+    with pytest.raises(ConfigError):
+        create_head(8, 2, lin_ftrs=[4], ps=[0.1])
+
+
+def test_adapt_first_conv_grey_and_many_channels():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    model = nn.Sequential(conv, nn.ReLU())
+    grey = torch.rand(2, 1, 8, 8)
+    ref = model(grey.expand(-1, 3, -1, -1))
+    adapt_first_conv(model, 1)
+    assert model[0].in_channels == 1
+    assert torch.allclose(model(grey), ref, atol=1e-5)  # a grey image acts like equal R, G and B
+    model5 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False))
+    const = torch.full((1, 3, 6, 6), 0.7)
+    ref5 = model5(const)
+    adapt_first_conv(model5, 5)
+    assert model5[0].in_channels == 5
+    assert torch.allclose(model5(torch.full((1, 5, 6, 6), 0.7)), ref5, atol=1e-5)
+
+
+def test_xresnet_learner_on_grey_images(dls):
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
+    assert isinstance(learn, VisionLearner)
+    first = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 1
+    xb, _ = dls.one_batch()
+    assert learn.model(xb).shape == (4, 2)
+    assert len(learn.param_groups()) == 2
+    assert all(p.requires_grad for p in learn.model.parameters())  # nothing frozen without pretrained weights
+    assert not any(isinstance(t, Normalize) for t in dls.train.batch_tfms)  # normalize only for pretrained
+    rec = learn.model_recipe
+    assert rec["factory"] == "create_vision_model" and rec["kwargs"]["n_in"] == 1 and rec["kwargs"]["n_out"] == 2
+    rebuilt = create_vision_model(**rec["kwargs"])
+    assert rebuilt.state_dict().keys() == learn.model.state_dict().keys()
+
+
+def test_predict_from_path_pil_and_tensor(dls, tmp_path):
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
+    path = tmp_path / "data" / "valid" / "light" / "0.png"
+    label, idx, probs = learn.predict(path)
+    assert label in ("dark", "light") and label == dls.vocab[int(idx)]
+    assert probs.shape == (2,) and float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    _, _, probs_pil = learn.predict(Image.open(path))
+    _, _, probs_t = learn.predict(torch.from_numpy(np.array(Image.open(path)))[None])
+    assert torch.allclose(probs, probs_pil) and torch.allclose(probs, probs_t)
+
+
+def test_training_learns_and_results(dls):
+    torch.manual_seed(0)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], ps=0.0)
+    learn.silent = True
+    learn.fit_one_cycle(3, 1e-2)
+    losses = [float(v) for v in learn.recorder.losses]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])  # it learns (12 images: accuracy would be noise)
+    preds, targs = learn.get_preds()[:2]
+    assert preds.shape == (4, 2) and torch.equal(targs, torch.tensor([0, 0, 1, 1]))
+    fig = learn.show_results(max_n=4)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 4
+    tta, tta_targs = learn.tta(n=2)
+    assert tta.shape == preds.shape and torch.equal(tta_targs, targs)
+    plain, _ = learn.tta(n=1, beta=1.0)
+    assert torch.allclose(plain, preds, atol=1e-6)
+
+
+def test_unknown_arch_and_missing_outputs(dls):
+    with pytest.raises(ConfigError, match="list_models"):
+        vision_learner(dls, "resnet_does_not_exist", pretrained=False)
+    with pytest.raises(ConfigError, match="pretrained"):
+        vision_learner(dls, "xresnet_tiny", pretrained=True)  # ember publishes no xresnet weights
+
+
+def test_torchvision_pretrained_missing_then_loaded(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    dls = _dls(_folder(tmp_path / "data"))
+    expected = pretrained_path("resnet18")
+    assert expected.parent == tmp_path / "torch_home" / "hub" / "checkpoints"
+    with pytest.raises(EmberError) as err:
+        vision_learner(dls, "resnet18", pretrained=True)
+    assert str(expected) in str(err.value) and "pretrained=False" in str(err.value)
+
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    expected.parent.mkdir(parents=True)
+    torch.save(state, expected)
+    learn = vision_learner(dls, "resnet18", pretrained=True)
+    body = learn.model[0]
+    assert torch.allclose(body[0].weight, state["conv1.weight"].sum(1, keepdim=True))  # grey: RGB kernels summed
+    assert torch.equal(body[4][0].conv1.weight, state["layer1.0.conv1.weight"])
+    # the body starts frozen (but for its batch norms), the head trains
+    assert not body[4][0].conv1.weight.requires_grad and body[1].weight.requires_grad
+    assert all(p.requires_grad for p in learn.model[1].parameters())
+    norms = [t for t in dls.train.batch_tfms if isinstance(t, Normalize)]
+    assert len(norms) == 1 and norms[0].mean.numel() == 1  # ImageNet stats averaged for grey images
+    assert learn.model(dls.one_batch()[0]).shape == (4, 2)
+
+
+def test_timm_body_and_missing_weights(dls):
+    learn = vision_learner(dls, "resnet10t", pretrained=False, lin_ftrs=[8])
+    assert learn.model(dls.one_batch()[0]).shape == (4, 2)
+    with pytest.raises(EmberError, match="pretrained=False"):
+        vision_learner(dls, "resnet10t.c3_in1k", pretrained=True)
+
+
+def test_callable_arch_and_rgb_aug(tmp_path):
+    dls = _dls(_folder(tmp_path / "data"), mode="RGB", batch_tfms=aug_transforms(size=12))
+    xb, _ = dls.one_batch()
+    assert xb.shape == (4, 3, 12, 12)
+
+    def tiny(pretrained: bool = False) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    learn = vision_learner(dls, tiny, pretrained=False, lin_ftrs=[4])
+    assert learn.model_recipe is None
+    assert learn.model(xb).shape == (4, 2)
+
+
+def test_export_and_load_predict_the_same(dls, tmp_path):
+    import ember
+
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
+    item = tmp_path / "data" / "valid" / "dark" / "1.png"
+    label, idx, probs = learn.predict(item)
+    fname = learn.export("tiny.ember", verbose=False)
+    loaded = ember.load_learner(fname)
+    assert isinstance(loaded, VisionLearner)
+    label2, idx2, probs2 = loaded.predict(item)
+    assert label2 == label and int(idx2) == int(idx) and torch.allclose(probs2, probs, atol=1e-5)
+
+
+def test_predict_first_takes_normalize_stats_from_training(tmp_path):
+    dls = _dls(_folder(tmp_path / "data", n_train=8), batch_tfms=[Normalize()])
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
+    norm = next(t for t in dls.train.batch_tfms if isinstance(t, Normalize))
+    assert not norm.ready
+    item = tmp_path / "data" / "valid" / "light" / "0.png"
+    learn.predict(item)
+    assert norm.ready
+    one = load_image(item, mode="L").float() / 255
+    assert abs(float(norm.mean) - float(one.mean())) > 1e-3  # not the statistics of the predicted image
