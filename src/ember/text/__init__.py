@@ -35,6 +35,7 @@ _LAZY = {
             "WordTokenizer",
             "Tokenizer",
             "SpacyTokenizer",
+            "SubwordTokenizer",
             "tokenize_texts",
             "tokenize_df",
             "tokenize_folder",

@@ -36,6 +36,7 @@ from ember.data.loaders import DataLoaders, DeviceLoader
 from ember.text.tokenize import (
     TokenizedCorpus,
     Tokenizer,
+    _build_vocab,
     _gather_index,
     _text_files,
     read_text_files,
@@ -734,9 +735,12 @@ class TextBlock(_text_block_base()):
         from ember.text.tokenize import tokenize_texts
 
         values = list(train_values)
-        tokens = tokenize_texts([self._text(v) for v in values], tok=self.tok)
+        texts = [self._text(v) for v in values]
+        if self.vocab is None and getattr(self.tok, "needs_setup", False):
+            self.tok.setup(texts)  # a subword model learns its pieces from the training texts only
+        tokens = tokenize_texts(texts, tok=self.tok)
         if self.vocab is None:
-            self.vocab = Vocab.from_tokens(tokens, min_freq=self.min_freq, max_vocab=self.max_vocab)
+            self.vocab = _build_vocab(tokens, self.tok, min_freq=self.min_freq, max_vocab=self.max_vocab)
         for v, toks in zip(values, tokens):
             self._cache[self._key(v)] = self._ids(toks)
 

@@ -268,9 +268,11 @@ class LMLearner(TextLearner):
                 logits = self.model(torch.tensor([[nxt]], device=self.dls.device))[0, -1]
         self.model.reset()
         toks = [vocab.itos[i] for i in new_ids]
-        if only_last_word:
-            return " ".join(decoder(toks))
-        return " ".join(decoder([*tok([text])[0], *toks]))
+        out = decoder(toks if only_last_word else [*tok([text])[0], *toks])
+        inner = getattr(tok, "tok", None)
+        if hasattr(inner, "decode"):  # subword pieces join without spaces ("▁the ▁cat" -> "the cat")
+            return inner.decode([t for t in out if t != BOS])
+        return " ".join(out)
 
 
 def _wt103_files(fnames: Sequence[str | os.PathLike] | None) -> tuple[Path, Path]:
