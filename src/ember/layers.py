@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrizations, skip_init
+from torch.nn.utils import parametrizations
 
 from ember.core.errors import ConfigError, expected
 
@@ -254,11 +254,9 @@ class ConvLayer(_SlicesAsSequential):
             init_fn = init
         conv_cls = _nd("ConvTranspose" if transpose else "Conv", ndim)
         conv_args = {"kernel_size": ks, "stride": stride, "padding": padding, "bias": bias, **kwargs}
-        if init_fn is None:
-            conv = conv_cls(ni, nf, **conv_args)
-        else:
-            # skip PyTorch's default init, which would be overwritten at once (it is half of a big model's build)
-            conv = skip_init(conv_cls, ni, nf, device=torch.get_default_device(), **conv_args)
+        # (torch.nn.utils.skip_init would save the default init, but its first use imports sympy: seconds.)
+        conv = conv_cls(ni, nf, **conv_args)
+        if init_fn is not None:
             # init before any reparametrization, so that weight/spectral norm start from the initialized weight
             init_default(conv, init_fn)
         if norm_type == "weight":

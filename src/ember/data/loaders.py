@@ -436,7 +436,11 @@ class DataLoaders:
             raise DataError("test_dl needs DataLoaders built from Datasets (e.g. by DataBlock.dataloaders).")
         ds = self.dsets.new(items, with_labels=with_labels)
         ref = self.valid if self.valid is not None else self.train
-        dl_kwargs.setdefault("num_workers", 0 if len(ds) <= 256 else None)
+        # A test loader is used once: workers only pay off for many items on a machine with cores to spare,
+        # and are never kept alive after it.
+        few_cores = (os.cpu_count() or 1) <= 2
+        dl_kwargs.setdefault("num_workers", 0 if len(ds) <= 1024 or few_cores else None)
+        dl_kwargs.setdefault("persistent_workers", False)
         dl = make_loader(ds, bs or self.bs or 64, shuffle=False, drop_last=False, device=self.device, **dl_kwargs)
         return DeviceLoader(dl, self.device, ref.batch_tfms, n_inp=self.n_inp, split=1, blocks=ds.blocks)
 

@@ -286,44 +286,48 @@ class CropPad(_CropResize):
 
 @register_recipe()
 class RandomCrop(_CropResize):
-    """Training: a random `size` window (padded with `pad_mode` where the image is smaller). Validation: the
-    centre window."""
+    """Training: a random `size` window (padded with `pad_mode` where the image is smaller), which may also
+    overhang the image by up to `pad` pixels on every side (random padding). Validation: the centre window."""
 
-    def __init__(self, size: int | Sequence[int], pad_mode: str = "zeros") -> None:
+    def __init__(self, size: int | Sequence[int], pad_mode: str = "zeros", pad: int = 0) -> None:
         self.size = _size2(size)
         self.pad_mode = _check_pad_mode(pad_mode)
+        if not isinstance(pad, int) or pad < 0:
+            raise ConfigError(expected("a non-negative int", "pad", pad))
+        self.pad = pad
 
     def _box(self, h: int, w: int, split: int) -> tuple[int, int, int, int, tuple[int, int]]:
         oh, ow = self.size
         if split != 0:
             return _center(h, oh), _center(w, ow), oh, ow, self.size
-        # offsets range between the two extremes whether the window is smaller or larger than the image
+        # Offsets range between the two extremes whether the window is smaller or larger than the image,
+        # widened by `pad` on both sides: the same as padding by `pad` first, in one crop.
         lo_t, hi_t = sorted((0, h - oh))
         lo_l, hi_l = sorted((0, w - ow))
-        top = int(torch.randint(lo_t, hi_t + 1, ()))
-        left = int(torch.randint(lo_l, hi_l + 1, ()))
+        top = int(torch.randint(lo_t - self.pad, hi_t + self.pad + 1, ()))
+        left = int(torch.randint(lo_l - self.pad, hi_l + self.pad + 1, ()))
         return top, left, oh, ow, self.size
 
     def to_recipe(self) -> dict[str, Any]:
-        return {"size": list(self.size), "pad_mode": self.pad_mode}
+        return {"size": list(self.size), "pad_mode": self.pad_mode, "pad": self.pad}
 
     @classmethod
     def from_recipe(cls, data: dict[str, Any]) -> RandomCrop:
-        return cls(tuple(data["size"]), data.get("pad_mode", "zeros"))
+        return cls(tuple(data["size"]), data.get("pad_mode", "zeros"), data.get("pad", 0))
 
 
 def rand_pad(pad: int, size: int | Sequence[int], pad_mode: str = "zeros") -> list[Transform]:
     """Random padding: pad by `pad` pixels all round, then crop `size` at a random place (training only).
 
-    Returns the two item transforms ``[CropPad(size + 2*pad), RandomCrop(size)]``; in validation the crop
-    is the centre, which gives the original image back.
+    Returns ``[RandomCrop(size, pad=pad)]``: one crop whose window may overhang the image by `pad` pixels. In
+    validation it is the centre `size` window, which for images already of that size is the image itself.
 
     >>> item_tfms = rand_pad(2, 28)   # MNIST digits shifted by up to 2 pixels
     """
     if not isinstance(pad, int) or pad < 0:
         raise ConfigError(expected("a non-negative int", "pad", pad))
     h, w = _size2(size)
-    return [CropPad((h + 2 * pad, w + 2 * pad), pad_mode=pad_mode), RandomCrop((h, w))]
+    return [RandomCrop((h, w), pad_mode=pad_mode, pad=pad)]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -52,14 +52,13 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+# torchvision 0.29 warns on every decode that TorchCodec will take these decoders over; they work, and ember
+# falls back to Pillow if they ever go, so the notice is silenced (this message only), once.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
+
+
 def _decode_torchvision(path: Path, mode: str) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
-
-    # torchvision 0.29 warns on every decode that TorchCodec will take these decoders over; they work, and
-    # ember falls back to Pillow if they ever go, so the notice is silenced (this message only).
-    warnings.filterwarnings(
-        "ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning
-    )
 
     read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
     return decode_image(str(path), mode=read_mode, apply_exif_orientation=True)  # (C, H, W) uint8
