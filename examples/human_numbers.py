@@ -156,8 +156,10 @@ def main(only: set[str] | None = None) -> None:
     nv = len(dls3.vocab)
     torch.manual_seed(0)
     runs = [
-        ("3-word model", ThreeWords(nv), dls3, 6, 1e-3, True),
-        ("same, as a loop", Loop(nv), dls3, 6, 1e-3, True),
+        # The lesson's rate: 1e-4. Higher rates fit the training numbers' n-grams, which do not carry over to
+        # 8,001-9,999 (an n-gram table learned on training gets 16% there): 1e-3 gives 32%, 1e-4 gives 46%.
+        ("3-word model", ThreeWords(nv), dls3, 6, 1e-4, True),
+        ("same, as a loop", Loop(nv), dls3, 6, 1e-4, True),
         ("every word", EveryWord(nv), dls20, 10, 1e-3, False),
         ("keeping state", KeepState(nv), dls20, 20, 3e-3, False),
         ("nn.RNN, 2 layers", TorchRNN(nv, nn.RNN), dls20, 20, 3e-3, False),
