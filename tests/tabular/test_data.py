@@ -21,6 +21,7 @@ from ember.tabular import (
     TensorBatches,
     tensor_loader,
 )
+from ember.tabular.procs import TabularProcessor
 
 PROCS = [Categorify, FillMissing, Normalize]
 
@@ -197,3 +198,28 @@ def test_bad_input_errors_name_the_column():
         _dls(df, cat_names=["cat2"], cont_names=["cat1"])
     with pytest.raises(ConfigError, match="y_names"):
         TabularDataLoaders.from_df(df, cat_names=["cat1"])
+
+
+def test_split_tensors_are_the_rows_of_the_processed_table():
+    df = _table()
+    before = df.copy()
+    rng = np.random.default_rng(3)
+    train, valid = rng.permutation(200)[:150], np.array([199, 0, 7, 7])  # unordered, a repeat: positions as given
+    to = TabularPandas(df, PROCS, ["cat1", "cat2"], ["num1", "num2"], "label", splits=(train, valid))
+    whole = TabularProcessor(["cat1", "cat2"], ["num1", "num2"], "label", procs=PROCS).setup(df, train)
+    for part, idx in ((to.train, train), (to.valid, valid)):
+        assert len(part) == 3
+        for t, full in zip(part, whole):
+            assert t.is_contiguous() and torch.equal(t, full[torch.from_numpy(idx)])
+    every = TabularPandas(df, PROCS, ["cat1"], ["num1"], "label")  # no splits: every row trains
+    alone = TabularProcessor(["cat1"], ["num1"], "label", procs=PROCS).setup(df)
+    assert len(every.valid[0]) == 0 and all(torch.equal(a, b) for a, b in zip(every.train, alone))
+    pd.testing.assert_frame_equal(df, before)  # the user's table is never modified
+
+
+def test_valid_idx_is_sorted_and_deduplicated_and_checked():
+    dls = _dls(valid_idx=[5, 3, 3, 0])
+    assert dls.tabular.splits[1].tolist() == [0, 3, 5]
+    assert dls.tabular.splits[0].tolist() == [i for i in range(200) if i not in (0, 3, 5)]
+    with pytest.raises(DataError, match="positions"):
+        _dls(valid_idx=[3, 200])

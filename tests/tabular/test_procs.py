@@ -16,9 +16,12 @@ from ember.tabular.procs import (
     Categorify,
     FillMissing,
     Normalize,
+    TabularProc,
     TabularProcessor,
+    _median,
     add_datepart,
     cont_cat_split,
+    lookup,
 )
 
 
@@ -209,3 +212,70 @@ def test_add_datepart():
     assert np.isnan(out["saleElapsed"].iloc[2])
     with pytest.raises(DataError, match="nope"):
         add_datepart(df, "nope")
+
+
+def test_lookup_of_integers_matches_the_hash_lookup():
+    vocab = [-3, 0, 2, 5, 40]
+    values = np.array([5, -3, 7, 40, -10, 0, 2, 100, 1])
+    for dtype in (np.int64, np.int32, np.int8, np.uint8):
+        x = np.abs(values).astype(dtype) if np.dtype(dtype).kind == "u" else values.astype(dtype)
+        assert lookup(vocab, x).tolist() == lookup(vocab, pd.Series(x)).tolist()  # ndarray: table; Series: hash
+    assert lookup(vocab, values).tolist() == [3, 0, -1, 4, -1, 1, 2, -1, -1]
+    flags = np.array([True, False, True])
+    assert lookup([False, True], flags).tolist() == [1, 0, 1]
+    assert lookup([0, 1], flags).tolist() == lookup([0, 1], pd.Series(flags)).tolist()  # bools are not integers
+    assert lookup([0, 10**9], np.array([10**9, 5])).tolist() == [1, -1]  # too sparse for a table: hash lookup
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 1001])
+def test_median_is_numpys(dtype, n):
+    x = np.random.default_rng(n).normal(3.0, 2.0, n).astype(dtype)
+    x[0] = x[-1]  # a tie
+    got, want = _median(x), np.median(x)
+    assert got == want and np.asarray(got).dtype == np.asarray(want).dtype
+
+
+def test_processor_matches_the_procs_applied_to_dataframes():
+    df = _df().assign(w=np.array([0.5, np.nan, 1.5, 2.5, np.nan, 4.0], dtype=np.float32))
+    train = [0, 1, 2, 4]
+    proc = TabularProcessor(["color", "size"], ["x", "z", "w"], "y", procs=[Categorify, FillMissing, Normalize])
+    cats, conts, _ = proc.setup(df, train_idx=train)
+    by_hand = [FillMissing(), Categorify(), Normalize()]
+    work, cat_names = df[["color", "size", "x", "z", "w"]].copy(), ["color", "size"]
+    for p in by_hand:  # the documented DataFrame interface of each proc, in order
+        p.setup(work.iloc[train], cat_names, ["x", "z", "w"])
+        p.process(work)
+    assert cat_names == proc.cat_names == ["color", "size", "x_na", "w_na"]
+    assert torch.equal(cats, torch.from_numpy(work[cat_names].to_numpy(np.int64)))
+    assert torch.equal(conts, torch.from_numpy(work[["x", "z", "w"]].to_numpy(np.float32)))
+    assert [p.to_recipe() for p in by_hand] == [p.to_recipe() for p in proc.procs]
+
+
+class _ShiftZ(TabularProc):
+    """A user-written proc: it must still see DataFrames (with the built-in procs' work done)."""
+
+    order = 5
+
+    def setup(self, df, cat_names, cont_names):
+        assert isinstance(df, pd.DataFrame)
+        self.columns, self.rows = list(df.columns), len(df)
+
+    def process(self, df):
+        assert isinstance(df, pd.DataFrame)
+        df["z"] = df["z"] + 1000.0
+
+
+def test_user_procs_get_dataframes_and_the_input_is_left_alone():
+    df = _df()
+    before = df.copy()
+    plain = TabularProcessor(["color"], ["x", "z"], "y", procs=[Categorify, FillMissing, Normalize])
+    custom = TabularProcessor(["color"], ["x", "z"], "y", procs=[Categorify, FillMissing, Normalize, _ShiftZ()])
+    c1, x1, y1 = plain.setup(df, train_idx=[0, 1, 2])
+    c2, x2, y2 = custom.setup(df, train_idx=[0, 1, 2])
+    shift = custom.procs[-1]
+    assert shift.rows == 3 and shift.columns == ["color", "x", "z", "x_na"]
+    assert torch.equal(c1, c2) and torch.equal(y1, y2) and torch.equal(x1[:, 0], x2[:, 0])
+    assert torch.allclose(x2[:, 1], x1[:, 1] + 1000.0)
+    assert torch.allclose(custom.process(df)[1], x2)
+    pd.testing.assert_frame_equal(df, before)

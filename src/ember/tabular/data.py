@@ -185,7 +185,14 @@ def random_split_idx(n: int, valid_pct: float = 0.2, seed: int | None = None) ->
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     n_valid = int(round(n * valid_pct))
-    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+    is_valid = np.zeros(n, dtype=bool)
+    is_valid[perm[:n_valid]] = True
+    return _complement_split(is_valid)
+
+
+def _complement_split(is_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted positions ``(train_idx, valid_idx)`` from a validation mask (linear time, unlike sorting or setdiff)."""
+    return np.flatnonzero(~is_valid).astype(np.int64), np.flatnonzero(is_valid).astype(np.int64)
 
 
 def _y_kind(y_block: Any) -> str | None:
@@ -241,10 +248,14 @@ class TabularPandas:
         if len(train_idx) == 0:
             raise DataError("The training split is empty; check `valid_idx`/`splitter`/`valid_pct`.")
         self.splits = (train_idx, valid_idx)
-        cats, conts, ys = self.processor.setup(df, train_idx)
-        t_train, t_valid = torch.from_numpy(train_idx), torch.from_numpy(valid_idx)
-        self.train = tuple(t[t_train] for t in (cats, conts, ys) if t is not None)
-        self.valid = tuple(t[t_valid] for t in (cats, conts, ys) if t is not None)
+        proc = self.processor
+        cols = proc._fit(df, train_idx)
+        every_row = len(train_idx) == n and len(valid_idx) == 0 and bool((train_idx == np.arange(n)).all())
+        train, valid = proc._tensors(
+            cols, df, with_y=bool(proc.y_names), splits=(None if every_row else train_idx, valid_idx)
+        )
+        self.train = tuple(t for t in train if t is not None)
+        self.valid = tuple(t for t in valid if t is not None)
 
     @property
     def cat_names(self) -> list[str]:
@@ -379,8 +390,13 @@ class TabularDataLoaders(DataLoaders):
             raise ConfigError(expected("the target column name(s)", "y_names", y_names))
         n = len(df)
         if valid_idx is not None:
-            v = np.unique(np.asarray(valid_idx, dtype=np.int64))
-            splits = (np.setdiff1d(np.arange(n), v), v)
+            v = np.asarray(valid_idx, dtype=np.int64).reshape(-1)
+            if len(v) and (v.min() < 0 or v.max() >= n):
+                splits = (np.arange(n), np.unique(v))  # TabularPandas names the problem
+            else:
+                is_valid = np.zeros(n, dtype=bool)
+                is_valid[v] = True
+                splits = _complement_split(is_valid)
         elif splitter is not None:
             splits = splitter(range(n))
         else:
