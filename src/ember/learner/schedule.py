@@ -32,27 +32,35 @@ Value = Any  # a float or a numpy array of floats (one per parameter group)
 Schedule = Callable[[float], Value]
 
 
+def _values(start: Value, end: Value) -> tuple[Any, Any]:
+    """Plain floats for one group (a schedule runs every batch: numpy scalars cost ten times more), arrays for several."""
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    if start.ndim == 0 and end.ndim == 0:
+        return float(start), float(end)
+    return start, end
+
+
 def sched_lin(start: Value, end: Value) -> Schedule:
     """Linear from `start` to `end`."""
-    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    start, end = _values(start, end)
     return lambda pct: start + pct * (end - start)
 
 
 def sched_cos(start: Value, end: Value) -> Schedule:
     """Half a cosine from `start` to `end`: flat at both ends, steepest in the middle."""
-    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    start, end = _values(start, end)
     return lambda pct: start + (1 + math.cos(math.pi * (1 - pct))) * (end - start) / 2
 
 
 def sched_exp(start: Value, end: Value) -> Schedule:
     """Exponential (geometric) from `start` to `end` (both > 0)."""
-    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    start, end = _values(start, end)
     return lambda pct: start * (end / start) ** pct
 
 
 def sched_no(start: Value, end: Value | None = None) -> Schedule:
     """Constant `start`."""
-    start = np.asarray(start, dtype=float)
+    start, _ = _values(start, start)
     return lambda pct: start
 
 
@@ -62,13 +70,13 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Schedul
         raise ConfigError(f"Expected one fraction per schedule; received {len(pcts)} fractions for {len(scheds)}.")
     if abs(sum(pcts) - 1) > 1e-6 or min(pcts) < 0:
         raise ConfigError(f"Expected non-negative fractions that sum to 1; received `pcts={list(pcts)}`.")
-    bounds = np.cumsum([0.0, *pcts])
+    bounds = [float(b) for b in np.cumsum([0.0, *pcts])]
+    last = len(scheds) - 1
 
     def sched(pct: float) -> Value:
         pct = min(max(pct, 0.0), 1.0)
-        i = int(np.searchsorted(bounds, pct, side="right") - 1)
-        i = min(max(i, 0), len(scheds) - 1)
-        while pcts[i] == 0 and i < len(scheds) - 1:
+        i = 0
+        while i < last and (pct >= bounds[i + 1] or pcts[i] == 0):  # a handful of segments: a loop beats numpy
             i += 1
         width = pcts[i] or 1.0
         return scheds[i]((pct - bounds[i]) / width)
@@ -131,7 +139,7 @@ class ParamScheduler(Callback):
         opt = self.learn.opt
         for name, sched in self.scheds.items():
             v = sched(pct)
-            set_hyper(opt, name, float(v) if np.ndim(v) == 0 else [float(x) for x in v])
+            set_hyper(opt, name, v if isinstance(v, float) else [float(x) for x in np.atleast_1d(v)])
 
     def __repr__(self) -> str:
         return f"ParamScheduler({', '.join(self.scheds)})"
