@@ -33,7 +33,7 @@ Schedule = Callable[[float], Value]
 
 
 def _values(start: Value, end: Value) -> tuple[Any, Any]:
-    """Plain floats for one group (a schedule runs every batch: numpy scalars cost ten times more), arrays for several."""
+    """Plain floats for one group (a schedule runs every batch: numpy scalars cost ten times more), else arrays."""
     start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
     if start.ndim == 0 and end.ndim == 0:
         return float(start), float(end)
