@@ -333,3 +333,25 @@ def test_tensorboard_callback_without_tensorboard_says_how_to_install():
             TensorBoardCallback()
     else:
         pytest.skip("tensorboard is installed here")
+
+
+def test_smooth_loss_is_the_debiased_moving_average(tiny_learner):
+    learn = tiny_learner
+    seen = []
+
+    class Peek(Callback):
+        order = 55
+
+        def after_batch(self):
+            if self.learn.training and self.learn.iter % 3 == 2:  # read now and then, as the progress bar does
+                seen.append(
+                    (len(self.learn.recorder.losses) + self.learn.iter + 1, self.learn.recorder.smooth_loss.item())
+                )
+
+    learn.fit(2, 1e-2, cbs=Peek())
+    losses = learn.recorder.losses
+    for n, value in seen:
+        avg = 0.0
+        for x in losses[:n]:
+            avg = 0.98 * avg + 0.02 * x
+        assert value == pytest.approx(avg / (1 - 0.98**n), rel=1e-5)

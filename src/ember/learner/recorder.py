@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from ember.learner.callback import Callback
-from ember.learner.optim import get_hyper
 
 __all__ = ["Recorder"]
 
@@ -53,6 +52,9 @@ class Recorder(Callback):
         self.last_validation: list[float | None] = []
         self._smooth: torch.Tensor | None = None
         self._n_smooth = 0
+        self._epoch_losses = []
+        self._epoch_bs = []
+        self._smoothed_upto = 0
 
     # -- names -------------------------------------------------------------------------------------
     @property
@@ -67,6 +69,7 @@ class Recorder(Callback):
         self._t0 = time.perf_counter()
         self._epoch_losses: list[torch.Tensor] = []
         self._epoch_bs: list[int] = []
+        self._smoothed_upto = 0
         self.last_validation = []
         self._valid_n = 0
 
@@ -75,17 +78,14 @@ class Recorder(Callback):
         if learn.training:
             if learn.loss is None:
                 return
-            loss = learn.loss.detach().float()
-            self._epoch_losses.append(loss)
+            loss = learn.loss
+            self._epoch_losses.append(loss if loss.dtype == torch.float32 else loss.float())
             self._epoch_bs.append(_batch_size(learn.xb))
-            # Exponential moving average on the device: no host sync here.
-            if self._smooth is None:
-                self._smooth = torch.zeros((), device=loss.device)
-            self._smooth.mul_(self.beta).add_(loss, alpha=1 - self.beta)
-            self._n_smooth += 1
+            self._n_smooth += 1  # the moving average itself is brought up to date when read (smooth_loss)
             if learn.opt is not None:
-                self.lrs.append(learn.opt.param_groups[-1]["lr"])
-                self.moms.append(get_hyper(learn.opt, "mom")[-1])
+                group = learn.opt.param_groups[-1]
+                self.lrs.append(group["lr"])
+                self.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
         elif learn.yb:
             bs = _batch_size(learn.yb)
             if learn.loss is not None:
@@ -94,9 +94,22 @@ class Recorder(Callback):
             for m in learn.metrics:
                 m.update(learn.pred, *learn.yb)
 
+    def _update_smooth(self) -> None:
+        """Fold the losses recorded since the last read into the moving average, in one vectorized step."""
+        new = self._epoch_losses[self._smoothed_upto :]
+        if not new:
+            return
+        xs = torch.stack(new)  # (k,) on the device
+        k = len(new)
+        weights = (1 - self.beta) * self.beta ** torch.arange(k - 1, -1, -1, device=xs.device, dtype=xs.dtype)
+        prev = self._smooth if self._smooth is not None else torch.zeros((), device=xs.device, dtype=xs.dtype)
+        self._smooth = prev * self.beta**k + (weights * xs).sum()
+        self._smoothed_upto = len(self._epoch_losses)
+
     @property
     def smooth_loss(self) -> torch.Tensor | None:
         """The debiased moving average of the training loss (a tensor on the device), or None before any batch."""
+        self._update_smooth()
         if self._smooth is None:
             return None
         return self._smooth / (1 - self.beta**self._n_smooth)
@@ -117,6 +130,7 @@ class Recorder(Callback):
 
     # -- epoch ---------------------------------------------------------------------------------------
     def after_epoch(self) -> None:
+        self._update_smooth()
         train_loss = None
         if self._epoch_losses:
             losses = torch.stack(self._epoch_losses).cpu()  # the one sync of the epoch
