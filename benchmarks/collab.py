@@ -199,19 +199,22 @@ def main() -> None:
     rows = []
     for name in CONTENDERS:
         if name in missing:
-            rows.append([name, missing[name], *["–"] * 7])
+            rows.append([name, missing[name], *["–"] * 6])
             continue
         t = median(times[name])
         vs_fastai = fmt_ratio(t, median(times["fastai"])) if times["fastai"] else "–"
         prep = fmt_seconds(median(preps[name]), 2)
+        cpu = median(cpus[name])
         rows.append(
             [
                 name,
                 prep,
                 fmt_seconds(t, 2),
-                f"{median(mses[name]):.4f}",
                 fmt_ratio(t, median(times["plain"])),
                 vs_fastai,
+                fmt_seconds(cpu, 2),
+                fmt_ratio(cpu, median(cpus["plain"])),
+                f"{median(mses[name]):.4f}",
             ]
         )
     print_table(
