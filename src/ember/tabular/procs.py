@@ -188,7 +188,10 @@ class TabularProc:
         """Apply the learned state to `df`, in place."""
 
     def to_recipe(self) -> dict[str, Any]:
-        raise NotImplementedError
+        raise ExportError(
+            f"The tabular proc {type(self).__name__} cannot be written to a model file: give it to_recipe/from_recipe "
+            "and register it with @register_recipe (see ember.core.recipe), or use ember's procs."
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
