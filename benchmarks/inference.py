@@ -24,7 +24,7 @@ Judged: ember ``predict_batch`` images/s at least 5x fastai's ``predict`` loop, 
 time (fresh process, after import) at most fastai's.
 
     python benchmarks/inference.py --quick                 # smoke test: 64 images, 1 run, no training
-    flock /tmp/ember_bench.lock .bench-venv/bin/python benchmarks/inference.py
+    .bench-venv/bin/python benchmarks/inference.py
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Judged figures: ember's steady seconds per epoch over fastai's (goal <= 0.5, wit
 and ember's steady pipeline throughput over fastai's (goal >= 2).
 
     python benchmarks/vision_e2e.py --quick                 # smoke test on a tenth of the images
-    flock /tmp/ember_bench.lock .bench-venv/bin/python benchmarks/vision_e2e.py   # the full benchmark
+    .bench-venv/bin/python benchmarks/vision_e2e.py   # the full benchmark
 """
 
 from __future__ import annotations
