@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ember.core.errors import DataError
-from ember.text.data import ClassificationDataset, LMDataset, TextDataLoaders
+from ember.core.errors import ConfigError, DataError
+from ember.text.data import ClassificationDataset, LMDataset, TextDataLoaders, lm_dataloaders
 from ember.text.tokenize import TokenizedCorpus, _offsets
 from ember.text.vocab import Vocab
 
@@ -148,3 +148,134 @@ def test_text_block_in_a_data_block():
     assert block.decode(row).startswith("xxbos")
     again = recipe.load(recipe.dump(block))
     assert again.vocab == block.vocab and torch.equal(again.encode("good film"), block.encode("good film"))
+
+
+# -- TextDataLoaders.new: other batch sizes -------------------------------------------------------------------------
+
+
+def _lm_dls() -> TextDataLoaders:
+    train, valid = _corpus(list(range(3, 40))), _corpus([30] * 10)
+    return lm_dataloaders(train, valid, bs=2, seq_len=5, device="cpu", seed=0)
+
+
+def _epoch(dl) -> list[tuple[torch.Tensor, ...]]:
+    return [tuple(t.clone() for t in b) for b in dl]
+
+
+def test_new_language_model_loaders_other_bs_and_seq_len():
+    dls, twin = _lm_dls(), _lm_dls()  # twin: what dls would give had new() not been called
+    new = dls.new(bs=4, seq_len=10)
+    assert type(new) is TextDataLoaders and new.is_lm and new.bs == 4 and new.seq_len == 10
+    assert new.vocab is dls.vocab and new.tokenizer is dls.tokenizer and new.loss_func is dls.loss_func
+    assert new.device == dls.device and new.train.split == 0 and new.valid.split == 1
+    tds = new.train_ds
+    assert tds.shuffle and tds.random_seq_len and tds.stream_len == (int(tds.corpus.offsets[-1]) - 1) // 4
+    assert tds._rng is not dls.train_ds._rng  # copied, with the same state
+    assert tds._rng.bit_generator.state == dls.train_ds._rng.bit_generator.state
+    for _epoch_i in range(2):
+        batches = _epoch(new.train)
+        assert len(batches) == len(new.train) == -(-tds.stream_len // 10)
+        assert all(x.shape[0] == 4 and x.shape == y.shape for x, y in batches)
+        assert sum(x.shape[1] for x, _ in batches) == tds.stream_len
+        for k in range(len(batches) - 1):
+            assert torch.equal(batches[k][1][:, -1], batches[k + 1][0][:, 0])  # each row continues its stream
+    valid = _epoch(new.valid)
+    vds = new.valid_ds
+    assert vds.bs == 4 and vds.seq_len == 10 and not vds.shuffle  # an LM's valid bs is the training one
+    assert [x.shape for x, _ in valid[:-1]] == [(4, 10)] * (len(valid) - 1)
+    x = torch.cat([b[0] for b in valid], 1)
+    assert torch.equal(x, torch.arange(4 * vds.stream_len).view(4, vds.stream_len))  # contiguous streams
+    # The original loaders are untouched: same settings, same batches as a twin never resized.
+    assert dls.bs == 2 and dls.seq_len == 5 and dls.train_ds.bs == 2 and dls.valid_ds.bs == 2
+    for a, b in zip(_epoch(dls.train) + _epoch(dls.valid), _epoch(twin.train) + _epoch(twin.valid)):
+        assert all(torch.equal(u, v) for u, v in zip(a, b))
+    # None keeps a setting.
+    only_len = dls.new(seq_len=8)
+    assert only_len.bs == 2 and only_len.seq_len == 8 and only_len.valid_ds.bs == 2
+
+
+def _clas_df() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "text": [f"This movie is {'great ' * (i % 5)}number {i}" for i in range(40)],
+            "label": ["pos" if i % 2 else "neg" for i in range(40)],
+            "is_valid": [i >= 32 for i in range(40)],
+        }
+    )
+
+
+def test_new_classification_loaders_other_bs():
+    dls = TextDataLoaders.from_df(_clas_df(), bs=8, max_len=6, min_freq=1, device="cpu", seed=0)
+    new = dls.new(bs=3)
+    assert new.bs == 3 and new.valid_ds.bs == 6  # the valid set keeps twice the training bs
+    assert new.classes == dls.classes and new.classes is not dls.classes and new.c == 2 and not new.is_lm
+    assert new.seq_len is None and new.max_len == 6 and new.vocab is dls.vocab
+    tds = new.train_ds
+    assert (
+        tds.shuffle and tds.max_len == 6 and tds.pad_idx == dls.train_ds.pad_idx and tds.labels is dls.train_ds.labels
+    )
+    for _epoch_i in range(2):
+        batches = _epoch(new.train)
+        assert len(batches) == len(new.train) == 11
+        assert sorted(x.shape[0] for x, _ in batches) == [2] + [3] * 10 and all(x.shape[1] <= 6 for x, _ in batches)
+        assert sorted(tds.order.tolist()) == list(range(32))  # every document once per epoch
+        assert sorted(torch.cat([y for _, y in batches]).tolist()) == sorted(dls.train_ds.labels.tolist())
+    valid = _epoch(new.valid)
+    assert [x.shape[0] for x, _ in valid] == [6, 2] and not new.valid_ds.shuffle
+    assert dls.bs == 8 and dls.valid_ds.bs == 16 and len(dls.train) == 4  # the original is untouched
+    assert [x.shape[0] for x, _ in _epoch(dls.train)] == [8] * 4
+
+
+def test_new_checks_its_arguments():
+    lm = _lm_dls()
+    clas = TextDataLoaders.from_df(_clas_df(), bs=8, min_freq=1, device="cpu", seed=0)
+    with pytest.raises(ConfigError, match="language-model loaders only"):
+        clas.new(bs=4, seq_len=10)
+    with pytest.raises(ConfigError, match=r"`shuffle`.*'bs', 'seq_len'"):
+        lm.new(bs=4, shuffle=False)
+    for bad in (0, -2, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="`bs`"):
+            clas.new(bs=bad)
+    with pytest.raises(ConfigError, match="`seq_len`"):
+        lm.new(seq_len=0)
+    with pytest.raises(DataError, match="streams"):
+        lm.new(bs=10_000)  # more streams than tokens
+    assert lm.bs == 2 and clas.bs == 8
+
+
+def test_new_on_inference_loaders_from_an_export():
+    lm = TextDataLoaders.from_recipe(_lm_dls().to_recipe())
+    new = lm.new(bs=3, seq_len=9)
+    assert new.valid is None and new.bs == 3 and new.seq_len == 9 and new.is_lm and len(new.train) == 0
+    assert lm.bs == 2 and lm.seq_len == 5
+    clas = TextDataLoaders.from_recipe(TextDataLoaders.from_df(_clas_df(), bs=8, min_freq=1, device="cpu").to_recipe())
+    small = clas.new(bs=4)
+    assert small.bs == 4 and small.classes == clas.classes and small.tokenizer is clas.tokenizer
+    assert small.test_dl(["a great movie"] * 10).dataset.bs == 4  # test loaders follow the new batch size
+    with pytest.raises(ConfigError, match="language-model"):
+        clas.new(seq_len=9)
+
+
+def test_learners_train_on_new_loaders(tmp_path):
+    from ember.text.learner import language_model_learner, text_classifier_learner
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        words = "alpha beta gamma delta epsilon zeta eta theta".split()
+        texts = [" ".join(words * 3) for _ in range(6)]
+        lm = TextDataLoaders.from_texts(texts[:5], texts[5:], is_lm=True, bs=4, seq_len=12, min_freq=1, device="cpu")
+        small = dict(emb_sz=8, n_hid=12, n_layers=1)
+        torch.manual_seed(0)
+        learn = language_model_learner(lm.new(bs=2, seq_len=8), pretrained=False, config=small, path=tmp_path)
+        learn.silent = True
+        learn.fit(1, 1e-2)
+        assert all(np.isfinite(v) for v in learn.validate())
+        labels = ["a", "b"] * 6
+        clas = TextDataLoaders.from_texts(texts * 2, texts[:2], labels, labels[:2], bs=4, min_freq=1, device="cpu")
+        learn = text_classifier_learner(clas.new(bs=3), pretrained=False, config=small, seq_len=8, path=tmp_path)
+        learn.silent = True
+        learn.fit(1, 1e-2)
+        assert all(np.isfinite(v) for v in learn.validate())
+    finally:
+        torch.set_num_threads(n)

@@ -108,6 +108,29 @@ def test_sentence_encoder_ignores_leading_padding():
     assert torch.allclose(clas(both)[0], clas(doc)[0], atol=1e-5)  # same prediction with or without padding
 
 
+@pytest.mark.parametrize("n_pad", [1, 3, 5, 6, 9])
+def test_classifier_result_does_not_depend_on_the_batch(n_pad):
+    # A text padded by any amount, at the start or at the end, gives what it gives alone.
+    torch.manual_seed(0)
+    clas = get_text_classifier(30, 3, seq_len=4, config=SMALL, max_len=None).eval()
+    doc = torch.randint(2, 30, (1, 7))
+    pads = torch.full((1, n_pad), 1)
+    other = torch.randint(2, 30, (1, 7 + n_pad))
+    alone = clas(doc)[0]
+    for padded in (torch.cat([pads, doc], 1), torch.cat([doc, pads], 1)):
+        batch = torch.cat([padded, other], 0)
+        assert torch.allclose(clas(batch)[0], alone, atol=1e-5), padded
+        assert torch.allclose(clas(batch)[1], clas(other)[0], atol=1e-5)
+
+
+def test_sentence_encoder_aligns_leading_padding_to_chunks():
+    enc = get_text_classifier(30, 2, seq_len=4, config=SMALL, max_len=None)[0]
+    x = torch.tensor([[1, 1, 1, 1, 1, 1, 7, 8, 9, 10], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    aligned = enc.align(x)
+    assert aligned[0].tolist() == [1, 1, 1, 1, 7, 8, 9, 10, 1, 1]  # 6 pads: 4 stay in front, 2 move to the end
+    assert torch.equal(aligned[1], x[1])
+
+
 def test_sentence_encoder_max_len_keeps_last_chunks():
     clas = get_text_classifier(30, 2, seq_len=4, config=SMALL, max_len=6).eval()
     out, mask = clas[0](torch.randint(2, 30, (2, 16)))

@@ -13,13 +13,14 @@ lengths vary randomly around `seq_len` (the number of batches per epoch stays fi
 
 Classification (:class:`ClassificationDataset`): documents are grouped with others of similar length
 (training: shuffled, then sorted within chunks of ``50 * bs``; validation: fully sorted, longest first) and
-padded **at the start** with ``xxpad``, so that the last position of every row is the real end of its
-text; the classifier reads the final hidden state there and pools over the non-padding positions.
+padded **at the start** with ``xxpad``; the classifier reads the state at each text's last real token and pools
+over the non-padding positions, and gives a text the same result whatever batch it is padded in.
 Long documents are kept whole (the model reads them in chunks).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -107,6 +108,21 @@ class LMDataset(IterableDataset):
             return self._rng
         return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
+    def resized(self, bs: int | None = None, seq_len: int | None = None) -> LMDataset:
+        """The same corpus and settings cut into `bs` streams of mean batch length `seq_len` (``None``: keep).
+
+        The shuffling generator is copied, not shared: this dataset's epochs stay as they would have been.
+        """
+        ds = type(self)(
+            self.corpus,
+            self.bs if bs is None else bs,
+            self.seq_len if seq_len is None else seq_len,
+            shuffle=self.shuffle,
+            random_seq_len=self.random_seq_len,
+        )
+        ds._rng = copy.deepcopy(self._rng)
+        return ds
+
     def plan(self) -> tuple[torch.Tensor, np.ndarray]:
         """The epoch's stream ``(bs * L + 1,)`` as a tensor and the batch boundaries ``(n_batches + 1,)``."""
         corpus, rng = self.corpus, None
@@ -182,6 +198,20 @@ class ClassificationDataset(IterableDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.corpus) / self.bs)
 
+    def resized(self, bs: int | None = None) -> ClassificationDataset:
+        """The same documents, labels and settings in batches of `bs` (``None``: keep); the shuffling
+        generator is copied, not shared."""
+        ds = type(self)(
+            self.corpus,
+            self.labels,
+            self.bs if bs is None else bs,
+            shuffle=self.shuffle,
+            pad_idx=self.pad_idx,
+            max_len=self.max_len,
+        )
+        ds._rng = copy.deepcopy(self._rng)
+        return ds
+
     def plan(self) -> list[np.ndarray]:
         """The document indices of each batch, for one epoch."""
         lens, bs = self.corpus.lengths(), self.bs
@@ -231,6 +261,20 @@ class _NoTexts(IterableDataset):
     def __len__(self) -> int:
         return 0
 
+    def resized(self, bs: int | None = None, seq_len: int | None = None) -> _NoTexts:
+        """The same settings with another batch size and (language model) `seq_len` (``None``: keep)."""
+        if bs is not None:
+            _check_int("bs", bs)
+        if seq_len is not None:
+            _check_int("seq_len", seq_len)
+        return type(self)(
+            self.vocab,
+            self.bs if bs is None else bs,
+            self.seq_len if seq_len is None else seq_len,
+            self.max_len,
+            self.multi_label,
+        )
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return iter(())
 
@@ -238,6 +282,19 @@ class _NoTexts(IterableDataset):
 def _loader(ds: IterableDataset, device: Any, split: int, kinds: tuple[str, ...]) -> DeviceLoader:
     dl = DataLoader(ds, batch_size=None, num_workers=0, pin_memory=False)
     return DeviceLoader(dl, device=device, n_inp=1, kinds=kinds, split=split)
+
+
+def _resized_loader(dl: DeviceLoader, **settings: Any) -> DeviceLoader:
+    """A copy of `dl` over ``dl.dataset.resized(**settings)``: same device, transforms, kinds and workers."""
+    ds = dl.dataset
+    if not callable(getattr(ds, "resized", None)):
+        raise ConfigError(
+            f"The loader's dataset ({type(ds).__name__}) cannot change its batch size: it has no `resized` method."
+        )
+    old = dl.dl
+    return dl.new(
+        dl=DataLoader(ds.resized(**settings), batch_size=None, num_workers=old.num_workers, pin_memory=old.pin_memory)
+    )
 
 
 def lm_dataloaders(
@@ -334,6 +391,62 @@ class TextDataLoaders(DataLoaders):
         """Classification with several labels per text (multi-hot targets)."""
         labels = getattr(self.train.dataset, "labels", None)
         return bool(getattr(self.train.dataset, "multi_label", labels is not None and labels.ndim > 1))
+
+    # -- other batch sizes -------------------------------------------------------------------------------------
+    def new(self, bs: int | None = None, seq_len: int | None = None, **kwargs: Any) -> TextDataLoaders:
+        """A copy whose datasets are rebuilt with batch size `bs` and, for a language model, mean batch length
+        `seq_len` (``None`` keeps a setting); these loaders are left as they are.
+
+        Text datasets yield whole batches, so the generic rebuild of the torch ``DataLoader`` (``batch_size=``)
+        does not apply: each dataset is ``resized`` instead. The validation set keeps its ratio to the training
+        batch size (twice for a classifier, the same for a language model) and takes the new `seq_len`.
+        Shuffling, random lengths, ``max_len``, padding, labels and the state of a seeded generator carry over
+        (the generator is copied: both loaders draw the same random numbers from here on). The vocabulary, tokenizer,
+        classes, loss and device are those of these loaders.
+
+        Raises:
+            ConfigError: `bs` or `seq_len` is not a positive int, `seq_len` is given for classification loaders,
+                or another keyword is given.
+        """
+        if kwargs:
+            name = next(iter(kwargs))
+            raise ConfigError(
+                expected(
+                    "a setting of TextDataLoaders.new",
+                    name,
+                    kwargs[name],
+                    valid=["bs", "seq_len"],
+                    hint="Text loaders batch inside their datasets; build new loaders (from_texts, from_df, ...) "
+                    "to change anything else.",
+                )
+            )
+        if bs is not None:
+            _check_int("bs", bs)
+        if seq_len is not None:
+            if not self.is_lm:
+                raise ConfigError(
+                    expected(
+                        "None for classification loaders",
+                        "seq_len",
+                        seq_len,
+                        hint="seq_len applies to language-model loaders only (is_lm=True); pass bs alone.",
+                    )
+                )
+            _check_int("seq_len", seq_len)
+        lm = {"seq_len": seq_len} if self.is_lm else {}
+        out = type(self).__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out.classes = list(self.classes)
+        out.train = _resized_loader(self.train, bs=bs, **lm)
+        if self.valid is not None:
+            valid_bs = None
+            if bs is not None:
+                old_valid_bs = getattr(self.valid.dataset, "bs", None) or self.bs
+                valid_bs = max(1, round(bs * old_valid_bs / self.bs))
+            out.valid = _resized_loader(self.valid, bs=valid_bs, **lm)
+        if self.is_lm and seq_len is not None:
+            out.seq_len = seq_len
+        return out
 
     # -- new texts ---------------------------------------------------------------------------------------------
     def test_dl(

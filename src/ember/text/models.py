@@ -199,6 +199,11 @@ class AWD_LSTM(nn.Module):  # noqa: N801 (the architecture's published name)
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         bs = inp.shape[0]
         x = embedding_dropout(self.encoder.weight, inp, self.embed_p, self.training, self.pad_token)  # (B, T, E)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            # Give the LSTMs input and state in the autocast type: torch's CPU LSTM fails on a float32 input under
+            # bfloat16 autocast on processors without native bfloat16, and on CUDA this is the cast autocast does.
+            x = x.to(torch.get_autocast_dtype(dev))
         if self.hidden is None or self.hidden[0][0].shape[1] != bs or self.hidden[0][0].device != x.device:
             self.hidden = self._init_hidden(bs, x)
         elif self.hidden[0][0].dtype != x.dtype:
@@ -254,9 +259,13 @@ class SequentialRNN(nn.Sequential):
 class SentenceEncoder(nn.Module):
     """Read documents of any length in chunks of `bptt` tokens with an RNN encoder that keeps its state.
 
-    Input ``(B, S)`` padded at the start with `pad_idx`; returns the outputs of the last `max_len` positions
-    (rounded up to whole chunks) ``(B, S', E)`` and the padding mask ``(B, S')`` (True on padding). Rows whose
-    text has not begun yet (all padding in a chunk) keep a zero state, so padding never leaks into a text.
+    Input ``(B, S)`` padded with `pad_idx` (at the start, at the end, or both); returns the outputs of the last
+    `max_len` positions (rounded up to whole chunks) ``(B, S', E)`` and the padding mask ``(B, S')`` (True on
+    padding).
+
+    A text's result does not depend on the batch it is padded in: each row is first rotated so that its leading
+    padding fills whole chunks (the rest moves to the end), every text then starts at a chunk boundary from a
+    zero state, exactly as when it is read alone, and the padding after it cannot reach its outputs.
     """
 
     def __init__(self, bptt: int, module: nn.Module, pad_idx: int = 1, max_len: int | None = None) -> None:
@@ -267,7 +276,18 @@ class SentenceEncoder(nn.Module):
         if hasattr(self.module, "reset"):
             self.module.reset()
 
+    def align(self, inp: torch.Tensor) -> torch.Tensor:
+        """Rotate each row left by its leading padding modulo `bptt`: ``(B, S)`` -> ``(B, S)``."""
+        sl = inp.shape[1]
+        lead = (inp == self.pad_idx).int().cumprod(1).sum(1)  # (B,): padding before each text
+        shift = lead % self.bptt  # (B,)
+        if sl == 0 or not bool(shift.any()):
+            return inp
+        idx = (torch.arange(sl, device=inp.device)[None, :] + shift[:, None]) % sl  # (B, S)
+        return inp.gather(1, idx)
+
     def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inp = self.align(inp)
         sl = inp.shape[1]
         self.reset()
         keep_from = 0 if self.max_len is None else sl - self.max_len
@@ -277,7 +297,7 @@ class SentenceEncoder(nn.Module):
             out = self.module(chunk)  # (B, t, E)
             pad = chunk == self.pad_idx
             if hasattr(self.module, "mask_hidden"):
-                self.module.mask_hidden(~pad.all(1))
+                self.module.mask_hidden(~pad.all(1))  # rows still in their leading padding keep a zero state
             if i + chunk.shape[1] > keep_from:
                 outs.append(out)
                 masks.append(pad)
@@ -308,7 +328,10 @@ class PoolingLinearClassifier(nn.Module):
         avg = (out * real).sum(1) / n  # (B, E)
         mx = out.masked_fill(~real, float("-inf")).max(1).values  # (B, E)
         mx = torch.where(torch.isinf(mx), torch.zeros_like(mx), mx)
-        x = torch.cat([out[:, -1], mx, avg], dim=1)  # (B, 3E): with start padding the last position is the end
+        pos = torch.arange(out.shape[1], device=out.device)  # (S,)
+        last_idx = torch.where(real.squeeze(-1), pos, 0).max(1).values  # (B,): each text's last real position
+        last = out[torch.arange(out.shape[0], device=out.device), last_idx]  # (B, E)
+        x = torch.cat([last, mx, avg], dim=1)  # (B, 3E)
         return self.layers(x)
 
 
