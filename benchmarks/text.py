@@ -125,21 +125,42 @@ def bench_lm_batches(corpus: TokenizedCorpus, bs: int, seq_len: int) -> list[lis
     return rows
 
 
-def ember_epoch(train: TokenizedCorpus, valid: TokenizedCorpus, cfg: dict, bs: int, seq_len: int) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed_epochs(fit_one: Any, device: str, runs: int) -> float:
+    """Median seconds of `runs` one-epoch fits after one untimed warm-up epoch (kernels chosen, memory cached)."""
+    fit_one()
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        t0 = time.perf_counter()
+        fit_one()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def ember_epoch(
+    train: TokenizedCorpus, valid: TokenizedCorpus, cfg: dict, bs: int, seq_len: int, opts: argparse.Namespace
+) -> float:
     from ember.text.data import lm_dataloaders
     from ember.text.learner import language_model_learner
 
-    dls = lm_dataloaders(train, valid, bs=bs, seq_len=seq_len, device="cpu", seed=0)
+    dls = lm_dataloaders(train, valid, bs=bs, seq_len=seq_len, device=opts.device, seed=0)
     torch.manual_seed(0)
-    learn = language_model_learner(dls, pretrained=False, config=cfg)
+    learn = language_model_learner(dls, pretrained=False, config=cfg, precision=opts.precision)
     learn.silent = True
-    t0 = time.perf_counter()
-    learn.fit_one_cycle(1, 2e-3)
-    return time.perf_counter() - t0
+    return _timed_epochs(lambda: learn.fit_one_cycle(1, 2e-3), opts.device, opts.runs)
 
 
-def fastai_epoch(train: TokenizedCorpus, valid: TokenizedCorpus, cfg: dict, bs: int, seq_len: int) -> float:
+def fastai_epoch(
+    train: TokenizedCorpus, valid: TokenizedCorpus, cfg: dict, bs: int, seq_len: int, opts: argparse.Namespace
+) -> float:
     import fastai.callback.schedule  # noqa: F401 (adds fit_one_cycle to Learner)
+    from fastai.callback.fp16 import MixedPrecision
     from fastai.callback.progress import ProgressCallback
     from fastai.data.core import DataLoaders
     from fastai.losses import CrossEntropyLossFlat
@@ -155,18 +176,24 @@ def fastai_epoch(train: TokenizedCorpus, valid: TokenizedCorpus, cfg: dict, bs: 
     dls = DataLoaders(
         LMDataLoader(docs(train), bs=bs, seq_len=seq_len, shuffle=True),
         LMDataLoader(docs(valid), bs=bs, seq_len=seq_len),
-        device="cpu",
+        device=opts.device,
     )
     torch.manual_seed(0)
     model = get_language_model(AWD_LSTM, len(train.vocab), config={**awd_lstm_lm_config, **cfg})
+    cbs = []
+    if opts.precision != "32":  # fastai's autocast + grad scaler, the same recipe as ember's
+        cbs.append(MixedPrecision(amp_mode="bf16" if opts.precision == "bf16-mixed" else "fp16"))
     learn = LMLearner(
-        dls, model, loss_func=CrossEntropyLossFlat(), splitter=awd_lstm_lm_split, metrics=[accuracy, Perplexity()]
-    )
+        dls, model, loss_func=CrossEntropyLossFlat(), splitter=awd_lstm_lm_split, metrics=[accuracy, Perplexity()],
+        cbs=cbs,
+    )  # fmt: skip
     learn.remove_cb(ProgressCallback)
-    with learn.no_logging():
-        t0 = time.perf_counter()
-        learn.fit_one_cycle(1, 2e-3)
-    return time.perf_counter() - t0
+
+    def fit_one() -> None:
+        with learn.no_logging():
+            learn.fit_one_cycle(1, 2e-3)
+
+    return _timed_epochs(fit_one, opts.device, opts.runs)
 
 
 def main() -> None:
@@ -181,13 +208,18 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=72)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs)")
+    parser.add_argument("--device", default="cpu", help="device of the LM epoch: cpu (default) or cuda")
+    parser.add_argument("--precision", default="32", choices=["32", "16-mixed", "bf16-mixed"], help="of the LM epoch")
+    parser.add_argument("--runs", type=int, default=1, help="timed LM epochs per library, after a warm-up (median)")
+    parser.add_argument("--parts", default="tok,batches,epoch", help="comma-separated parts to run")
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     if args.quick:
         args.mb, args.fastai_mb, args.epoch_tokens = 2.0, 0.5, 30_000
         args.emb, args.hid, args.layers, args.max_vocab = 64, 128, 2, 4000
     set_threads(args.threads)
-    print_env(env_report("cpu"))
+    print_env(env_report(args.device))
     print(f"spacy: {package_version('spacy') or 'not installed'}")
 
     texts = build_corpus(args.mb)
@@ -197,8 +229,9 @@ def main() -> None:
             break
         fa_texts.append(t)
         size += len(t)
-    tok_rows = bench_tokenize(texts, fa_texts)
-    print_table("Tokenization (default rules, all CPUs)", ["tokenizer", "MB", "tokens", "s", "tokens/s"], tok_rows)
+    tok_rows = bench_tokenize(texts, fa_texts) if "tok" in parts else []
+    if tok_rows:
+        print_table("Tokenization (default rules, all CPUs)", ["tokenizer", "MB", "tokens", "s", "tokens/s"], tok_rows)
 
     # A corpus for the LM: as many documents as give --epoch-tokens training tokens, 10% more for validation.
     sub, n = [], 0
@@ -211,24 +244,29 @@ def main() -> None:
     n_valid = max(1, len(corpus) // 11)
     train = corpus.subset(np.arange(n_valid, len(corpus)))
     valid = corpus.subset(np.arange(n_valid))
-    batch_rows = bench_lm_batches(numericalized(texts[: len(texts) // 4], args.max_vocab), args.bs, args.seq_len)
-    print_table(f"LM batches (bs={args.bs}, seq_len={args.seq_len})", ["loader", "tokens", "s", "tokens/s"], batch_rows)
+    batch_rows = []
+    if "batches" in parts:
+        batch_rows = bench_lm_batches(numericalized(texts[: len(texts) // 4], args.max_vocab), args.bs, args.seq_len)
+        cols = ["loader", "tokens", "s", "tokens/s"]
+        print_table(f"LM batches (bs={args.bs}, seq_len={args.seq_len})", cols, batch_rows)
 
     cfg = dict(emb_sz=args.emb, n_hid=args.hid, n_layers=args.layers)
     epoch_rows = []
     times: dict[str, float] = {}
-    for name, fn in (("ember", ember_epoch), ("fastai", fastai_epoch)):
+    for name, fn in (("ember", ember_epoch), ("fastai", fastai_epoch)) if "epoch" in parts else ():
         try:
-            times[name] = fn(train, valid, cfg, args.bs, args.seq_len)
+            times[name] = fn(train, valid, cfg, args.bs, args.seq_len, args)
             epoch_rows.append([name, f"{times[name]:.2f}"])
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             epoch_rows.append([name, f"unavailable: {type(e).__name__}"])
     title = (
         f"AWD-LSTM LM, 1 epoch ({int(train.offsets[-1]):,} train tokens, vocab {len(train.vocab)}, "
-        f"emb {args.emb}, hid {args.hid}, {args.layers} layers, bs {args.bs}, seq_len {args.seq_len})"
+        f"emb {args.emb}, hid {args.hid}, {args.layers} layers, bs {args.bs}, seq_len {args.seq_len}, "
+        f"{args.device}, precision {args.precision}; median of {args.runs} after a warm-up epoch)"
     )
-    print_table(title, ["library", "s/epoch"], epoch_rows)
+    if epoch_rows:
+        print_table(title, ["library", "s/epoch"], epoch_rows)
 
     def rate(rows: list[list[Any]], i: int) -> float:
         try:
