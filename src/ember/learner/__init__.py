@@ -14,6 +14,7 @@ from ember.learner.callback import (
     CancelValidException,
 )
 from ember.learner.callbacks import (
+    ChannelsLast,
     CSVLogger,
     EarlyStoppingCallback,
     GatherPreds,
@@ -52,6 +53,7 @@ __all__ = [
     "GatherPreds",
     "GradientAccumulation",
     "GradientClip",
+    "ChannelsLast",
     "TrackerCallback",
     "EarlyStoppingCallback",
     "SaveModelCallback",

@@ -221,6 +221,15 @@ class Learner:
                 return cb
         return None
 
+    def to_channels_last(self) -> Learner:
+        """Train and predict in the channels-last memory format (faster conv nets on CUDA with mixed
+        precision); adds a :class:`~ember.learner.callbacks.ChannelsLast` callback once; returns self."""
+        from ember.learner.callbacks import ChannelsLast
+
+        if self.get_cb(ChannelsLast) is None:
+            self.add_cb(ChannelsLast())
+        return self
+
     def _index_cbs(self) -> None:
         self.cbs.sort(key=lambda c: c.order)
         self._by_event = {e: [c for c in self.cbs if getattr(type(c), e, None) is not None] for e in EVENTS}
@@ -329,7 +338,8 @@ class Learner:
 
     def _do_fit(self) -> None:
         if self._resume_path is not None:
-            self._start_epoch = restore_state(self, safe_load(self._resume_path, self.dls.device), self._resume_path)
+            # Read on the CPU: the random generators' states must stay there (load_state_dict copies the rest).
+            self._start_epoch = restore_state(self, safe_load(self._resume_path, "cpu"), self._resume_path)
             self._resume_path = None
         for epoch in range(self._start_epoch, self.n_epoch):
             self.epoch = epoch
