@@ -24,8 +24,8 @@ step() {  # step NAME SECONDS COMMAND...
 
 "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" || exit 1
 step cuda_tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-step text_lm_32 130 "$py" benchmarks/text.py --device cuda --parts epoch --mb 8 --epoch-tokens 1000000 --runs 2
-step text_lm_fp16 110 "$py" benchmarks/text.py --device cuda --parts epoch --mb 8 --epoch-tokens 1000000 --runs 2 \
+step text_lm_32 130 "$py" benchmarks/text.py --device cuda --parts epoch --mb 8 --epoch-tokens 1000000 --runs 3
+step text_lm_fp16 110 "$py" benchmarks/text.py --device cuda --parts epoch --mb 8 --epoch-tokens 1000000 --runs 3 \
     --precision 16-mixed
 step overhead 70 "$py" benchmarks/overhead.py --device cuda --runs 3
 step vision_e2e 100 "$py" benchmarks/vision_e2e.py --device cuda --runs 1 --no-pipeline
