@@ -355,3 +355,16 @@ def test_smooth_loss_is_the_debiased_moving_average(tiny_learner):
         for x in losses[:n]:
             avg = 0.98 * avg + 0.02 * x
         assert value == pytest.approx(avg / (1 - 0.98**n), rel=1e-5)
+
+
+def test_precision_shortcuts_switch_autocast_and_scaler(tiny_learner):
+    learn = tiny_learner
+    assert learn.to_fp16() is learn and learn.precision == "16-mixed"
+    learn.fit(1, 1e-2)
+    assert learn.scaler is not None  # float16 training scales the loss
+    learn.to_bf16()
+    assert learn.precision == "bf16-mixed" and learn.scaler is None
+    learn.fit(1, 1e-2)
+    assert learn.to_fp32().precision == "32" and learn.scaler is None
+    learn.fit(1, 1e-2)
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())

@@ -230,6 +230,24 @@ class Learner:
             self.add_cb(ChannelsLast())
         return self
 
+    def to_fp16(self) -> Learner:
+        """Train in float16 mixed precision with gradient scaling (``precision="16-mixed"``); returns self."""
+        return self._set_precision("16-mixed")
+
+    def to_bf16(self) -> Learner:
+        """Train in bfloat16 mixed precision (``precision="bf16-mixed"``); returns self."""
+        return self._set_precision("bf16-mixed")
+
+    def to_fp32(self) -> Learner:
+        """Train in full float32 precision (``precision="32"``); returns self."""
+        return self._set_precision("32")
+
+    def _set_precision(self, precision: str) -> Learner:
+        self.precision = precision
+        if self.opt is not None:  # the optimizer is kept; only the grad scaler follows the precision
+            self.scaler = torch.amp.GradScaler(self.dls.device.type) if precision == "16-mixed" else None
+        return self
+
     def _index_cbs(self) -> None:
         self.cbs.sort(key=lambda c: c.order)
         self._by_event = {e: [c for c in self.cbs if getattr(type(c), e, None) is not None] for e in EVENTS}
