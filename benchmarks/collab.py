@@ -17,20 +17,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import time
-import traceback
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from _common import Stopwatch, env_report, fmt_ratio, fmt_seconds, median, print_env, print_table, set_threads
+from _common import (
+    Stopwatch,
+    adamw_one_cycle,
+    env_report,
+    fmt_ratio,
+    fmt_seconds,
+    judged,
+    median,
+    print_env,
+    print_table,
+    run_rotating,
+    set_threads,
+)
 from torch import nn
 
 GOAL_RATIO = 1.1
 CONTENDERS = ("plain", "ember", "fastai")
+FIGURES = ("prep", "fit", "cpu", "mse")  # what a run returns: prep and fit seconds, fit CPU seconds, valid MSE
 
 
 class DotBias(nn.Module):
@@ -50,7 +63,7 @@ class DotBias(nn.Module):
         return torch.sigmoid(r) * (self.high - self.low) + self.low
 
 
-def run_plain(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> tuple[float, float, float, float]:
+def run_plain(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     """Encode with pandas, then an idiomatic loop: shuffled index slices of tensors, AdamW + OneCycleLR."""
     watch = Stopwatch()
     users, uvocab = pd.factorize(df["user"], sort=True)
@@ -66,13 +79,7 @@ def run_plain(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace)
     cpu0 = time.process_time()
     bs, n = args.bs, len(xt)
     steps = n // bs
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=args.lr / 25, betas=(0.9, 0.99), eps=1e-5, weight_decay=args.wd, fused=True
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps, pct_start=0.25, base_momentum=0.85, max_momentum=0.95,
-        div_factor=25.0, final_div_factor=1e5 / 25.0,
-    )  # fmt: skip
+    opt, sched = adamw_one_cycle(model, args.lr, args.epochs * steps, weight_decay=args.wd, fused=True)
     mse = float("nan")
     for _ in range(args.epochs):
         model.train()
@@ -90,10 +97,10 @@ def run_plain(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace)
             for s in range(0, len(xv), 2 * bs):
                 total += F.mse_loss(model(xv[s : s + 2 * bs]), yv[s : s + 2 * bs], reduction="sum")
         mse = total.item() / len(xv)
-    return prep, watch.lap(), time.process_time() - cpu0, mse
+    return {"prep": prep, "fit": watch.lap(), "cpu": time.process_time() - cpu0, "mse": mse}
 
 
-def run_ember(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> tuple[float, float, float, float]:
+def run_ember(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     from ember.collab import CollabDataLoaders, collab_learner
 
     watch = Stopwatch()
@@ -105,10 +112,11 @@ def run_ember(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace)
     with learn.no_bar():
         learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
     fit = watch.lap()
-    return prep, fit, time.process_time() - cpu0, float(learn.recorder.last_validation[0])
+    mse = float(learn.recorder.last_validation[0])
+    return {"prep": prep, "fit": fit, "cpu": time.process_time() - cpu0, "mse": mse}
 
 
-def run_fastai(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> tuple[float, float, float, float]:
+def run_fastai(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
     from fastai.collab import TabularCollab
     from fastai.collab import collab_learner as fa_collab_learner
     from fastai.data.block import TransformBlock
@@ -127,13 +135,22 @@ def run_fastai(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd)
     fit = watch.lap()
-    return prep, fit, time.process_time() - cpu0, float(learn.recorder.values[-1][1])
+    mse = float(learn.recorder.values[-1][1])
+    return {"prep": prep, "fit": fit, "cpu": time.process_time() - cpu0, "mse": mse}
 
 
 def _ember_valid_idx(n: int, args: argparse.Namespace) -> np.ndarray:
     from ember.tabular.data import random_split_idx
 
     return random_split_idx(n, args.valid_pct, args.seed)[1]
+
+
+def _run_line(r: int, name: str, res: dict[str, float]) -> str:
+    """The line printed after each timed run."""
+    return (
+        f"run {r + 1}: {name:6s} prep {res['prep']:6.2f} s  fit {res['fit']:7.2f} s (cpu {res['cpu']:7.2f} s)  "
+        f"valid MSE {res['mse']:.4f}"
+    )
 
 
 def main() -> None:
@@ -167,35 +184,10 @@ def main() -> None:
     for name in CONTENDERS:
         with contextlib.suppress(Exception), contextlib.redirect_stderr(io.StringIO()):
             runners[name](small, small_valid, warm)
-    preps: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    times: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    cpus: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    mses: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    missing: dict[str, str] = {}
-    for r in range(args.runs):
-        order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]  # rotate, so no contender always runs first
-        for name in order:
-            if name in missing:
-                continue
-            torch.manual_seed(args.seed + r)
-            try:
-                with contextlib.redirect_stderr(io.StringIO()):
-                    prep, t, cpu, mse = runners[name](df, valid_idx, args)
-            except ImportError as e:
-                missing[name] = f"not installed ({e.name})"
-                continue
-            except Exception:  # report and go on: one broken contender must not hide the others
-                missing[name] = "failed"
-                traceback.print_exc()
-                continue
-            preps[name].append(prep)
-            times[name].append(t)
-            cpus[name].append(cpu)
-            mses[name].append(mse)
-            print(
-                f"run {r + 1}: {name:6s} prep {prep:6.2f} s  fit {t:7.2f} s (cpu {cpu:7.2f} s)  valid MSE {mse:.4f}",
-                flush=True,
-            )
+    timed = {name: functools.partial(runners[name], df, valid_idx, args) for name in CONTENDERS}
+    results, missing = run_rotating(timed, args.runs, args.seed, _run_line)
+    # Each figure's values, per contender.
+    preps, times, cpus, mses = ({k: [res[key] for res in v] for k, v in results.items()} for key in FIGURES)
     rows = []
     for name in CONTENDERS:
         if name in missing:
@@ -224,8 +216,7 @@ def main() -> None:
         rows,
     )
     ratio = median(times["ember"]) / median(times["plain"]) if times["ember"] and times["plain"] else float("nan")
-    verdict = "OK" if ratio <= GOAL_RATIO else "ABOVE GOAL"
-    print(f"judged: ember/plain fit time = {ratio:.3f} (goal <= {GOAL_RATIO}): {verdict}")
+    print(judged("ember/plain fit time", ratio, GOAL_RATIO))
     if cpus["ember"] and cpus["plain"]:
         # CPU seconds of this process: the steadier figure when other work shares the machine.
         print(f"        ember/plain fit CPU time = {median(cpus['ember']) / median(cpus['plain']):.3f}")

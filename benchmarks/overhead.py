@@ -16,29 +16,33 @@ Judged figure: ``ember/plain`` seconds per epoch (goal: at most 1.03).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import functools
 import random
 import sys
-import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from _common import (
+    ContenderStatus,
+    EpochTimes,
     Stopwatch,
+    adamw_one_cycle,
     env_report,
+    fastai_skip_reason,
+    fit_plain,
     fmt_ratio,
     fmt_seconds,
+    goal_verdict,
     median,
-    package_version,
     print_env,
     print_table,
+    rotations,
     set_threads,
+    valid_accuracy,
 )
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -166,12 +170,6 @@ Runner = Callable[[nn.Module, Data, int, float], RunResult]
 PLAIN_OPT = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
-def _sync(device: torch.device) -> None:
-    # Wait for queued GPU work so that a timestamp means what it says (a no-op on the CPU).
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_plain(model: nn.Module, data: Data, epochs: int, lr_max: float, opt_impl: str = "default") -> RunResult:
     """An idiomatic hand-written loop: AdamW + OneCycleLR, no host sync per batch.
 
@@ -179,85 +177,19 @@ def run_plain(model: nn.Module, data: Data, epochs: int, lr_max: float, opt_impl
         opt_impl: a key of :data:`PLAIN_OPT`.
     """
     fit_watch = Stopwatch()
-    device = data.device
-    model.to(device)
+    model.to(data.device)
     train_dl, valid_dl = data.torch_loaders()
-    # Same hyper-parameters as fastai's and ember's defaults: decoupled weight decay 0.01, betas
-    # (0.9, 0.99), eps 1e-5.
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=lr_max / 25, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, **PLAIN_OPT[opt_impl]
-    )
-    # OneCycleLR drives beta1 as the momentum (0.95 -> 0.85 -> 0.95). Its last lr is
-    # initial_lr / final_div_factor = lr_max / (25 * final_div_factor); fastai and ember end at
-    # lr_max / 1e5, hence 1e5 / 25.
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=lr_max,
-        total_steps=epochs * len(train_dl),
-        pct_start=0.25,
-        anneal_strategy="cos",
-        cycle_momentum=True,
-        base_momentum=0.85,
-        max_momentum=0.95,
-        div_factor=25.0,
-        final_div_factor=1e5 / 25.0,
-        three_phase=False,
-    )
-    epoch_times: list[float] = []
-    accuracy = float("nan")
-    _sync(device)
-    watch = Stopwatch()
-    for _ in range(epochs):
-        model.train()
-        train_loss = torch.zeros((), device=device)
-        for xb, yb in train_dl:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            train_loss += loss.detach()
-        model.eval()
-        valid_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        n = 0
-        with torch.no_grad():
-            for xb, yb in valid_dl:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                out = model(xb)  # (B, 10)
-                valid_loss += F.cross_entropy(out, yb, reduction="sum")
-                correct += (out.argmax(dim=1) == yb).sum()
-                n += yb.shape[0]
-        # One sync per epoch: the figures a user would print.
-        _ = train_loss.item() / len(train_dl), valid_loss.item() / n
-        accuracy = correct.item() / n
-        epoch_times.append(watch.lap())
-    return RunResult(epoch_times, watch.cpu_laps, fit_watch.total(), accuracy)
+    opt, sched = adamw_one_cycle(model, lr_max, epochs * len(train_dl), **PLAIN_OPT[opt_impl])
+    epoch_times, cpu_epoch_times, accuracy = fit_plain(model, train_dl, valid_dl, opt, sched, epochs, data.device)
+    return RunResult(epoch_times, cpu_epoch_times, fit_watch.total(), accuracy)
 
 
-class _EpochTimes:
-    """Timestamps at the start of the first epoch and at the end of each epoch (shared by the
-    ember and fastai timing callbacks, which run after every other callback)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: list[float] = []
-        self.watch: Stopwatch | None = None
-
-    def start(self) -> None:
-        if self.watch is None:
-            _sync(self.device)
-            self.watch = Stopwatch()
-
-    def lap(self) -> None:
-        _sync(self.device)
-        assert self.watch is not None, "an epoch ended before one began"
-        self.times.append(self.watch.lap())
-
-    @property
-    def cpu_times(self) -> list[float]:
-        return self.watch.cpu_laps if self.watch is not None else []
+def _fit_learner(learn: Any, callback: type, data: Data, epochs: int, lr_max: float, fit_watch: Stopwatch) -> RunResult:
+    """``fit_one_cycle`` with an epoch timer (`callback`: the Learner's Callback class), then a validation pass."""
+    timer = EpochTimes(data.device)
+    learn.fit_one_cycle(epochs, lr_max, cbs=[timer.callback(callback)])
+    fit_time = fit_watch.total()
+    return RunResult(timer.times, timer.cpu_times, fit_time, valid_accuracy(learn))
 
 
 def make_ember_runner() -> Runner:
@@ -267,29 +199,12 @@ def make_ember_runner() -> Runner:
     from ember.learner.callback import Callback
     from ember.metrics import accuracy
 
-    class EpochTimer(Callback):
-        order = 10_000  # after the recorder and the progress bar
-
-        def __init__(self, timer: _EpochTimes) -> None:
-            self.timer = timer
-
-        def before_epoch(self) -> None:
-            self.timer.start()
-
-        def after_epoch(self) -> None:
-            self.timer.lap()
-
     def run_ember(model: nn.Module, data: Data, epochs: int, lr_max: float) -> RunResult:
         fit_watch = Stopwatch()
         train_dl, valid_dl = data.torch_loaders()
         dls = DataLoaders(train_dl, valid_dl, device=data.device)
         learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
-        timer = _EpochTimes(data.device)
-        learn.fit_one_cycle(epochs, lr_max, cbs=[EpochTimer(timer)])
-        fit_time = fit_watch.total()
-        with _no_bar(learn):
-            acc = float(learn.validate()[-1])
-        return RunResult(timer.times, timer.cpu_times, fit_time, acc)
+        return _fit_learner(learn, Callback, data, epochs, lr_max, fit_watch)
 
     return run_ember
 
@@ -311,18 +226,6 @@ def make_fastai_runner(loader: str) -> Runner:
     from fastai.vision.all import TfmdDL
     from fastai.vision.all import accuracy as fastai_accuracy
 
-    class EpochTimer(FastaiCallback):
-        order = 10_000
-
-        def __init__(self, timer: _EpochTimes) -> None:
-            self.timer = timer
-
-        def before_epoch(self) -> None:
-            self.timer.start()
-
-        def after_epoch(self) -> None:
-            self.timer.lap()
-
     def build_dls(data: Data) -> Any:
         if loader == "torch":
             if data.device.type != "cpu":
@@ -340,41 +243,24 @@ def make_fastai_runner(loader: str) -> Runner:
         fit_watch = Stopwatch()
         dls = build_dls(data)
         learn = FastaiLearner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=fastai_accuracy)
-        timer = _EpochTimes(data.device)
-        learn.fit_one_cycle(epochs, lr_max, cbs=[EpochTimer(timer)])
-        fit_time = fit_watch.total()
-        with _no_bar(learn):
-            acc = float(learn.validate()[-1])
-        return RunResult(timer.times, timer.cpu_times, fit_time, acc)
+        return _fit_learner(learn, FastaiCallback, data, epochs, lr_max, fit_watch)
 
     return run_fastai
-
-
-def _no_bar(learn: Any) -> contextlib.AbstractContextManager:
-    no_bar = getattr(learn, "no_bar", None)
-    return no_bar() if callable(no_bar) else contextlib.nullcontext()
 
 
 # --- the harness -----------------------------------------------------------------------------------
 
 
 @dataclass
-class Tally:
+class Tally(ContenderStatus):
     """Every figure one contender produced, or why it did not run."""
 
-    name: str
     runner: Runner | None = None
-    skipped: str | None = None
-    failed: str | None = None
     epoch_times: list[float] = field(default_factory=list)
     cpu_epoch_times: list[float] = field(default_factory=list)
     first_epochs: list[float] = field(default_factory=list)
     fit_times: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.runner is not None and self.failed is None
 
     def add(self, r: RunResult) -> None:
         self.epoch_times += r.epoch_times
@@ -399,37 +285,23 @@ def build_tallies(args: argparse.Namespace) -> dict[str, Tally]:
         tallies["ember"].runner = make_ember_runner()
     except ImportError as e:
         tallies["ember"].skipped = f"ember's Learner is not available yet ({e})"
-    if args.no_fastai:
-        tallies["fastai"].skipped = "skipped (--no-fastai)"
-    elif package_version("fastai") is None:
-        tallies["fastai"].skipped = "not installed (make bench-env)"
-    else:
-        try:
-            tallies["fastai"].runner = make_fastai_runner(args.fastai_data)
-        except ImportError as e:
-            tallies["fastai"].skipped = f"fastai failed to import ({e})"
+    tallies["fastai"].skipped = fastai_skip_reason(args.no_fastai)
+    if tallies["fastai"].skipped is None:
+        tallies["fastai"].runner = make_fastai_runner(args.fastai_data)
     return tallies
-
-
-def rotations(names: list[str], runs: int) -> Iterator[list[str]]:
-    """Run r starts with contender r (mod count), so no contender always goes first or last."""
-    for r in range(runs):
-        k = r % len(names)
-        yield names[k:] + names[:k]
 
 
 def run_one(tally: Tally, init: dict[str, torch.Tensor], data: Data, epochs: int, lr: float, threads: int) -> None:
     """Train one contender once from the shared initial weights; a failure marks it failed."""
-    assert tally.runner is not None
+    runner = tally.runner
+    assert runner is not None
     set_threads(threads)  # a library may have changed it; every contender gets the same count
     torch.manual_seed(data.seed)
     model = make_model()
     model.load_state_dict(copy.deepcopy(init))
-    try:
-        tally.add(tally.runner(model, data, epochs, lr))
-    except Exception as e:  # report and carry on: the other contenders' figures still count
-        traceback.print_exc()
-        tally.failed = f"{type(e).__name__}: {e}"
+    result = tally.guarded(lambda: runner(model, data, epochs, lr))
+    if result is not None:
+        tally.add(result)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -504,8 +376,7 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
     rows, notes = [], []
     for t in tallies.values():
         if not t.ok:
-            short = "failed" if t.failed else "not installed" if "not installed" in (t.skipped or "") else "skipped"
-            rows.append([t.name, "–", "–", "–", "–", "–", short])
+            rows.append([t.name, "–", "–", "–", "–", "–", t.short])
             notes.append(f"{t.name}: {t.failed or t.skipped}")
             continue
         rows.append(
@@ -531,9 +402,7 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
 
     for attr, what in (("s_per_epoch", "s/epoch    "), ("cpu_s_per_epoch", "cpu s/epoch")):
         plain, ember, fastai = (figure(n, attr) for n in CONTENDERS)
-        verdict = ""
-        if attr == "s_per_epoch" and ember == ember and plain == plain:
-            verdict = f"   goal <= {GOAL_RATIO}: " + ("met" if ember / plain <= GOAL_RATIO else "missed")
+        verdict = goal_verdict(ember, plain, GOAL_RATIO) if attr == "s_per_epoch" else ""
         print(f"ember/plain  {what}: {fmt_ratio(ember, plain)}{verdict}")
         print(f"fastai/plain {what}: {fmt_ratio(fastai, plain)}")
         print(f"ember/fastai {what}: {fmt_ratio(ember, fastai)}")

@@ -20,16 +20,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import time
-import traceback
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from _common import Stopwatch, env_report, fmt_ratio, fmt_seconds, median, print_env, print_table, set_threads
+from _common import (
+    Stopwatch,
+    adamw_one_cycle,
+    env_report,
+    fmt_ratio,
+    fmt_seconds,
+    judged,
+    median,
+    print_env,
+    print_table,
+    run_rotating,
+    set_threads,
+)
 from torch import nn
 
 GOAL_FIT, GOAL_PREP = 1.05, 0.5
@@ -115,13 +127,7 @@ def run_plain(df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace)
     cpu0 = time.process_time()
     bs, n = args.bs, len(yt)
     steps = n // bs
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=args.lr / 25, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, fused=True
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps, pct_start=0.25, base_momentum=0.85, max_momentum=0.95,
-        div_factor=25.0, final_div_factor=1e5 / 25.0,
-    )  # fmt: skip
+    opt, sched = adamw_one_cycle(model, args.lr, args.epochs * steps, fused=True)
     acc = float("nan")
     for _ in range(args.epochs):
         model.train()
@@ -188,31 +194,16 @@ PENGUIN_COLS = (["island", "sex"], ["bill_length_mm", "bill_depth_mm", "flipper_
 def _run_all(
     runners: dict[str, Callable], df: pd.DataFrame, valid_idx: np.ndarray, args: argparse.Namespace, label: str
 ) -> dict[str, list[dict[str, float]]]:
-    results: dict[str, list[dict[str, float]]] = {k: [] for k in runners}
-    missing: dict[str, str] = {}
-    for r in range(args.runs):
-        names = list(runners)
-        order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no contender always runs first
-        for name in order:
-            if name in missing:
-                continue
-            torch.manual_seed(args.seed + r)
-            try:
-                with contextlib.redirect_stderr(io.StringIO()):
-                    res = runners[name](df, valid_idx, args)
-            except ImportError as e:
-                missing[name] = f"not installed ({e.name})"
-                continue
-            except Exception:  # report and go on: one broken contender must not hide the others
-                missing[name] = "failed"
-                traceback.print_exc()
-                continue
-            results[name].append(res)
-            print(
-                f"{label} run {r + 1}: {name:6s} prep {res['prep']:6.2f} s  fit {res['fit']:7.2f} s "
-                f"(cpu {res['cpu']:7.2f} s)  accuracy {res['acc']:.4f}",
-                flush=True,
-            )
+    """Every contender `args.runs` times in a rotating order; a missing one's list holds ``{"missing": why}``."""
+
+    def line(r: int, name: str, res: dict[str, float]) -> str:
+        return (
+            f"{label} run {r + 1}: {name:6s} prep {res['prep']:6.2f} s  fit {res['fit']:7.2f} s "
+            f"(cpu {res['cpu']:7.2f} s)  accuracy {res['acc']:.4f}"
+        )
+
+    timed = {name: functools.partial(fn, df, valid_idx, args) for name, fn in runners.items()}
+    results, missing = run_rotating(timed, args.runs, args.seed, line)
     for name, why in missing.items():
         results[name] = [{"missing": why}]  # type: ignore[dict-item]
     return results
@@ -279,14 +270,11 @@ def main() -> None:
         ],
         rows,
     )
-    fit_ratio = _med(res["ember"], "fit") / _med(plain, "fit")
-    verdict = "OK" if fit_ratio <= GOAL_FIT else "ABOVE GOAL"
-    print(f"judged: ember/plain fit time = {fit_ratio:.3f} (goal <= {GOAL_FIT}): {verdict}")
+    print(judged("ember/plain fit time", _med(res["ember"], "fit") / _med(plain, "fit"), GOAL_FIT))
     print(f"        ember/plain fit CPU time = {_med(res['ember'], 'cpu') / _med(plain, 'cpu'):.3f}")
     if "missing" not in fa[0]:
         prep_ratio = _med(res["ember"], "prep") / _med(fa, "prep")
-        verdict = "OK" if prep_ratio <= GOAL_PREP else "ABOVE GOAL"
-        print(f"judged: ember/fastai preprocessing time = {prep_ratio:.3f} (goal <= {GOAL_PREP}): {verdict}")
+        print(judged("ember/fastai preprocessing time", prep_ratio, GOAL_PREP))
 
     if args.no_penguins:
         return

@@ -33,7 +33,6 @@ import copy
 import random
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,18 +40,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _common import (
+    ContenderStatus,
+    EpochTimes,
     Stopwatch,
+    adamw_one_cycle,
     cpu_count,
     env_report,
+    fastai_skip_reason,
+    fit_plain,
     fmt_ratio,
     fmt_seconds,
+    goal_verdict,
     median,
-    package_version,
     print_env,
     print_table,
+    rotations,
     set_threads,
+    sync,
+    valid_accuracy,
 )
 from torch import nn
 
@@ -108,31 +114,6 @@ def make_model() -> nn.Module:
     return mnist_resnet(n_out=10, width=2)
 
 
-def _sync(device: torch.device) -> None:
-    # Wait for queued GPU work so that a timestamp means what it says (a no-op on the CPU).
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class EpochTimes:
-    """Timestamps at the start of the first epoch and at the end of each one (shared by the timing callbacks)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: list[float] = []
-        self.watch: Stopwatch | None = None
-
-    def start(self) -> None:
-        if self.watch is None:
-            _sync(self.device)
-            self.watch = Stopwatch()
-
-    def lap(self) -> None:
-        _sync(self.device)
-        assert self.watch is not None, "an epoch ended before one began"
-        self.times.append(self.watch.lap())
-
-
 @dataclass
 class RunResult:
     """One training run: seconds to build the loaders, each epoch's seconds, and the final accuracy."""
@@ -140,6 +121,13 @@ class RunResult:
     build: float  # building the loaders from the folder (ember: includes decoding every image into its cache)
     epochs: list[float]  # wall seconds per epoch, training + validation
     accuracy: float
+
+
+def fit_learner(learn: Any, callback: type, cfg: Config, build: float) -> RunResult:
+    """``fit_one_cycle`` with an epoch timer (`callback`: the Learner's Callback class), then a validation pass."""
+    timer = EpochTimes(cfg.device)
+    learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=[timer.callback(callback)])
+    return RunResult(build, timer.times, valid_accuracy(learn))
 
 
 # --- ember -----------------------------------------------------------------------------------------
@@ -172,27 +160,11 @@ def run_ember(model: nn.Module, cfg: Config) -> RunResult:
     from ember.learner.callback import Callback
     from ember.metrics import accuracy
 
-    class EpochTimer(Callback):
-        order = 10_000  # after the recorder and the progress bar
-
-        def __init__(self, timer: EpochTimes) -> None:
-            self.timer = timer
-
-        def before_epoch(self) -> None:
-            self.timer.start()
-
-        def after_epoch(self) -> None:
-            self.timer.lap()
-
     watch = Stopwatch()
     dls = ember_dataloaders(cfg)
     build = watch.lap()
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy)
-    timer = EpochTimes(cfg.device)
-    learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=[EpochTimer(timer)])
-    with learn.no_bar():
-        acc = float(learn.validate()[-1])
-    return RunResult(build, timer.times, acc)
+    return fit_learner(learn, Callback, cfg, build)
 
 
 # --- fastai ----------------------------------------------------------------------------------------
@@ -242,27 +214,11 @@ def run_fastai(model: nn.Module, cfg: Config) -> RunResult:
     from fastai.vision.all import Learner as FastaiLearner
     from fastai.vision.all import accuracy as fastai_accuracy
 
-    class EpochTimer(FastaiCallback):
-        order = 10_000
-
-        def __init__(self, timer: EpochTimes) -> None:
-            self.timer = timer
-
-        def before_epoch(self) -> None:
-            self.timer.start()
-
-        def after_epoch(self) -> None:
-            self.timer.lap()
-
     watch = Stopwatch()
     dls = fastai_dataloaders(cfg)
     build = watch.lap()
     learn = FastaiLearner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=fastai_accuracy)
-    timer = EpochTimes(cfg.device)
-    learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=[EpochTimer(timer)])
-    with learn.no_bar():
-        acc = float(learn.validate()[-1])
-    return RunResult(build, timer.times, acc)
+    return fit_learner(learn, FastaiCallback, cfg, build)
 
 
 # --- plain PyTorch + torchvision -------------------------------------------------------------------
@@ -313,55 +269,13 @@ def run_torch(model: nn.Module, cfg: Config) -> RunResult:
     watch = Stopwatch()
     train_dl, valid_dl = torch_loaders(cfg)
     build = watch.lap()
-    device = cfg.device
-    model.to(device)
-    # The hyper-parameters ember and fastai use by default: decoupled weight decay 0.01, betas (0.9, 0.99), eps 1e-5.
-    opt_kw: dict[str, Any] = {"lr": cfg.lr / 25, "betas": (0.9, 0.99), "eps": 1e-5, "weight_decay": 0.01}
+    model.to(cfg.device)
+    total_steps = cfg.epochs * len(train_dl)
     try:
-        opt = torch.optim.AdamW(model.parameters(), fused=True, **opt_kw)
+        opt, sched = adamw_one_cycle(model, cfg.lr, total_steps, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        opt = torch.optim.AdamW(model.parameters(), foreach=True, **opt_kw)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=cfg.lr,
-        total_steps=cfg.epochs * len(train_dl),
-        pct_start=0.25,
-        anneal_strategy="cos",
-        cycle_momentum=True,
-        base_momentum=0.85,
-        max_momentum=0.95,
-        div_factor=25.0,
-        final_div_factor=1e5 / 25.0,  # ends at lr_max / 1e5, like ember and fastai
-    )
-    times: list[float] = []
-    acc = float("nan")
-    _sync(device)
-    epoch_watch = Stopwatch()
-    for _ in range(cfg.epochs):
-        model.train()
-        train_loss = torch.zeros((), device=device)
-        for xb, yb in train_dl:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            train_loss += loss.detach()
-        model.eval()
-        valid_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        n = 0
-        with torch.no_grad():
-            for xb, yb in valid_dl:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                out = model(xb)  # (B, 10)
-                valid_loss += F.cross_entropy(out, yb, reduction="sum")
-                correct += (out.argmax(dim=1) == yb).sum()
-                n += yb.shape[0]
-        _ = train_loss.item() / len(train_dl), valid_loss.item() / max(n, 1)  # what a user prints
-        acc = correct.item() / max(n, 1)
-        times.append(epoch_watch.lap())
+        opt, sched = adamw_one_cycle(model, cfg.lr, total_steps, foreach=True)
+    times, _, acc = fit_plain(model, train_dl, valid_dl, opt, sched, cfg.epochs, cfg.device)
     return RunResult(build, times, acc)
 
 
@@ -373,7 +287,7 @@ def _count(batches: Iterator[Any], device: torch.device) -> int:
     n = 0
     for batch in batches:
         n += int(batch[0].shape[0])
-    _sync(device)
+    sync(device)
     return n
 
 
@@ -441,21 +355,14 @@ PIPES: dict[str, Callable[[Config], dict[str, float]]] = {
 
 
 @dataclass
-class Tally:
+class Tally(ContenderStatus):
     """Every figure one contender produced, or why it did not run."""
 
-    name: str
-    skipped: str | None = None
-    failed: str | None = None
     builds: list[float] = field(default_factory=list)
     first_epochs: list[float] = field(default_factory=list)
     steady_epochs: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     pipes: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.skipped is None and self.failed is None
 
     def add(self, r: RunResult) -> None:
         self.builds.append(r.build)
@@ -470,23 +377,6 @@ class Tally:
 
     def pipe(self, key: str) -> float:
         return median(self.pipes.get(key, []))
-
-
-def rotations(names: list[str], runs: int) -> Iterator[list[str]]:
-    """Run r starts with contender r (mod count), so no contender always goes first or last."""
-    for r in range(runs):
-        k = r % len(names)
-        yield names[k:] + names[:k]
-
-
-def guarded(tally: Tally, fn: Callable[[], Any]) -> Any:
-    """Call `fn`; a failure marks the contender failed (its traceback printed) and the others carry on."""
-    try:
-        return fn()
-    except Exception as e:
-        traceback.print_exc()
-        tally.failed = f"{type(e).__name__}: {e}"
-        return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -529,15 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_workers=args.torch_workers,
     )
     tallies = {name: Tally(name) for name in CONTENDERS}
-    if args.no_fastai:
-        tallies["fastai"].skipped = "skipped (--no-fastai)"
-    elif package_version("fastai") is None:
-        tallies["fastai"].skipped = "not installed (make bench-env)"
-    else:
-        try:
-            import fastai.vision.all  # noqa: F401 (the import a fastai user writes)
-        except ImportError as e:
-            tallies["fastai"].skipped = f"fastai failed to import ({e})"
+    tallies["fastai"].skipped = fastai_skip_reason(args.no_fastai)
     active = [n for n, t in tallies.items() if t.ok]
 
     n_train = len(EveryNth(cfg.every, lambda p: sorted(p.rglob("*.png")))(cfg.path / "training"))
@@ -562,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         warm.every, warm.epochs = max(cfg.every, 20), 1
         for name in active:
             print(f"\n== warm-up: {name}", flush=True)
-            guarded(tallies[name], lambda name=name: train_once(name, init, warm, threads))
+            tallies[name].guarded(lambda name=name: train_once(name, init, warm, threads))
         for r, order in enumerate(rotations(active, args.runs)):
             for name in order:
                 if tallies[name].ok:
                     print(f"\n== training run {r + 1}/{args.runs}: {name}", flush=True)
-                    res = guarded(tallies[name], lambda name=name: train_once(name, init, cfg, threads))
+                    res = tallies[name].guarded(lambda name=name: train_once(name, init, cfg, threads))
                     if res is not None:
                         tallies[name].add(res)
 
@@ -578,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"== pipeline run {r + 1}/{args.runs}: {name}", flush=True)
                     set_threads(threads)
                     seed_everything(args.seed)
-                    res = guarded(tallies[name], lambda name=name: PIPES[name](cfg))
+                    res = tallies[name].guarded(lambda name=name: PIPES[name](cfg))
                     for key, v in (res or {}).items():
                         tallies[name].pipes.setdefault(key, []).append(v)
 
@@ -595,19 +477,13 @@ def train_once(name: str, init: dict[str, torch.Tensor], cfg: Config, threads: i
     return TRAINERS[name](model, cfg)
 
 
-def _short(t: Tally) -> str:
-    if t.failed:
-        return "failed"
-    return "not installed" if "not installed" in (t.skipped or "") else "skipped"
-
-
 def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
     notes = [f"{t.name}: {t.failed or t.skipped}" for t in tallies.values() if not t.ok]
     if not args.no_train:
         rows = []
         for t in tallies.values():
             if not t.ok:
-                rows.append([t.name, "–", "–", "–", "–", "–", _short(t)])
+                rows.append([t.name, "–", "–", "–", "–", "–", t.short])
                 continue
             rows.append(
                 [
@@ -629,7 +505,7 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
         rows = []
         for t in tallies.values():
             if not t.ok:
-                rows.append([t.name, "–", "–", _short(t)])
+                rows.append([t.name, "–", "–", t.short])
                 continue
             if t.name == "ember":
                 rows.append(["ember (cache)", f"{t.pipe('first'):.0f}", f"{t.pipe('steady'):.0f}", "first: cold cache"])
@@ -656,11 +532,8 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
     nan = float("nan")
     if not args.no_train:
         e, f = (em.steady if em.ok else nan), (fa.steady if fa.ok else nan)
-        verdict = ""
-        if e == e and f == f:
-            acc_e, acc_f = median(em.accuracies), median(fa.accuracies)
-            ok = e / f <= EPOCH_GOAL and acc_e >= acc_f - ACC_TOL
-            verdict = f"   goal <= {EPOCH_GOAL} with accuracy no worse (-{ACC_TOL}): " + ("met" if ok else "missed")
+        acc_ok = median(em.accuracies) >= median(fa.accuracies) - ACC_TOL
+        verdict = goal_verdict(e, f, EPOCH_GOAL, condition=f" with accuracy no worse (-{ACC_TOL})", also=acc_ok)
         print(f"ember/fastai steady s/epoch: {fmt_ratio(e, f)}{verdict}")
         e1, f1 = (median(em.first_epochs) if em.ok else nan), (median(fa.first_epochs) if fa.ok else nan)
         print(f"ember/fastai first epoch s : {fmt_ratio(e1, f1)}")
@@ -673,9 +546,7 @@ def report(tallies: dict[str, Tally], args: argparse.Namespace) -> None:
         print(f"valid accuracy: ember {acc['ember']}, fastai {acc['fastai']}, torch {acc['torch']}")
     if not args.no_pipeline:
         e, f = (em.pipe("steady") if em.ok else nan), (fa.pipe("steady") if fa.ok else nan)
-        verdict = ""
-        if e == e and f == f:
-            verdict = f"   goal >= {PIPE_GOAL}: " + ("met" if e / f >= PIPE_GOAL else "missed")
+        verdict = goal_verdict(e, f, PIPE_GOAL, at_least=True)
         print(f"ember/fastai steady img/s  : {fmt_ratio(e, f)}{verdict}")
         e1, f1 = (em.pipe("first") if em.ok else nan), (fa.pipe("first") if fa.ok else nan)
         print(f"ember/fastai first pass img/s (ember from a cold cache): {fmt_ratio(e1, f1)}")
