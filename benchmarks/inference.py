@@ -40,7 +40,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from _common import (
     package_version,
     print_env,
     print_table,
+    rotations,
     set_threads,
 )
 
@@ -252,13 +253,6 @@ def fastai_contenders(learn: Any, loaded: Any) -> list[Contender]:
         Contender("fastai get_preds(test_dl)", "fastai", get_preds, vocab),
         Contender("fastai loaded get_preds", "fastai", loaded_get_preds, [str(v) for v in loaded.dls.vocab]),
     ]
-
-
-def rotations(items: list[Any], runs: int) -> Iterator[list[Any]]:
-    """Run r starts with item r (mod count), so no contender always goes first or last."""
-    for r in range(runs):
-        k = r % len(items)
-        yield items[k:] + items[:k]
 
 
 def run_one(c: Contender, paths: list[Path], threads: int, timed: bool = True) -> None:
