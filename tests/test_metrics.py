@@ -387,3 +387,89 @@ def test_as_metric_passes_through_and_wraps() -> None:
 def test_bad_metric_is_a_config_error(bad: object) -> None:
     with pytest.raises(ConfigError, match="Expected `metric`"):
         as_metric(bad)
+
+
+# --- segmentation ---------------------------------------------------------------------------------------------------
+
+
+def seg_logits(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Scores (B, C, H, W) whose argmax over axis 1 is `labels` (B, H, W)."""
+    return torch.nn.functional.one_hot(labels, n_classes).permute(0, 3, 1, 2).float() * 4 - 2
+
+
+def test_segmentation_metrics_by_hand() -> None:
+    from ember.metrics import Dice, DiceMulti, JaccardCoeff, foreground_acc
+
+    pred = torch.tensor([[[0, 1, 2], [1, 1, 0]]])  # (1, 2, 3)
+    targ = torch.tensor([[[0, 1, 2], [0, 2, 2]]])
+    logits = seg_logits(pred, 3)
+    # foreground pixels (target != 0): positions with targets 1, 2, 2, 2; right on two of them
+    assert foreground_acc(logits, targ).item() == pytest.approx(2 / 4)
+    assert foreground_acc(logits, targ, bkg_idx=2).item() == pytest.approx(2 / 3)  # targets 0, 1, 0
+    # binary: positive = any class but 0. P = 4 pixels, T = 4 pixels, both on 3
+    assert run(Dice(), [(logits, targ)]) == pytest.approx(2 * 3 / 8)
+    assert run(JaccardCoeff(), [(logits, targ)]) == pytest.approx(3 / 5)
+    # per class: 0: P 2, T 2, both 1 -> 1/2; 1: P 3, T 1, both 1 -> 1/2; 2: P 1, T 3, both 1 -> 1/2
+    assert run(DiceMulti(), [(logits, targ)]) == pytest.approx(0.5)
+    perfect = seg_logits(targ, 3)
+    for m in (Dice(), JaccardCoeff(), DiceMulti()):
+        assert run(m, [(perfect, targ)]) == pytest.approx(1.0)
+    assert foreground_acc(perfect, targ).item() == 1.0
+    assert [as_metric(m).name for m in (foreground_acc, Dice, DiceMulti, JaccardCoeff)] == [
+        "foreground_acc",
+        "dice",
+        "dice_multi",
+        "jaccard_coeff",
+    ]
+
+
+def test_segmentation_metrics_over_two_batches_equal_one_pass() -> None:
+    from ember.metrics import Dice, DiceMulti, JaccardCoeff, foreground_acc
+
+    g = torch.Generator().manual_seed(0)
+    targ = torch.randint(0, 4, (5, 6, 7), generator=g)
+    targ[:3][targ[:3] > 0] = 0  # the first batch is mostly background: batch means would weigh it wrongly
+    targ[0, 0, 0] = 1
+    logits = torch.randn(5, 4, 6, 7, generator=g) + seg_logits(targ, 4) * 0.4
+    for make in (lambda: foreground_acc, Dice, JaccardCoeff, DiceMulti):
+        whole = run(make(), [(logits, targ)])
+        pooled = run(make(), split(logits, targ, [3, 2]))
+        assert pooled == pytest.approx(whole, rel=1e-9), make
+    # and foreground_acc is the set's value, not the mean of the two batch values
+    pred = logits.argmax(1)
+    fg = targ != 0
+    assert run(foreground_acc, split(logits, targ, [3, 2])) == pytest.approx(
+        ((pred == targ) & fg).sum().item() / fg.sum().item()
+    )
+    # DiceMulti by its definition, from the whole set's counts
+    scores = []
+    for c in range(4):
+        p, t = pred == c, targ == c
+        if p.sum() + t.sum():
+            scores.append(2 * (p & t).sum().item() / (p.sum() + t.sum()).item())
+    assert run(DiceMulti, split(logits, targ, [2, 3])) == pytest.approx(sum(scores) / len(scores))
+
+
+def test_segmentation_metrics_edge_cases() -> None:
+    from ember.metrics import Dice, DiceMulti, JaccardCoeff, foreground_acc
+
+    targ = torch.tensor([[[0, 1], [1, -100]]])  # an ignored pixel
+    logits = seg_logits(torch.tensor([[[0, 1], [0, 1]]]), 2)
+    assert foreground_acc(logits, targ).item() == pytest.approx(1 / 2)  # the ignored pixel is not foreground
+    assert run(Dice(), [(logits, targ)]) == pytest.approx(2 * 1 / (1 + 2))  # nor a predicted positive
+    # a single logit channel: positive above 0
+    one = torch.tensor([[[[-1.0, 2.0], [3.0, -4.0]]]])  # (1, 1, 2, 2)
+    assert run(Dice(), [(one, torch.tensor([[[0, 1], [1, 0]]]))]) == pytest.approx(1.0)
+    # nothing positive anywhere, nothing seen, no foreground: nan
+    background = torch.zeros(1, 2, 2, dtype=torch.long)
+    assert math.isnan(run(Dice(), [(seg_logits(background, 2), background)]))
+    assert math.isnan(foreground_acc(seg_logits(background, 2), background).item())
+    for m in (Dice, JaccardCoeff, DiceMulti, foreground_acc):
+        assert math.isnan(run(m, []))
+    # partial keywords reach the set-level foreground accuracy
+    m = as_metric(functools.partial(foreground_acc, bkg_idx=1))
+    assert run(m, [(logits, targ)]) == pytest.approx(1.0)  # the only non-1, non-ignored target (0) is right
+    with pytest.raises(DataError, match="classes"):
+        run(DiceMulti(), [(seg_logits(background, 2), background), (seg_logits(background, 3), background)])
+    with pytest.raises(DataError, match="pred.shape"):
+        run(DiceMulti(), [(torch.randn(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long))])

@@ -42,6 +42,10 @@ __all__ = [
     "F1Score",
     "FBeta",
     "Perplexity",
+    "foreground_acc",
+    "Dice",
+    "DiceMulti",
+    "JaccardCoeff",
 ]
 
 
@@ -238,13 +242,32 @@ class _ExternalMetric(Metric):
         return float(value)
 
 
+def _set_level(func: Callable[..., Any]) -> Metric | None:
+    """The set-level :class:`Metric` that a batch function names in its ``set_metric`` attribute, built with the
+    keywords of any ``functools.partial`` around it; ``None`` when there is none (or the partial binds positions)."""
+    kwargs: dict[str, Any] = {}
+    while isinstance(func, functools.partial):
+        if func.args:
+            return None
+        kwargs = {**func.keywords, **kwargs}  # an outer partial's keywords win
+        func = func.func
+    make = getattr(func, "set_metric", None)
+    if make is None:
+        return None
+    try:
+        return make(**kwargs)
+    except TypeError:  # keywords the set-level version does not take: average the function itself instead
+        return None
+
+
 def as_metric(m: Any) -> Metric:
     """Turn anything accepted as ``metrics=`` into a :class:`Metric`.
 
     * a :class:`Metric` instance is returned as it is; a :class:`Metric` subclass is instantiated;
     * an object with ``update``, ``compute`` and ``reset`` methods (e.g. a ``torchmetrics.Metric``) is adapted: it
       is moved to the predictions' device on its first update and ``compute`` returns ``float(obj.compute())``;
-    * a plain function ``f(pred, targ) -> tensor`` is wrapped in :class:`AvgMetric`.
+    * a plain function ``f(pred, targ) -> tensor`` is wrapped in :class:`AvgMetric`, unless it names an exact
+      set-level version of itself in a ``set_metric`` attribute (as :func:`foreground_acc` does).
 
     Raises:
         ConfigError: for anything else (including a class that is not a :class:`Metric`).
@@ -259,7 +282,8 @@ def as_metric(m: Any) -> Metric:
     if all(callable(getattr(m, attr, None)) for attr in ("update", "compute", "reset")):
         return _ExternalMetric(m)
     if callable(m):
-        return AvgMetric(m)
+        exact = _set_level(m)
+        return exact if exact is not None else AvgMetric(m)
     raise ConfigError(expected(what, "metric", m, hint="For example `metrics=[accuracy, F1Score()]`."))
 
 
@@ -598,3 +622,144 @@ class F1Score(FBeta):
 
     def __init__(self, average: str = "binary", **kwargs: Any) -> None:
         super().__init__(1.0, average=average, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Segmentation: predictions are class scores (B, C, H, W), targets class ids (B, H, W). Pixel counts accumulate on
+# the device; negative targets (an ignore index such as -100) are left out.
+
+
+def _seg_labels(pred: torch.Tensor, targ: torch.Tensor, axis: int, metric: str) -> tuple[torch.Tensor, int]:
+    """Predicted class ids, flattened, and the number of classes: the argmax over `axis`, or for a single output
+    channel the positive class where the logit is above 0."""
+    if pred.ndim == targ.ndim + 1 and pred.shape[axis] == 1:
+        labels, n = (pred.squeeze(axis) > 0).long(), 2
+    else:
+        labels, n = pred.argmax(dim=axis), pred.shape[axis]
+    _check_same_numel(labels, targ, metric)
+    return labels.reshape(-1), n
+
+
+def foreground_acc(inp: torch.Tensor, targ: torch.Tensor, bkg_idx: int = 0, axis: int = 1) -> torch.Tensor:
+    """Pixel accuracy leaving out the background: the fraction of pixels whose target is not `bkg_idx` that the
+    highest-scoring class (over `axis`) gets right.
+
+    ``inp`` are scores ``(B, C, H, W)``, ``targ`` class ids ``(B, H, W)``; pixels with a negative target are left
+    out too. ``nan`` for a batch without foreground. As ``metrics=[foreground_acc]`` it is computed over the whole
+    set (the foreground pixels of every batch pooled), not as a mean of batch values.
+    """
+    pred = inp.argmax(dim=axis)
+    _check_same_numel(pred, targ, "foreground_acc")
+    keep = (targ != bkg_idx) & (targ >= 0)
+    return ((pred == targ) & keep).sum().float() / keep.sum().float()
+
+
+class _ForegroundAcc(_ElementMean):
+    """The set-level :func:`foreground_acc`: correct foreground pixels over all foreground pixels of the set."""
+
+    _default_name = "foreground_acc"
+
+    def __init__(self, bkg_idx: int = 0, axis: int = 1, name: str | None = None) -> None:
+        self.bkg_idx, self.axis = bkg_idx, axis
+        super().__init__(name=name)
+
+    def _values(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = pred.argmax(dim=self.axis)
+        _check_same_numel(labels, targ, self.name)
+        keep = (targ != self.bkg_idx) & (targ >= 0)
+        return ((labels == targ) & keep).sum(), keep.sum()
+
+
+foreground_acc.set_metric = _ForegroundAcc  # type: ignore[attr-defined]
+
+
+class Dice(Metric):
+    """Dice coefficient of a binary segmentation over the whole set: ``2 |P ∩ T| / (|P| + |T|)``.
+
+    ``P`` are the pixels predicted positive and ``T`` those that are: a positive pixel is one of any class but 0
+    (with two classes, class 1). Predictions are scores ``(B, C, H, W)`` (the argmax over `axis` is the class) or a
+    single logit channel ``(B, 1, H, W)`` (positive above 0); targets are class ids ``(B, H, W)``. The counts of
+    every batch are pooled, so the value is that of the whole set; ``nan`` when nothing is positive anywhere.
+
+    Args:
+        axis: the class axis of the predictions.
+    """
+
+    def __init__(self, axis: int = 1, name: str | None = None) -> None:
+        self.axis = axis
+        super().__init__(name=name)
+
+    def reset(self) -> None:
+        self.counts: torch.Tensor | None = None  # (2,): |P ∩ T|, |P| + |T|
+
+    def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
+        targ = targs[0].detach()
+        labels, _ = _seg_labels(pred.detach(), targ, self.axis, self.name)
+        targ = targ.reshape(-1)
+        valid = targ >= 0
+        p, t = (labels != 0) & valid, (targ > 0)
+        batch = torch.stack([(p & t).sum(), p.sum() + t.sum()])
+        self.counts = batch if self.counts is None else self.counts + batch
+
+    def _score(self, inter: float, total: float) -> float:
+        return 2 * inter / total
+
+    def compute(self) -> float:
+        if self.counts is None:
+            return math.nan
+        inter, total = (float(v) for v in self.counts.cpu())
+        return self._score(inter, total) if total > 0 else math.nan
+
+
+class JaccardCoeff(Dice):
+    """Jaccard index (intersection over union) of a binary segmentation over the whole set: ``|P ∩ T| / |P ∪ T|``.
+
+    Positives, predictions and targets as for :class:`Dice`; ``nan`` when nothing is positive anywhere.
+    """
+
+    def _score(self, inter: float, total: float) -> float:
+        return inter / (total - inter)
+
+
+class DiceMulti(Metric):
+    """Dice coefficient of a multi-class segmentation over the whole set, averaged over the classes.
+
+    For each class ``c``, ``2 |P_c ∩ T_c| / (|P_c| + |T_c|)`` from the pixel counts of every batch pooled; the mean
+    is over the classes that appear in the predictions or the targets (a class never seen is left out, not
+    counted as 0 or 1). Predictions are scores ``(B, C, H, W)``, targets class ids ``(B, H, W)``.
+
+    Args:
+        axis: the class axis of the predictions.
+    """
+
+    def __init__(self, axis: int = 1, name: str | None = None) -> None:
+        self.axis = axis
+        super().__init__(name=name)
+
+    def reset(self) -> None:
+        self.counts: torch.Tensor | None = None  # (2, C): |P_c ∩ T_c|, |P_c| + |T_c|
+
+    def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
+        targ = targs[0].detach()
+        labels, n = _seg_labels(pred.detach(), targ, self.axis, self.name)
+        targ = targ.reshape(-1).long()
+        if self.counts is None:
+            self.counts = torch.zeros(2, n, dtype=torch.long, device=labels.device)
+        elif self.counts.shape[1] != n:
+            raise DataError(expected(f"{self.counts.shape[1]} classes, as in earlier batches", "classes", n))
+        # index_add_ into fixed-size counts (no bincount, whose output size would need a sync); targets out of
+        # range get weight 0 rather than being masked out.
+        valid = ((targ >= 0) & (targ < n)).long()
+        t = torch.where(valid.bool(), targ, torch.zeros_like(targ))
+        self.counts[0].index_add_(0, t, valid * (labels == t).long())
+        self.counts[1].index_add_(0, t, valid)
+        self.counts[1].index_add_(0, labels, valid)
+
+    def compute(self) -> float:
+        if self.counts is None:
+            return math.nan
+        inter, total = self.counts.cpu().double()
+        seen = total > 0
+        if not bool(seen.any()):
+            return math.nan
+        return float((2 * inter[seen] / total[seen]).mean())

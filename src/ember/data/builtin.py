@@ -305,3 +305,118 @@ def human_numbers(path: str | os.PathLike | None = None) -> Path:
 
 
 __all__ += ["human_numbers"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# shapes_segmentation: synthetic images of filled shapes, with a mask of class ids each (the segmentation lesson).
+
+_SHAPE_CODES = ("background", "square", "disc", "triangle")
+_SHAPES_DEFAULTS = (120, 64, 0)
+# The mask files' palette, so that an image viewer shows the classes in colour (the pixel values stay the ids).
+_SHAPES_PALETTE = [0, 0, 0, 230, 60, 60, 60, 180, 75, 70, 110, 230]
+
+
+def _draw_shapes(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image ``(size, size, 3)`` uint8 and its mask ``(size, size)`` uint8 of ids into ``_SHAPE_CODES``."""
+    background = rng.uniform(20, 235, 3)
+    image = np.broadcast_to(background, (size, size, 3)).copy()
+    mask = np.zeros((size, size), dtype=np.uint8)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
+    for _ in range(int(rng.integers(1, 4))):
+        cls = int(rng.integers(1, len(_SHAPE_CODES)))
+        r = rng.uniform(0.1, 0.22) * size
+        # the shapes have about the same area: a square of half-side 0.85 r, a disc of radius r, and a
+        # triangle inscribed in a circle of radius 1.4 r; each lies wholly inside the image
+        reach = (0.85, 1.0, 1.4)[cls - 1] * r
+        cy, cx = rng.uniform(reach, size - reach, 2)
+        if cls == 1:  # axis-aligned
+            inside = (np.abs(xs - cx) <= reach) & (np.abs(ys - cy) <= reach)
+        elif cls == 2:
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+        else:  # equilateral, turned at random
+            angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2, 4]) * np.pi / 3
+            vx, vy = cx + reach * np.cos(angles), cy + reach * np.sin(angles)
+            # inside when on the same side of all three edges (the vertices go round counter-clockwise)
+            inside = np.ones((size, size), dtype=bool)
+            for k in range(3):
+                ax_, ay_, bx_, by_ = vx[k], vy[k], vx[(k + 1) % 3], vy[(k + 1) % 3]
+                inside &= (bx_ - ax_) * (ys - ay_) - (by_ - ay_) * (xs - ax_) >= 0
+        while True:  # a colour that stands out from the background
+            colour = rng.uniform(0, 255, 3)
+            if np.abs(colour - background).sum() > 150:
+                break
+        image[inside] = colour
+        mask[inside] = cls
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).round().astype(np.uint8), mask
+
+
+def _write_shapes_segmentation(folder: Path, n_images: int, size: int, seed: int) -> list[str]:
+    from PIL import Image
+
+    entries = ["images", "labels", "codes.txt", "params.txt"]
+    _clear(folder, entries)
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    rng = np.random.default_rng(seed)
+    width = max(4, len(str(n_images - 1)))
+    for i in range(n_images):
+        image, mask = _draw_shapes(rng, size)
+        name = f"{i:0{width}d}.png"
+        Image.fromarray(image).save(folder / "images" / name, compress_level=1)
+        label = Image.fromarray(mask)  # mode "L"
+        label.putpalette(_SHAPES_PALETTE)  # now mode "P", the pixel values still the ids
+        label.save(folder / "labels" / name, compress_level=1)
+    (folder / "codes.txt").write_text("\n".join(_SHAPE_CODES) + "\n")
+    (folder / "params.txt").write_text(_shapes_params(n_images, size, seed))
+    return entries
+
+
+def _shapes_params(n_images: int, size: int, seed: int) -> str:
+    return f"n_images={n_images} size={size} seed={seed}\n"
+
+
+def shapes_segmentation(
+    n_images: int = 120, size: int = 64, seed: int = 0, path: str | os.PathLike | None = None
+) -> Path:
+    """A tiny synthetic segmentation dataset: images of filled shapes with a mask each, no network needed.
+
+    Every image is ``size x size`` RGB: a plain background of a random colour with one to three filled
+    shapes (squares, discs, triangles) of random colours, sizes and places (later ones cover earlier ones),
+    plus Gaussian noise. The folder holds ``images/NNNN.png``, ``labels/NNNN.png`` (the same names; mode "P",
+    pixel value = class id: 0 background, 1 square, 2 disc, 3 triangle) and ``codes.txt`` (the class names,
+    one per line). The same arguments give the same files; they are written on the first call and reused.
+
+    Args:
+        n_images: how many images.
+        size: their side in pixels.
+        seed: the random seed.
+        path: Folder to write to; defaults to ``<EMBER_HOME>/data/shapes_segmentation`` (with the arguments
+            in the name when they are not the defaults).
+
+    Returns:
+        The dataset folder.
+
+    >>> path = shapes_segmentation(n_images=12, size=32)
+    >>> (path / "codes.txt").read_text().split()
+    ['background', 'square', 'disc', 'triangle']
+    """
+    from ember.core.errors import ConfigError, expected
+
+    for name, value, low in (("n_images", n_images, 1), ("size", size, 16)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(expected(f"an int >= {low}", name, value))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(expected("an int", "seed", seed))
+    name = "shapes_segmentation"
+    if (n_images, size, seed) != _SHAPES_DEFAULTS:
+        name += f"_{n_images}x{size}_seed{seed}"
+    folder = Path(path).expanduser() if path is not None else _data_dir(name)
+    params = folder / "params.txt"
+    marker = folder / _MARKER
+    if marker.is_file() and (not params.is_file() or params.read_text() != _shapes_params(n_images, size, seed)):
+        marker.unlink()  # a folder written with other arguments: write it again
+    return _materialize(name, lambda f: _write_shapes_segmentation(f, n_images, size, seed), folder)
+
+
+__all__ += ["shapes_segmentation"]

@@ -1,4 +1,4 @@
-"""Computer vision: image blocks and I/O, augmentation, image DataLoaders, vision learners, interpretation.
+"""Computer vision: image and mask blocks, augmentation, image DataLoaders, vision and U-Net learners, interpretation.
 
 ``import ember.vision`` imports torch and the modules whose classes can be read back from an exported
 model (blocks, transforms, the learner and its model factory), so ``load_learner`` finds them; torchvision,
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ember.vision import augment as _augment  # noqa: F401
 from ember.vision import core as _core  # noqa: F401
 from ember.vision import learner as _learner  # noqa: F401
+from ember.vision import unet as _unet  # noqa: F401
 from ember.vision.models import mnist as _mnist  # noqa: F401
 
 __all__ = [
@@ -27,6 +28,10 @@ __all__ = [
     "image_to_tensor",
     "show_image",
     "show_points",
+    "MaskBlock",
+    "load_mask",
+    "mask_to_tensor",
+    "show_mask",
     # augment
     "Resize",
     "RandomResizedCrop",
@@ -43,6 +48,7 @@ __all__ = [
     "cifar_stats",
     # data
     "ImageDataLoaders",
+    "SegmentationDataLoaders",
     # learner
     "vision_learner",
     "VisionLearner",
@@ -50,6 +56,15 @@ __all__ = [
     "create_body",
     "create_vision_model",
     "adapt_first_conv",
+    # segmentation
+    "unet_learner",
+    "create_unet_model",
+    "DynamicUnet",
+    "foreground_acc",
+    "Dice",
+    "DiceMulti",
+    "JaccardCoeff",
+    "shapes_segmentation",
     # interpretation
     "ClassificationInterpretation",
     # the data block API, re-exported for one-import scripts
@@ -57,11 +72,33 @@ __all__ = [
     "CategoryBlock",
     "MultiCategoryBlock",
     "RegressionBlock",
+    "get_files",
+    "get_image_files",
+    "RandomSplitter",
+    "GrandparentSplitter",
+    "FuncSplitter",
+    "IndexSplitter",
+    "parent_label",
+    "RegexLabeller",
+    "untar_data",
+    "URLs",
 ]
 
 _MODULES: dict[str, str] = {
     **dict.fromkeys(
-        ("ImageBlock", "PointBlock", "PointScaler", "load_image", "image_to_tensor", "show_image", "show_points"),
+        (
+            "ImageBlock",
+            "PointBlock",
+            "PointScaler",
+            "load_image",
+            "image_to_tensor",
+            "show_image",
+            "show_points",
+            "MaskBlock",
+            "load_mask",
+            "mask_to_tensor",
+            "show_mask",
+        ),
         "ember.vision.core",
     ),
     **dict.fromkeys(
@@ -83,6 +120,27 @@ _MODULES: dict[str, str] = {
         "ember.vision.augment",
     ),
     "ImageDataLoaders": "ember.vision.data",
+    "SegmentationDataLoaders": "ember.vision.data",
+    "unet_learner": "ember.vision.unet",
+    "create_unet_model": "ember.vision.unet",
+    "DynamicUnet": "ember.vision.models.unet",
+    **dict.fromkeys(("foreground_acc", "Dice", "DiceMulti", "JaccardCoeff"), "ember.metrics"),
+    "shapes_segmentation": "ember.data.builtin",
+    **dict.fromkeys(
+        (
+            "get_files",
+            "get_image_files",
+            "RandomSplitter",
+            "GrandparentSplitter",
+            "FuncSplitter",
+            "IndexSplitter",
+            "parent_label",
+            "RegexLabeller",
+            "untar_data",
+            "URLs",
+        ),
+        "ember.data",
+    ),
     **dict.fromkeys(
         ("vision_learner", "VisionLearner", "create_head", "create_body", "create_vision_model", "adapt_first_conv"),
         "ember.vision.learner",
@@ -92,7 +150,21 @@ _MODULES: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from ember.data import (
+        FuncSplitter,
+        GrandparentSplitter,
+        IndexSplitter,
+        RandomSplitter,
+        RegexLabeller,
+        URLs,
+        get_files,
+        get_image_files,
+        parent_label,
+        untar_data,
+    )
     from ember.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock
+    from ember.data.builtin import shapes_segmentation
+    from ember.metrics import Dice, DiceMulti, JaccardCoeff, foreground_acc
     from ember.vision.augment import (
         AffineWarp,
         CropPad,
@@ -110,14 +182,18 @@ if TYPE_CHECKING:
     )
     from ember.vision.core import (
         ImageBlock,
+        MaskBlock,
         PointBlock,
         PointScaler,
         image_to_tensor,
         load_image,
+        load_mask,
+        mask_to_tensor,
         show_image,
+        show_mask,
         show_points,
     )
-    from ember.vision.data import ImageDataLoaders
+    from ember.vision.data import ImageDataLoaders, SegmentationDataLoaders
     from ember.vision.interpret import ClassificationInterpretation
     from ember.vision.learner import (
         VisionLearner,
@@ -127,6 +203,8 @@ if TYPE_CHECKING:
         create_vision_model,
         vision_learner,
     )
+    from ember.vision.models.unet import DynamicUnet
+    from ember.vision.unet import create_unet_model, unet_learner
 
 
 def __getattr__(name: str) -> Any:

@@ -144,6 +144,15 @@ class _CropResize(Transform):
                 break
         if plan is None:
             return sample
+        if "mask" in kinds:
+            # One crop box serves every element: a mask of another size than its image would be cut elsewhere.
+            sizes = [(kind, *x.shape[-2:]) for x, kind in zip(sample, kinds) if kind in ("image", "mask")]
+            if len({s[1:] for s in sizes}) > 1:
+                shown = ", ".join(f"{kind} {h}x{w}" for kind, h, w in sizes)
+                raise DataError(
+                    f"The image and its mask differ in size ({shown}; height x width): a mask needs one class id "
+                    "per pixel of its image."
+                )
         return tuple(self._apply(x, kind, plan) for x, kind in zip(sample, kinds))
 
     def _apply(self, x: torch.Tensor, kind: str, plan: tuple) -> torch.Tensor:

@@ -1,10 +1,11 @@
-"""`ImageDataLoaders`: one-line factories for the common ways image classification data is laid out.
+"""`ImageDataLoaders` and `SegmentationDataLoaders`: one-line factories for the common ways image data is laid out.
 
 Each factory builds a :class:`~ember.data.DataBlock` with an :class:`~ember.vision.core.ImageBlock` input
 and returns its :class:`~ember.data.DataLoaders`; anything less common is a DataBlock away.
 
 >>> dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(224))          # doctest: +SKIP
 >>> dls = ImageDataLoaders.from_name_func(path, fnames, label_func=is_cat)   # doctest: +SKIP
+>>> dls = SegmentationDataLoaders.from_label_func(path, fnames, label_func, codes=codes)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from ember.data.items import (
     using_attr,
 )
 from ember.data.loaders import DataLoaders
-from ember.vision.core import ImageBlock
+from ember.vision.core import ImageBlock, MaskBlock
 
-__all__ = ["ImageDataLoaders"]
+__all__ = ["ImageDataLoaders", "SegmentationDataLoaders"]
 
 PathLike = str | os.PathLike
 
@@ -295,6 +296,58 @@ class ImageDataLoaders(DataLoaders):
             _first,
             _second,
             _target_block(vocab, y_block),
+            item_tfms,
+            batch_tfms,
+            img_mode,
+            **kwargs,
+        )
+
+
+class SegmentationDataLoaders(DataLoaders):
+    """Factories of semantic segmentation :class:`~ember.data.DataLoaders`: images with a mask each.
+
+    The target is a :class:`~ember.vision.core.MaskBlock`, so ``dls.vocab`` is the codes, ``dls.c`` their
+    number and ``dls.loss_func`` ``CrossEntropyLossFlat(axis=1)``. Item and batch transforms move every
+    mask with its image (nearest-neighbour sampling keeps its class ids).
+    """
+
+    @classmethod
+    def from_label_func(
+        cls,
+        path: PathLike,
+        fnames: Sequence[PathLike],
+        label_func: Callable[[Any], Any],
+        valid_pct: float = 0.2,
+        seed: int | None = None,
+        codes: Sequence[Any] | None = None,
+        item_tfms: Any = None,
+        batch_tfms: Any = None,
+        img_mode: str = "RGB",
+        **kwargs: Any,
+    ) -> DataLoaders:
+        """Images `fnames` (relative to `path`), each with the mask ``label_func(image_path)``, split at random.
+
+        Args:
+            label_func: the path of an image -> its mask (a file whose pixels are class ids, or an array).
+            codes: the class names, id ``i`` being ``codes[i]``; ``None`` names them "0", "1", … up to the
+                largest id in the training masks (which are all read once to find it).
+            kwargs: passed to :meth:`DataBlock.dataloaders` (``bs``, ``num_workers``, ``device``, ``cache`` …).
+
+        >>> path = shapes_segmentation()                                                 # doctest: +SKIP
+        >>> codes = (path / "codes.txt").read_text().split()                             # doctest: +SKIP
+        >>> dls = SegmentationDataLoaders.from_label_func(                               # doctest: +SKIP
+        ...     path, get_image_files(path / "images"), lambda p: path / "labels" / f"{p.stem}.png", codes=codes)
+        """
+        if not callable(label_func):
+            raise ConfigError(expected("a function", "label_func", label_func))
+        fnames = _as_paths(path, fnames)
+        return ImageDataLoaders._build(
+            fnames,
+            None,
+            _random_splitter(valid_pct, seed),
+            None,
+            label_func,
+            MaskBlock(codes=codes),
             item_tfms,
             batch_tfms,
             img_mode,

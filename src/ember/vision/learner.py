@@ -424,13 +424,7 @@ def vision_learner(
     >>> learn = vision_learner(dls, "resnet18", metrics=error_rate)   # doctest: +SKIP
     >>> learn.fine_tune(3)                                            # doctest: +SKIP
     """
-    if n_out is None:
-        n_out = getattr(dls, "c", None)
-    if n_out is None:
-        raise ConfigError(
-            "Expected `n_out` (the number of outputs); these DataLoaders do not say how many classes there are. "
-            "Pass vision_learner(..., n_out=<number of outputs>)."
-        )
+    n_out = _n_out_from(dls, n_out, "vision_learner")
     n_in = _data_channels(dls)
     model = create_vision_model(
         arch,
@@ -444,29 +438,75 @@ def vision_learner(
         bn_final=bn_final,
         init=init,
     )
+    recipe = {
+        "arch": arch,
+        "n_out": int(n_out),
+        "n_in": n_in,
+        "pretrained": False,  # an exported model carries its own weights
+        "cut": cut,
+        "concat_pool": concat_pool,
+        "lin_ftrs": list(lin_ftrs) if lin_ftrs is not None else None,
+        "ps": ps,
+        "bn_final": bn_final,
+        "init": None,
+    }
+    return _finish_learner(
+        dls,
+        model,
+        arch,
+        n_in=n_in,
+        pretrained=pretrained,
+        normalize=normalize,
+        cut=cut,
+        splitter=_body_head_split,
+        factory=("create_vision_model", recipe),
+        loss_func=loss_func,
+        metrics=metrics,
+        **learner_kwargs,
+    )
+
+
+def _n_out_from(dls: DataLoaders, n_out: int | None, caller: str) -> int:
+    """`n_out`, else the number of outputs the data's target needs (``dls.c``)."""
+    if n_out is None:
+        n_out = getattr(dls, "c", None)
+    if n_out is None:
+        raise ConfigError(
+            "Expected `n_out` (the number of outputs); these DataLoaders do not say how many classes there are. "
+            f"Pass {caller}(..., n_out=<number of outputs>)."
+        )
+    return n_out
+
+
+def _finish_learner(
+    dls: DataLoaders,
+    model: nn.Module,
+    arch: str | Callable[..., nn.Module],
+    n_in: int,
+    pretrained: bool,
+    normalize: bool,
+    cut: int | Callable[[nn.Module], nn.Module] | None,
+    splitter: Callable[[nn.Module], list[list[nn.Parameter]]],
+    factory: tuple[str, dict[str, Any]],
+    loss_func: Any = None,
+    metrics: Any = None,
+    **learner_kwargs: Any,
+) -> VisionLearner:
+    """The :class:`VisionLearner` around a model built on `arch`: the pretrained weights' normalization added to
+    the data, the body frozen when pretrained, and the export recipe ``factory = (name, kwargs)`` recorded when
+    `arch` (and `cut`) can be named in a file."""
     if normalize and pretrained and not _has_normalize(dls):
         mean, std = _pretrained_stats(arch)
         if n_in != len(mean):  # grey (or multi-band) images: one average statistic for every channel
             mean, std = [sum(mean) / len(mean)] * n_in, [sum(std) / len(std)] * n_in
         _add_normalize(dls, Normalize.from_stats(mean, std))
-    learn = VisionLearner(dls, model, loss_func=loss_func, metrics=metrics, splitter=_body_head_split, **learner_kwargs)
+    learn = VisionLearner(dls, model, loss_func=loss_func, metrics=metrics, splitter=splitter, **learner_kwargs)
     if pretrained:
         learn.freeze()
     if isinstance(arch, str) and not callable(cut):
-        recipe = {
-            "arch": arch,
-            "n_out": int(n_out),
-            "n_in": n_in,
-            "pretrained": False,  # an exported model carries its own weights
-            "cut": cut,
-            "concat_pool": concat_pool,
-            "lin_ftrs": list(lin_ftrs) if lin_ftrs is not None else None,
-            "ps": ps,
-            "bn_final": bn_final,
-            "init": None,
-        }
-        learn.model_recipe = {"factory": "create_vision_model", "kwargs": recipe}
-        model._ember_factory = ("create_vision_model", recipe)
+        name, kwargs = factory
+        learn.model_recipe = {"factory": name, "kwargs": kwargs}
+        model._ember_factory = (name, kwargs)
     else:
         learn.model_recipe = None  # a callable architecture (or cut) cannot be named in a file
     return learn
@@ -601,6 +641,13 @@ class VisionLearner(Learner):
         if not isinstance(n, int) or n < 1:
             raise ConfigError(expected("a positive int", "n", n))
         loader = self._as_loader(dl)
+        spatial = [k for k in (loader.kinds or ())[loader.n_inp :] if k in ("mask", "point")]
+        if spatial:
+            raise ConfigError(
+                f"tta averages predictions over flipped and warped images, which only works when the target does not "
+                f"move with the image; these targets are {spatial[0]}s, whose predictions would not line up. "
+                "Use get_preds instead."
+            )
         plain, targs = self.get_preds(dl=loader)[:2]
         augmented = DeviceLoader(
             loader.dl,
