@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -129,3 +132,114 @@ def test_datasets_list_and_unknown(capsys):
     assert "mnist_5k" in out and "PETS" in out
     assert main(["datasets", "get", "mnistt_5k"]) == 2
     assert "Unknown dataset" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# segmentation: train a U-Net on the built-in shapes, predict masks, bad folders
+# ---------------------------------------------------------------------------------------------------
+SEG_TRAIN = ["--arch", "xresnet_tiny", "--no-pretrained", "--epochs", "1", "--size", "32", "--bs", "4", "--lr", "1e-2"]
+SHAPE_CODES = ["background", "square", "disc", "triangle"]
+
+
+def shapes(path):
+    from ember.data.builtin import shapes_segmentation
+
+    return shapes_segmentation(n_images=16, size=32, path=path)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_seg")
+    data = shapes(root / "shapes")
+    out = root / "shapes.ember"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train", "segmentation", str(data), *SEG_TRAIN, "--out", str(out), "--workdir", str(root)])
+    assert code == 0
+    return root, data, out, printed.getvalue()
+
+
+def test_train_segmentation_exports_a_model_and_a_report(segmenter):
+    root, _, out, printed = segmenter
+    assert out.exists()
+    assert (root / "shapes_report" / "loss.png").exists()
+    assert (root / "shapes_report" / "results.png").exists()
+    assert "codes: background, square, disc, triangle" in printed
+    assert "Validation foreground accuracy" in printed and "Dice" in printed
+
+
+def test_predict_segmentation_writes_masks_of_class_ids(segmenter, capsys):
+    root, data, out, _ = segmenter
+    masks = root / "masks"
+    capsys.readouterr()
+    assert main(["predict", str(out), str(data / "images"), "--out-dir", str(masks), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 16 and len(list(masks.glob("*.png"))) == 16
+    import ember
+
+    library, _, _ = ember.load_learner(out).predict_batch([results[0]["file"]])
+    for r in results:
+        assert len(r["classes"]) <= 3 and 0 < sum(q["share"] for q in r["classes"]) <= 1 + 1e-5
+        assert {q["label"] for q in r["classes"]} <= set(SHAPE_CODES)
+        img = Image.open(r["mask"])
+        assert img.mode == "P" and img.size == (32, 32)
+        ids = np.asarray(img)
+        assert ids.min() >= 0 and ids.max() < len(SHAPE_CODES)
+    first = np.asarray(Image.open(results[0]["mask"]))
+    assert (first == library[0].numpy()).all()  # the command writes the library's prediction
+
+
+def test_predict_segmentation_default_folder_and_text(segmenter, capsys, tmp_path, monkeypatch):
+    _, data, out, _ = segmenter
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(data / "images" / "0003.png"), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(data / "images" / "0003.png")) and line.endswith("shapes_masks/0003.png")
+    assert (tmp_path / "shapes_masks" / "0003.png").exists()
+
+
+def test_info_lists_the_codes(segmenter, capsys):
+    _, _, out, _ = segmenter
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "MaskBlock (4 codes: background, square, disc, triangle)" in capsys.readouterr().out
+
+
+def test_segmentation_label_suffix_codes_file_and_relative_folder(tmp_path, monkeypatch):
+    from ember import cli
+
+    data = shapes(tmp_path / "camvid_like")
+    for mask in (data / "labels").glob("*.png"):
+        mask.rename(mask.with_name(f"{mask.stem}_P.png"))
+    (data / "names.txt").write_text(" ".join(SHAPE_CODES))  # whitespace-separated on one line
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["train", "segmentation", "camvid_like", "--label-suffix", "_P", "--codes", "names.txt", *SEG_TRAIN]
+    )
+    dls = cli._TASKS[args.task].dls(args)
+    assert list(dls.vocab) == SHAPE_CODES and len(dls.train_ds) + len(dls.valid_ds) == 16
+    x, y = dls.train.one_batch()
+    assert x.shape[-2:] == y.shape[-2:] == (32, 32)
+
+
+def _drop_labels(data):
+    shutil.rmtree(data / "labels")
+    return data / "labels"
+
+
+def _drop_one_mask(data):
+    (data / "labels" / "0005.png").unlink()
+    return data / "labels" / "0005.png"
+
+
+@pytest.mark.parametrize(
+    "break_data,message", [(_drop_labels, "No labels folder"), (_drop_one_mask, "1 of 16 images have no mask")]
+)
+def test_bad_segmentation_folders_get_one_line_and_exit_2(tmp_path, capsys, break_data, message):
+    data = shapes(tmp_path / "d")
+    missing = break_data(data)
+    code = main(["train", "segmentation", str(data), *SEG_TRAIN, "--out", str(tmp_path / "m.ember")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and str(missing) in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -16,6 +16,8 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,6 @@ from ember._version import __version__
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
-_TASKS = ("image-classifier",)
 #: Above this share of unreadable images (or this many), training stops instead of skipping them.
 _MAX_BROKEN_SHARE, _MAX_BROKEN = 0.05, 20
 
@@ -33,6 +34,12 @@ def _fail(message: str) -> Exception:
     from ember.core.errors import EmberError
 
     return EmberError(message)
+
+
+def _data_fail(message: str) -> Exception:
+    from ember.core.errors import DataError
+
+    return DataError(message)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,20 +125,190 @@ def _image_learner(args: argparse.Namespace, dls: Any) -> Any:
     return vision_learner(dls, args.arch, pretrained=args.pretrained, metrics=[accuracy, error_rate], path=args.workdir)
 
 
+def _image_report(learn: Any, report_dir: Path, start: float) -> None:
+    """Confusion matrix and loss plot in `report_dir`; print the validation accuracy and the most confused pairs."""
+    from ember.vision import ClassificationInterpretation
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(fname=report_dir / "confusion_matrix.png")
+    learn.recorder.plot_loss(fname=report_dir / "loss.png")
+    loss, acc, err = learn.validate()
+    print(
+        f"Validation accuracy {acc:.4f} (error rate {err:.4f}, loss {loss:.4f}) in {time.perf_counter() - start:.0f} s"
+    )
+    confused = interp.most_confused(min_val=1)[:5]
+    if confused:
+        print("Most confused (actual, predicted, count): " + "; ".join(f"{a} → {p}: {n}" for a, p, n in confused))
+
+
+# ---------------------------------------------------------------------------------------------------
+# data for segmentation
+# ---------------------------------------------------------------------------------------------------
+def _mask_path(labels_dir: Path, suffix: str, image: Path) -> Path:
+    """Where the mask of `image` is: ``<labels_dir>/<stem><suffix>.png`` (a module-level function: picklable)."""
+    return labels_dir / f"{Path(image).stem}{suffix}.png"
+
+
+def _read_codes(data_dir: Path, name: str | None) -> list[str] | None:
+    """The class names in ``DATA/<name>`` (default ``codes.txt`` when it exists).
+
+    Several non-empty lines give one name per line (names may hold spaces); a single line is split on
+    whitespace. No file (when none was named) gives ``None``: the codes are then inferred from the masks.
+    """
+    path = data_dir / (name or "codes.txt")
+    if not path.is_file():
+        if name is None:
+            return None
+        raise _data_fail(f"No codes file {path}. Give one class name per line, or leave out --codes to infer them.")
+    text = path.read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    codes = lines if len(lines) > 1 else text.split()
+    if not codes:
+        raise _data_fail(f"The codes file {path} holds no class names: give one per line.")
+    return codes
+
+
+def _segmentation_dls(args: argparse.Namespace) -> Any:
+    from ember.vision import Normalize, Resize, SegmentationDataLoaders, aug_transforms
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise _data_fail(f"No folder at {data_dir}. Give a folder with {args.images}/ and {args.labels}/ inside.")
+    images_dir, labels_dir = data_dir / args.images, data_dir / args.labels
+    if not images_dir.is_dir():
+        raise _data_fail(f"No images folder {images_dir} (name it with --images).")
+    if not labels_dir.is_dir():
+        raise _data_fail(f"No labels folder {labels_dir} (name it with --labels).")
+    files = _image_files(images_dir)
+    label_func = partial(_mask_path, labels_dir, args.label_suffix)
+    missing = [f for f in files if not label_func(f).is_file()]
+    if missing:
+        shown = ", ".join(f"{f.name} (no {label_func(f)})" for f in missing[:3]) + (" …" if len(missing) > 3 else "")
+        raise _data_fail(
+            f"{len(missing)} of {len(files)} images have no mask: {shown}. The mask of {args.images}/X.jpg must be "
+            f"{labels_dir}/X{args.label_suffix}.png (set --labels and --label-suffix)."
+        )
+    codes = _read_codes(data_dir, args.codes)
+    return SegmentationDataLoaders.from_label_func(
+        data_dir,
+        [f.absolute() for f in files],  # relative names would be read as relative to data_dir
+        label_func,
+        valid_pct=args.valid_pct,
+        seed=args.seed,
+        codes=codes,
+        item_tfms=[Resize(args.size)],
+        # as for classifiers: pretrained encoders get their statistics from unet_learner
+        batch_tfms=[*aug_transforms(), *([] if args.pretrained else [Normalize()])],
+        bs=args.bs,
+    )
+
+
+def _segmentation_learner(args: argparse.Namespace, dls: Any) -> Any:
+    from ember.vision import DiceMulti, foreground_acc, unet_learner
+
+    _check_arch(args.arch)
+    return unet_learner(
+        dls, args.arch, pretrained=args.pretrained, metrics=[foreground_acc, DiceMulti()], path=args.workdir
+    )
+
+
+def _segmentation_report(learn: Any, report_dir: Path, start: float) -> None:
+    """Loss plot and predicted masks in `report_dir`; print the validation foreground accuracy and Dice."""
+    import matplotlib.pyplot as plt
+
+    for fig in (
+        learn.recorder.plot_loss(fname=report_dir / "loss.png"),
+        learn.show_results(max_n=6, fname=report_dir / "results.png"),
+    ):
+        if fig is not None and hasattr(fig, "savefig"):
+            plt.close(fig)
+    loss, fg_acc, dice = learn.validate()
+    print(
+        f"Validation foreground accuracy {_fmt(fg_acc)}, Dice {_fmt(dice)} (loss {_fmt(loss)}) "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# tasks: what `ember train TASK` and `ember lr-find TASK` build
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Task:
+    """One kind of model the command trains: its own data options, DataLoaders, learner and report."""
+
+    help: str
+    data_help: str
+    add_data_args: Callable[[argparse.ArgumentParser], None]
+    dls: Callable[[argparse.Namespace], Any]
+    learner: Callable[[argparse.Namespace, Any], Any]
+    report: Callable[[Any, Path, float], None]
+    names: str  # what `dls.vocab` holds, for the summary line
+
+
+def _add_classifier_data_args(p: argparse.ArgumentParser) -> None:
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--valid-pct", type=float, default=0.2, help="share of images held out (default 0.2)")
+    split.add_argument("--valid-folder", default=None, help="use DATA/<train>/<class> and DATA/<NAME>/<class>")
+    p.add_argument("--train-folder", default="train", help="training folder name with --valid-folder")
+
+
+def _add_segmentation_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", default="images", help="the images' folder inside DATA (default images)")
+    p.add_argument("--labels", default="labels", help="the masks' folder inside DATA (default labels)")
+    p.add_argument(
+        "--label-suffix",
+        default="",
+        help="the mask of X.jpg is <labels>/X<suffix>.png (default none; CamVid uses _P)",
+    )
+    p.add_argument(
+        "--codes",
+        default=None,
+        help="class names in DATA/<codes>, one per line (default codes.txt when it exists, else inferred)",
+    )
+    p.add_argument("--valid-pct", type=float, default=0.2, help="share of images held out (default 0.2)")
+
+
+_TASKS: dict[str, _Task] = {
+    "image-classifier": _Task(
+        help="one class per image, from the sub-folder names",
+        data_help="a folder with one sub-folder of images per class",
+        add_data_args=_add_classifier_data_args,
+        dls=_image_dls,
+        learner=_image_learner,
+        report=_image_report,
+        names="classes",
+    ),
+    "segmentation": _Task(
+        help="one class per pixel (a U-Net), from images and their masks",
+        data_help="a folder with images/, labels/ (one mask per image, pixel value = class id) and codes.txt",
+        add_data_args=_add_segmentation_data_args,
+        dls=_segmentation_dls,
+        learner=_segmentation_learner,
+        report=_segmentation_report,
+        names="codes",
+    ),
+}
+
+
 # ---------------------------------------------------------------------------------------------------
 # subcommands
 # ---------------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     from ember.core.seed import set_seed
-    from ember.vision import ClassificationInterpretation
 
+    task = _TASKS[args.task]
     start = time.perf_counter()
     set_seed(args.seed)
-    dls = _image_dls(args)
+    dls = task.dls(args)
     print(
-        f"Data: {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, classes: {', '.join(dls.vocab)}"
+        f"Data: {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, "
+        f"{task.names}: {', '.join(map(str, dls.vocab))}"
     )
-    learn = _image_learner(args, dls)
+    learn = task.learner(args, dls)
     out = Path(args.out)
     report_dir = out.with_suffix("").parent / (out.stem + "_report")
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -147,23 +324,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         learn.fit_one_cycle(args.epochs, lr)
     learn.export(out)
-    interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(fname=report_dir / "confusion_matrix.png")
-    learn.recorder.plot_loss(fname=report_dir / "loss.png")
-    loss, acc, err = learn.validate()
-    print(
-        f"Validation accuracy {acc:.4f} (error rate {err:.4f}, loss {loss:.4f}) in {time.perf_counter() - start:.0f} s"
-    )
-    confused = interp.most_confused(min_val=1)[:5]
-    if confused:
-        print("Most confused (actual, predicted, count): " + "; ".join(f"{a} → {p}: {n}" for a, p, n in confused))
+    task.report(learn, report_dir, start)
     print(f"Model: {out}   report: {report_dir}/")
     return 0
 
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
-    dls = _image_dls(args)
-    learn = _image_learner(args, dls)
+    task = _TASKS[args.task]
+    dls = task.dls(args)
+    learn = task.learner(args, dls)
     sugg = learn.lr_find(show_plot=False)
     learn.recorder.plot_lr_find(fname=args.plot)
     for name, value in sugg._asdict().items():
@@ -188,6 +357,96 @@ def _collect_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
+def _is_segmentation(learn: Any) -> bool:
+    """Whether `learn` predicts masks: its target is a MaskBlock, or its loss decodes ``(B, C, H, W)`` scores."""
+    from ember.vision import MaskBlock
+
+    targets = getattr(learn.dls, "target_blocks", None) or []
+    if targets:
+        return any(isinstance(b, MaskBlock) or getattr(b, "kind", None) == "mask" for b in targets)
+    return getattr(learn.loss_func, "axis", -1) == 1  # no blocks to ask: class scores on axis 1 of (B, C, H, W)
+
+
+def _mask_names(files: Sequence[Path]) -> list[str]:
+    """``<stem>.png`` per file, with ``_2``, ``_3``, … when two inputs share a stem (so none overwrites another)."""
+    used: set[str] = set()
+    names = []
+    for f in files:
+        name, k = f"{f.stem}.png", 1
+        while name in used:
+            k += 1
+            name = f"{f.stem}_{k}.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _mask_palette(n_classes: int) -> list[int]:
+    """A PNG palette giving each class id the colour ember draws it in (``show_mask``: tab20 over 0 … n-1)."""
+    from matplotlib import colormaps
+
+    cmap, top = colormaps["tab20"], max(1, n_classes - 1)
+    palette = []
+    for i in range(min(n_classes, 256)):
+        palette += [round(255 * c) for c in cmap(i / top)[:3]]
+    return palette
+
+
+def _save_mask(mask: Any, dest: Path, palette: list[int]) -> None:
+    """Write an ``(H, W)`` tensor of class ids as a PNG whose pixel values are the ids (mode "P"; "I;16" above 255)."""
+    import numpy as np
+    from PIL import Image
+
+    ids = mask.numpy()
+    if ids.max(initial=0) < 256:
+        img = Image.fromarray(ids.astype(np.uint8))
+        img.putpalette(palette)  # mode "L" -> "P": viewers show colours, the values stay the ids
+    else:
+        img = Image.fromarray(ids.astype(np.uint16))  # mode "I;16"
+    img.save(dest)
+
+
+def _predict_masks(args: argparse.Namespace, learn: Any, files: list[Path]) -> int:
+    """Write a mask PNG per file into the output folder; print each file's largest classes by share of pixels."""
+    import torch
+
+    out_dir = Path(args.out_dir) if args.out_dir else Path(f"{Path(args.model).stem}_masks")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codes = list(learn.dls.vocab or [])
+    names = _mask_names(files)
+    palette: list[int] | None = None
+    results = []
+    for start in range(0, len(files), args.bs):  # a chunk at a time: (B, C, H, W) probabilities add up fast
+        chunk = files[start : start + args.bs]
+        _, dec, probs = learn.predict_batch(chunk, bs=args.bs)  # dec: (B, H, W) class ids
+        if dec.dim() != 3:
+            raise _fail(f"{args.model} does not predict masks (its predictions have shape {tuple(dec.shape)}).")
+        n_classes = probs.shape[1]
+        if palette is None:
+            palette = _mask_palette(n_classes)
+        for f, name, mask in zip(chunk, names[start:], dec):
+            dest = out_dir / name
+            _save_mask(mask, dest, palette)
+            share = torch.bincount(mask.flatten(), minlength=n_classes).double() / mask.numel()
+            top_p, top_i = torch.topk(share, min(args.top_k, n_classes))
+            result = {
+                "file": str(f),
+                "mask": str(dest),
+                "classes": [
+                    {"label": codes[i] if i < len(codes) else i, "share": round(p, 6)}
+                    for p, i in zip(top_p.tolist(), top_i.tolist())
+                    if p > 0
+                ],
+            }
+            results.append(result)
+            if not args.json:
+                shares = ", ".join(f"{q['label']} {q['share']:.3f}" for q in result["classes"])
+                print(f"{f}: {shares} -> {dest}")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -195,6 +454,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     learn = ember.load_learner(args.model)
     files = _collect_files(args.files)
+    if _is_segmentation(learn):
+        return _predict_masks(args, learn, files)
     vocab = learn.dls.vocab
     _, _, probs = learn.predict_batch(files, bs=args.bs)
     k = min(args.top_k, probs.shape[1])
@@ -234,9 +495,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"Parameters: {rec.get('n_params', 0):,}")
     data = (rec.get("data") or {}).get("data") or {}
     for b in data.get("blocks") or []:
-        vocab = b.get("data", {}).get("vocab")
+        block_data = b.get("data") or {}
+        vocab, noun = (
+            (block_data.get("vocab"), "classes") if block_data.get("vocab") else (block_data.get("codes"), "codes")
+        )
         extra = (
-            f" ({len(vocab)} classes: {', '.join(map(str, vocab[:10]))}{' …' if len(vocab) > 10 else ''})"
+            f" ({len(vocab)} {noun}: {', '.join(map(str, vocab[:10]))}{' …' if len(vocab) > 10 else ''})"
             if vocab
             else ""
         )
@@ -296,13 +560,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------------------------------
-def _add_image_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=_TASKS, help="what to train")
-    p.add_argument("data_dir", help="a folder with one sub-folder of images per class")
-    split = p.add_mutually_exclusive_group()
-    split.add_argument("--valid-pct", type=float, default=0.2, help="share of images held out (default 0.2)")
-    split.add_argument("--valid-folder", default=None, help="use DATA/<train>/<class> and DATA/<NAME>/<class>")
-    p.add_argument("--train-folder", default="train", help="training folder name with --valid-folder")
+def _add_task_parsers(
+    command: argparse.ArgumentParser, add_command_args: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """One sub-parser per task under `command` (``ember train TASK DATA …``): the task's data options, then the
+    model options all tasks share, then the command's own (`add_command_args`)."""
+    tasks = command.add_subparsers(dest="task", metavar="TASK", required=True, help="the kind of model")
+    for name, task in _TASKS.items():
+        p = tasks.add_parser(name, help=task.help, description=task.help)
+        p.add_argument("data_dir", metavar="DATA", help=task.data_help)
+        task.add_data_args(p)
+        _add_model_args(p)
+        add_command_args(p)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet18", help="torchvision, timm or ember model name (default resnet18)")
     p.add_argument(
         "--pretrained",
@@ -316,6 +588,16 @@ def _add_image_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=".", help="folder for lr_find's temporary files")
 
 
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    p.add_argument("--lr", default="auto", help="learning rate, or 'auto' to pick it with lr_find (default)")
+    p.add_argument("--out", default="model.ember", help="the exported model file (default model.ember)")
+
+
+def _add_lr_find_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plot", default="lr_find.png", help="where to save the plot")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `ember` command."""
     parser = argparse.ArgumentParser(prog="ember", description="ember: train, inspect and use deep-learning models.")
@@ -324,15 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model on a folder and export it")
-    _add_image_data_args(train)
-    train.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
-    train.add_argument("--lr", default="auto", help="learning rate, or 'auto' to pick it with lr_find (default)")
-    train.add_argument("--out", default="model.ember", help="the exported model file (default model.ember)")
+    _add_task_parsers(train, _add_train_args)
     train.set_defaults(func=_cmd_train)
 
     lrf = sub.add_parser("lr-find", help="plot loss against learning rate and suggest rates")
-    _add_image_data_args(lrf)
-    lrf.add_argument("--plot", default="lr_find.png", help="where to save the plot")
+    _add_task_parsers(lrf, _add_lr_find_args)
     lrf.set_defaults(func=_cmd_lr_find)
 
     pred = sub.add_parser("predict", help="predict image files or folders with an exported model")
@@ -341,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default 3)")
     pred.add_argument("--bs", type=int, default=64, help="batch size")
     pred.add_argument("--json", action="store_true", help="print JSON")
+    pred.add_argument(
+        "--out-dir",
+        default=None,
+        help="segmentation models: folder for the mask PNGs (default <model stem>_masks/)",
+    )
     pred.set_defaults(func=_cmd_predict)
 
     info = sub.add_parser("info", help="what an exported model file holds")
