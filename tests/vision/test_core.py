@@ -111,7 +111,7 @@ def test_image_block_encode_collate_and_recipe(files):
         block.collate([x, torch.zeros(1, 5, 5, dtype=torch.uint8)])
     back = recipe.load(recipe.dump(block))
     assert isinstance(back, ImageBlock) and back.mode == "L"
-    assert block.loss_func is None and block.n_out is None
+    assert block.n_out == 1  # as a target (image to image): one output channel per image channel
 
 
 def test_point_block_scales_to_unit_range():

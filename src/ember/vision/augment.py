@@ -124,7 +124,11 @@ def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class _CropResize(Transform):
-    """Base of the item transforms: :meth:`_box` picks a window of the source; it is resized to `_out`."""
+    """Base of the item transforms: :meth:`_box` picks a window of the source; it is resized to `_out`.
+
+    The window is drawn on the sample's first image (or mask); another image of another size (a small input
+    and its large target) is cut at the same place relative to its size.
+    """
 
     order = 10
     pad_mode = "reflection"
@@ -137,10 +141,11 @@ class _CropResize(Transform):
         # The plan is local, not kept on self: datasets fill their cache from several threads at once.
         if self.split_idx is not None and self.split_idx != split:
             return sample
-        plan = None
+        plan = ref = None
         for x, kind in zip(sample, kinds):
             if kind in ("image", "mask"):
-                plan = self._box(int(x.shape[-2]), int(x.shape[-1]), split)
+                ref = (int(x.shape[-2]), int(x.shape[-1]))
+                plan = self._box(*ref, split)
                 break
         if plan is None:
             return sample
@@ -153,7 +158,13 @@ class _CropResize(Transform):
                     f"The image and its mask differ in size ({shown}; height x width): a mask needs one class id "
                     "per pixel of its image."
                 )
-        return tuple(self._apply(x, kind, plan) for x, kind in zip(sample, kinds))
+        out = []
+        for x, kind in zip(sample, kinds):
+            size = (int(x.shape[-2]), int(x.shape[-1])) if kind == "image" else ref
+            # Another image of another size (a low-resolution input and its full-size target) gets the same
+            # window relative to its size, so the pair stays aligned.
+            out.append(self._apply(x, kind, plan if size == ref else _scale_plan(plan, ref, size)))
+        return tuple(out)
 
     def _apply(self, x: torch.Tensor, kind: str, plan: tuple) -> torch.Tensor:
         top, left, h, w, out = plan
@@ -166,6 +177,13 @@ class _CropResize(Transform):
             scale = torch.tensor([out[1] / w, out[0] / h], dtype=x.dtype)
             return (x - shift) * scale  # (N, 2) pixels of the output
         return x
+
+
+def _scale_plan(plan: tuple, ref: tuple[int, int], size: tuple[int, int]) -> tuple:
+    """A crop plan drawn for an image of size `ref` moved to an image of `size`: the same window in relative terms."""
+    top, left, h, w, out = plan
+    sy, sx = size[0] / ref[0], size[1] / ref[1]
+    return round(top * sy), round(left * sx), max(1, round(h * sy)), max(1, round(w * sx)), out
 
 
 def _center(n: int, m: int) -> int:
@@ -386,7 +404,8 @@ class AffineWarp(Transform):
     their class ids) and keypoints (in ``[-1, 1]``) are moved by the inverse matrix, so they stay on
     the pixels they mark. The parameters are drawn on the CPU, so the device never waits.
 
-    Training only; in validation only a `size` change (if any) is applied.
+    Training only; in validation only a `size` change (if any) is applied. Without `size`, every image
+    keeps its own size (an input and a target of different sizes are warped alike).
 
     Args:
         do_flip: flip left-right with probability 0.5.
@@ -461,26 +480,30 @@ class AffineWarp(Transform):
 
     def before_call(self, sample: tuple, kinds: Sequence[str], split: int) -> None:
         self._mat = self._inv = None
-        self._out_size = None
-        for x, kind in zip(sample, kinds):
-            if kind in ("image", "mask"):
-                n, in_size = x.shape[0], tuple(x.shape[-2:])
-                self._out_size = self.size or in_size
-                mats = self.draw_matrices(n, in_size) if split == 0 else torch.eye(3).repeat(n, 1, 1)
-                if self._out_size == in_size and torch.equal(mats, torch.eye(3).expand_as(mats)):
-                    return  # nothing moves: skip the resampling (the check is on the CPU)
-                self._mat = mats
-                self._device = x.device
-                return
+        spatial = [x for x, kind in zip(sample, kinds) if kind in ("image", "mask")]
+        if not spatial:
+            return
+        x = spatial[0]
+        n, in_size = x.shape[0], tuple(x.shape[-2:])
+        mats = self.draw_matrices(n, in_size) if split == 0 else torch.eye(3).repeat(n, 1, 1)
+        same_size = all(self._out_for(s) == tuple(s.shape[-2:]) for s in spatial)
+        if same_size and torch.equal(mats, torch.eye(3).expand_as(mats)):
+            return  # nothing moves: skip the resampling (the check is on the CPU)
+        self._mat = mats
+        self._device = x.device
+
+    def _out_for(self, x: torch.Tensor) -> tuple[int, int]:
+        """The output size of `x`: `size`, else its own (an input and a target of another size keep theirs)."""
+        return self.size or (int(x.shape[-2]), int(x.shape[-1]))
 
     def __call__(self, sample: tuple, kinds: Sequence[str], split: int = 0) -> tuple:
         if split != 0 and self.size is None:
             return sample
         return super().__call__(sample, kinds, split)
 
-    def _grid(self, n: int) -> torch.Tensor:
+    def _grid(self, n: int, out_size: tuple[int, int]) -> torch.Tensor:
         """The sampling grid ``(n, H_out, W_out, 2)`` for the matrices drawn in :meth:`before_call`."""
-        oh, ow = self._out_size
+        oh, ow = out_size
         key = (oh, ow, str(self._device))
         base = self._grids.get(key)
         if base is None:
@@ -489,7 +512,9 @@ class AffineWarp(Transform):
             xs = (torch.arange(ow, dtype=torch.float32) * 2 + 1) / ow - 1
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")
             base = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(1, oh * ow, 3).to(self._device)
-            self._grids = {key: base}
+            if len(self._grids) >= 4:  # a few sizes (an input and its target) at most; stale ones go
+                self._grids = {}
+            self._grids[key] = base
         mat = self._mat.to(self._device, non_blocking=True)  # (n, 3, 3)
         pts = base @ mat.transpose(1, 2)  # (n, H*W, 3)
         grid = pts[..., :2] / pts[..., 2:].clamp(min=1e-6)
@@ -500,7 +525,7 @@ class AffineWarp(Transform):
             return x
         if not x.is_floating_point():
             raise DataError("AffineWarp needs float images: put IntToFloat before it (ImageBlock adds it).")
-        grid = self._grid(x.shape[0]).to(x.dtype)
+        grid = self._grid(x.shape[0], self._out_for(x)).to(x.dtype)
         return F.grid_sample(x, grid, mode=self.mode, padding_mode=self.pad_mode, align_corners=False)
 
     def encode_mask(self, x: torch.Tensor) -> torch.Tensor:
@@ -508,7 +533,9 @@ class AffineWarp(Transform):
             return x
         squeeze = x.ndim == 3  # (B, H, W) -> (B, 1, H, W)
         m = (x[:, None] if squeeze else x).float()
-        out = F.grid_sample(m, self._grid(x.shape[0]), mode="nearest", padding_mode=self.pad_mode, align_corners=False)
+        out = F.grid_sample(
+            m, self._grid(x.shape[0], self._out_for(x)), mode="nearest", padding_mode=self.pad_mode, align_corners=False
+        )
         out = out.round().to(x.dtype)
         return out[:, 0] if squeeze else out
 

@@ -378,6 +378,11 @@ class ImageBlock(TransformBlock):
     Contributes :class:`~ember.vision.augment.IntToFloat` to the batch transforms, so the model sees
     floats in [0, 1] (then whatever normalization follows).
 
+    As the target (image-to-image regression: restoration, super-resolution), the block gives ``dls.c``
+    (its channels, the model's output channels) and the loss ``MSELossFlat()``. The batch transforms treat
+    the target as they treat the input: the same geometry, the same lighting, the same normalization, so
+    a pair stays a pair.
+
     Args:
         mode: "RGB" (3 channels) or "L" (grey, 1 channel).
 
@@ -413,19 +418,27 @@ class ImageBlock(TransformBlock):
         return torch.stack(xs)  # (B, C, H, W)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """One image of a batch as a CPU tensor ``(C, H, W)``, uint8 or float in [0, 1]."""
-        return x.detach().cpu()
+        """One image of a batch (or a predicted one) as a CPU tensor ``(C, H, W)``: uint8, or float32 in [0, 1].
+
+        Floats are clipped to [0, 1]: a prediction (or a normalization undone) may overshoot a little.
+        """
+        x = x.detach().cpu()
+        return x.float().clamp(0, 1) if x.is_floating_point() else x
 
     def show(self, value: Any, ax: Any, **kwargs: Any) -> None:
         show_image(value, ax=ax, **kwargs)
 
     @property
-    def loss_func(self) -> None:
-        return None
+    def loss_func(self) -> Any:
+        """As a target: the mean squared error over every pixel and channel."""
+        from ember.losses import MSELossFlat
+
+        return MSELossFlat()
 
     @property
-    def n_out(self) -> None:
-        return None
+    def n_out(self) -> int:
+        """As a target: the model's output channels (3 for "RGB", 1 for "L")."""
+        return self.n_channels
 
     def to_recipe(self) -> dict[str, Any]:
         return {"mode": self.mode}

@@ -512,6 +512,37 @@ def _finish_learner(
     return learn
 
 
+def _show_image_results(
+    inputs: Sequence[tuple],
+    targets: Sequence[tuple],
+    preds: Sequence[tuple],
+    blocks: Sequence[Any],
+    n_inp: int,
+    fname: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Image targets: one row per sample, the input, the target and the prediction side by side."""
+    from ember.data.show import get_grid
+
+    n = len(inputs)
+    axes = get_grid(n * 3, ncols=3, figsize=figsize or (9.0, 3.0 * n))
+    tblock = blocks[n_inp]
+    for i in range(n):
+        row = axes[i * 3 : i * 3 + 3]
+        for block, value in zip(blocks[:n_inp], inputs[i]):
+            block.show(value, row[0], **kwargs)
+        tblock.show(targets[i][0], row[1])
+        tblock.show(preds[i][0], row[2])
+        for ax, name in zip(row, ("input", "target", "prediction")):
+            ax.set_title(name)
+    fig = axes[0].figure
+    fig.tight_layout()
+    if fname is not None:
+        fig.savefig(fname, dpi=100)
+    return fig
+
+
 def _pretrained_stats(arch: Any) -> tuple[list[float], list[float]]:
     """The normalization the pretrained weights of `arch` expect: timm's own statistics, else ImageNet's."""
     if isinstance(arch, str) and not _is_torchvision(arch):
@@ -575,16 +606,34 @@ class VisionLearner(Learner):
         """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
 
         Returns:
-            ``(label, index, probabilities)``: the decoded prediction (a class name for a category), the
-            decoded tensor (the class index) and the activations of the model's output (probabilities).
+            ``(label, index, probabilities)``: the decoded prediction (a class name for a category, a mask
+            for a mask, an image for an image target), the decoded tensor (the class index) and the
+            activations of the model's output (probabilities). For an image target the first is a
+            float32 ``(C, H, W)`` image in [0, 1], the normalization undone; the other two are the model's
+            output as it is (normalized like the targets it learned).
         """
         xb = self._encode_items([item])
         out = self.predict_tensor(xb)  # (1, n_out)
         probs = loss_activation(self.loss_func)(out)[0]
         dec = loss_decodes(self.loss_func)(probs[None])[0]
         targets = getattr(self.dls, "target_blocks", [])
-        label = targets[0].decode(dec) if targets else dec
+        label = targets[0].decode(self._undo_batch_tfms(dec[None])[0]) if targets else dec
         return label, dec, probs
+
+    def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:
+        """Decoded predictions ``(B, ...)`` taken back through the batch transforms' ``decode`` as the target they
+        stand for: an image target's normalization is undone (class ids and masks pass unchanged)."""
+        targets = getattr(self.dls, "target_blocks", None) or []
+        if not targets:
+            return dec
+        kinds = (targets[0].kind,)
+        for t in reversed(self._batch_tfms()):
+            dec = t.decode((dec,), kinds)[0]
+        return dec
+
+    def _decode_targets(self, decoded: torch.Tensor) -> list[Any]:
+        """What ``predict_batch`` gives per item: the target block's decoding, after :meth:`_undo_batch_tfms`."""
+        return super()._decode_targets(self._undo_batch_tfms(decoded))
 
     # -- showing ---------------------------------------------------------------------------------------
     def show_results(
@@ -617,12 +666,15 @@ class VisionLearner(Learner):
             raise DataError("show_results needs labelled data: this loader gives inputs only.")
         out = self.predict_tensor(batch[:n_inp])
         dec = loss_decodes(self.loss_func)(loss_activation(self.loss_func)(out))  # (B, ...) on the CPU
+        dec = self._undo_batch_tfms(dec)  # an image target's normalization undone, like the targets below
         shown = loader.decode(batch)  # on the CPU, normalization undone
         n = min(max_n, len(batch[0]))
         inputs = [tuple(b.decode(x[i]) for b, x in zip(blocks[:n_inp], shown[:n_inp])) for i in range(n)]
         tblock = blocks[n_inp]
         targets = [tuple(b.decode(x[i]) for b, x in zip(blocks[n_inp:], shown[n_inp:])) for i in range(n)]
         preds = [(tblock.decode(dec[i]),) for i in range(n)]
+        if tblock.kind == "image":
+            return _show_image_results(inputs, targets, preds, blocks, n_inp, fname=fname, **kwargs)
         return show_results(
             inputs, targets, preds, blocks, n_inp=n_inp, max_n=max_n, nrows=nrows, ncols=ncols, fname=fname, **kwargs
         )
@@ -641,11 +693,12 @@ class VisionLearner(Learner):
         if not isinstance(n, int) or n < 1:
             raise ConfigError(expected("a positive int", "n", n))
         loader = self._as_loader(dl)
-        spatial = [k for k in (loader.kinds or ())[loader.n_inp :] if k in ("mask", "point")]
+        spatial = [k for k in (loader.kinds or ())[loader.n_inp :] if k in ("mask", "points", "image")]
         if spatial:
             raise ConfigError(
-                f"tta averages predictions over flipped and warped images, which only works when the target does not "
-                f"move with the image; these targets are {spatial[0]}s, whose predictions would not line up. "
+                "tta averages predictions over flipped and warped images, which only works when the target does not "
+                f"move with the image; these targets are {spatial[0].rstrip('s')}s, whose predictions would not line "
+                "up. "
                 "Use get_preds instead."
             )
         plain, targs = self.get_preds(dl=loader)[:2]

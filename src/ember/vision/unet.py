@@ -99,10 +99,11 @@ def unet_learner(
             (``fine_tune`` trains the decoder first).
         normalize: with pretrained weights, add the weights' normalization to the batch transforms unless the
             data already normalizes.
-        n_out: output channels; default ``dls.c`` (the number of classes of a mask target).
+        n_out: output channels; default ``dls.c`` (the number of classes of a mask target, the channels of
+            an image target).
         n_in: input channels; default those of the data.
         img_size: ``(height, width)`` the encoder is probed at; default the size of a training batch.
-        loss_func: default the data's (``CrossEntropyLossFlat(axis=1)`` for masks).
+        loss_func: default the data's (``CrossEntropyLossFlat(axis=1)`` for masks, ``MSELossFlat()`` for images).
         cut: where to cut the pretrained model (see :func:`~ember.vision.learner.create_body`).
         blur, blur_final, self_attention, y_range, last_cross, bottle: the
             :class:`~ember.vision.models.unet.DynamicUnet` options.
