@@ -85,6 +85,16 @@ def show_batch(
     """
     if not samples:
         raise ConfigError(expected("at least one sample", "samples", samples))
+    if any(getattr(b, "kind", None) == "image" for b in blocks[n_inp:]):
+        # An image target cannot share the input's axes: one row per sample, input then target.
+        n, cols = len(samples), len(blocks)
+        axes = get_grid(n * cols, nrows=n, ncols=cols, figsize=figsize or (3 * cols, 3 * n))
+        for i, sample in enumerate(samples):
+            for j, (block, value) in enumerate(zip(blocks, sample)):
+                block.show(value, axes[i * cols + j], **(kwargs if j < n_inp else {}))
+                if i == 0:
+                    axes[j].set_title("input" if j < n_inp else "target")
+        return _finish(axes[0].figure, fname)
     axes = get_grid(len(samples), nrows=nrows, ncols=ncols, figsize=figsize)
     for sample, ax in zip(samples, axes):
         for j, (block, value) in enumerate(zip(blocks, sample)):

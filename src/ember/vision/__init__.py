@@ -65,6 +65,10 @@ __all__ = [
     "DiceMulti",
     "JaccardCoeff",
     "shapes_segmentation",
+    # image to image
+    "FeatureLoss",
+    "gram_matrix",
+    "degrade_images",
     # interpretation
     "ClassificationInterpretation",
     # the data block API, re-exported for one-import scripts
@@ -126,6 +130,8 @@ _MODULES: dict[str, str] = {
     "DynamicUnet": "ember.vision.models.unet",
     **dict.fromkeys(("foreground_acc", "Dice", "DiceMulti", "JaccardCoeff"), "ember.metrics"),
     "shapes_segmentation": "ember.data.builtin",
+    **dict.fromkeys(("FeatureLoss", "gram_matrix"), "ember.vision.losses"),
+    "degrade_images": "ember.vision.restore",
     **dict.fromkeys(
         (
             "get_files",
@@ -203,7 +209,9 @@ if TYPE_CHECKING:
         create_vision_model,
         vision_learner,
     )
+    from ember.vision.losses import FeatureLoss, gram_matrix
     from ember.vision.models.unet import DynamicUnet
+    from ember.vision.restore import degrade_images
     from ember.vision.unet import create_unet_model, unet_learner
 
 
