@@ -320,13 +320,13 @@ def test_show_results_draws_input_target_prediction(denoiser, tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 0
 
 
-
 def test_show_batch_draws_input_and_target_side_by_side(denoiser, tmp_path):
     _, learn = denoiser
     fig = learn.dls.show_batch(max_n=2, fname=tmp_path / "batch.png")
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 4 and [ax.get_title() for ax in visible[:2]] == ["input", "target"]
     assert all(len(ax.images) == 1 for ax in visible)
+
 
 def test_export_and_load_predict_the_same(denoiser, tmp_path):
     root, learn = denoiser
