@@ -362,3 +362,32 @@ def test_collab_one_epoch_on_cuda():
     u, i = int(ratings.iloc[0]["user"]), int(ratings.iloc[0]["item"])
     pred = learn.predict((u, i))
     assert isinstance(pred, float) and 0.5 <= pred <= 5.5
+
+
+# -- segmentation ------------------------------------------------------------------------------------------------
+def test_unet_segmentation_on_cuda_in_mixed_precision_and_channels_last(tmp_path):
+    from ember.data.builtin import shapes_segmentation
+    from ember.metrics import Dice, foreground_acc
+    from ember.vision.core import load_mask
+    from ember.vision.data import SegmentationDataLoaders
+    from ember.vision.unet import unet_learner
+
+    path = shapes_segmentation(n_images=24, size=32, path=tmp_path / "shapes")
+
+    def shape_or_not(p):
+        return (torch.as_tensor(load_mask(path / "labels" / f"{p.stem}.png")) > 0).long()
+
+    dls = SegmentationDataLoaders.from_label_func(
+        path, get_image_files(path / "images"), shape_or_not, codes=["background", "shape"], bs=4, device="cuda"
+    )
+    torch.manual_seed(0)
+    learn = unet_learner(
+        dls, "xresnet_tiny", pretrained=False, metrics=[foreground_acc, Dice()], precision="16-mixed", path=tmp_path
+    )
+    learn.silent = True
+    learn.to_channels_last().fit_one_cycle(2, 1e-2)
+    assert all(math.isfinite(v) for v in learn.recorder.losses) and _finite_params(learn.model)
+    mask, _, probs = learn.predict(path / "images" / "0000.png")
+    assert mask.shape == (32, 32) and mask.device.type == "cpu" and probs.shape == (2, 32, 32)
+    masks = learn.predict_batch([path / "images" / "0001.png", path / "images" / "0002.png"])[0]
+    assert len(masks) == 2 and all(m.shape == (32, 32) for m in masks)
