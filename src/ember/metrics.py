@@ -626,7 +626,7 @@ class F1Score(FBeta):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Segmentation: predictions are class scores (B, C, H, W), targets class ids (B, H, W). Pixel counts accumulate on
-# the device; negative targets (an ignore index such as -100) are left out.
+# the device; targets that are not class ids, outside [0, C) (an ignore index such as -100 or 255), are left out.
 
 
 def _seg_labels(pred: torch.Tensor, targ: torch.Tensor, axis: int, metric: str) -> tuple[torch.Tensor, int]:
@@ -644,14 +644,23 @@ def foreground_acc(inp: torch.Tensor, targ: torch.Tensor, bkg_idx: int = 0, axis
     """Pixel accuracy leaving out the background: the fraction of pixels whose target is not `bkg_idx` that the
     highest-scoring class (over `axis`) gets right.
 
-    ``inp`` are scores ``(B, C, H, W)``, ``targ`` class ids ``(B, H, W)``; pixels with a negative target are left
-    out too. ``nan`` for a batch without foreground. As ``metrics=[foreground_acc]`` it is computed over the whole
-    set (the foreground pixels of every batch pooled), not as a mean of batch values.
+    ``inp`` are scores ``(B, C, H, W)`` (or one logit channel ``(B, 1, H, W)``, class 1 above 0), ``targ`` class
+    ids ``(B, H, W)``; pixels whose target is outside ``[0, C)`` (an ignore index) are left out too. ``nan`` for a
+    batch without foreground. As ``metrics=[foreground_acc]`` it is computed over the whole set (the foreground
+    pixels of every batch pooled), not as a mean of batch values.
     """
-    pred = inp.argmax(dim=axis)
-    _check_same_numel(pred, targ, "foreground_acc")
-    keep = (targ != bkg_idx) & (targ >= 0)
-    return ((pred == targ) & keep).sum().float() / keep.sum().float()
+    correct, total = _foreground_counts(inp, targ, bkg_idx, axis, "foreground_acc")
+    return correct.float() / total.float()
+
+
+def _foreground_counts(
+    inp: torch.Tensor, targ: torch.Tensor, bkg_idx: int, axis: int, metric: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct foreground pixels, foreground pixels) of a batch, as device tensors."""
+    labels, n = _seg_labels(inp, targ, axis, metric)
+    targ = targ.reshape(-1)
+    keep = (targ != bkg_idx) & (targ >= 0) & (targ < n)
+    return ((labels == targ) & keep).sum(), keep.sum()
 
 
 class _ForegroundAcc(_ElementMean):
@@ -664,10 +673,7 @@ class _ForegroundAcc(_ElementMean):
         super().__init__(name=name)
 
     def _values(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = pred.argmax(dim=self.axis)
-        _check_same_numel(labels, targ, self.name)
-        keep = (targ != self.bkg_idx) & (targ >= 0)
-        return ((labels == targ) & keep).sum(), keep.sum()
+        return _foreground_counts(pred, targ, self.bkg_idx, self.axis, self.name)
 
 
 foreground_acc.set_metric = _ForegroundAcc  # type: ignore[attr-defined]
@@ -678,8 +684,9 @@ class Dice(Metric):
 
     ``P`` are the pixels predicted positive and ``T`` those that are: a positive pixel is one of any class but 0
     (with two classes, class 1). Predictions are scores ``(B, C, H, W)`` (the argmax over `axis` is the class) or a
-    single logit channel ``(B, 1, H, W)`` (positive above 0); targets are class ids ``(B, H, W)``. The counts of
-    every batch are pooled, so the value is that of the whole set; ``nan`` when nothing is positive anywhere.
+    single logit channel ``(B, 1, H, W)`` (positive above 0); targets are class ids ``(B, H, W)``, and pixels whose
+    target is outside ``[0, C)`` (an ignore index such as -100 or 255) are left out. The counts of every batch are
+    pooled, so the value is that of the whole set; ``nan`` when nothing is positive anywhere.
 
     Args:
         axis: the class axis of the predictions.
@@ -694,10 +701,10 @@ class Dice(Metric):
 
     def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
         targ = targs[0].detach()
-        labels, _ = _seg_labels(pred.detach(), targ, self.axis, self.name)
+        labels, n = _seg_labels(pred.detach(), targ, self.axis, self.name)
         targ = targ.reshape(-1)
-        valid = targ >= 0
-        p, t = (labels != 0) & valid, (targ > 0)
+        valid = (targ >= 0) & (targ < n)
+        p, t = (labels != 0) & valid, (targ > 0) & valid
         batch = torch.stack([(p & t).sum(), p.sum() + t.sum()])
         self.counts = batch if self.counts is None else self.counts + batch
 

@@ -13,6 +13,7 @@ torch.Size([2, 4, 64, 96])
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,27 +42,41 @@ __all__ = ["DynamicUnet", "UnetBlock"]
 # --------------------------------------------------------------------------------------------------------------
 
 
+class _Run:
+    """The skip activations of one forward in progress, and the calls of each hooked module so far."""
+
+    def __init__(self, n_slots: int) -> None:
+        self.feats: list[torch.Tensor | None] = [None] * n_slots
+        self.calls: dict[int, int] = {}  # hook key -> calls of its module so far in this forward
+
+
 class _SkipStore:
     """Where the encoder's hooks put the skip activations, only while a :class:`DynamicUnet` forward runs.
 
     Outside that window the hooks do nothing, so the encoder can be run on its own without keeping tensors
-    alive, and the model never holds activations between calls (a deep copy or a pickle sees empty slots).
+    alive, and the model never holds activations between calls (a deep copy or a pickle sees no run). Each
+    thread has its own run, so forwards running at the same time (a model served from several threads, or the
+    replicas of ``nn.DataParallel``, which share these hooks) never see each other's activations.
     """
 
     def __init__(self, n_slots: int) -> None:
-        self.active = False
-        self.feats: list[torch.Tensor | None] = [None] * n_slots
-        self.calls: dict[int, int] = {}  # hook key -> calls of its module so far in this forward
+        self.n_slots = n_slots
+        self.runs: dict[int, _Run] = {}  # thread id -> the forward running in that thread
+
+    @property
+    def feats(self) -> list[torch.Tensor | None]:
+        """The skip activations of this thread's forward (all ``None`` outside one)."""
+        run = self.runs.get(threading.get_ident())
+        return list(run.feats) if run is not None else [None] * self.n_slots
+
+    def current(self) -> _Run | None:
+        return self.runs.get(threading.get_ident())
 
     def start(self) -> None:
-        self.feats = [None] * len(self.feats)
-        self.calls = {}
-        self.active = True
+        self.runs[threading.get_ident()] = _Run(self.n_slots)
 
     def stop(self) -> None:
-        self.active = False
-        self.feats = [None] * len(self.feats)
-        self.calls = {}
+        self.runs.pop(threading.get_ident(), None)
 
 
 class _SkipHook:
@@ -79,14 +94,14 @@ class _SkipHook:
         self.store, self.key, self.slots = store, key, dict(slots)
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        store = self.store
-        if not store.active:
+        run = self.store.current()
+        if run is None:
             return
-        n = store.calls.get(self.key, 0) + 1
-        store.calls[self.key] = n
+        n = run.calls.get(self.key, 0) + 1
+        run.calls[self.key] = n
         slot = self.slots.get(n)
         if slot is not None:
-            store.feats[slot] = output
+            run.feats[slot] = output
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -398,7 +413,7 @@ class DynamicUnet(nn.Module):
         store.start()
         try:
             feats = self.encoder(x)  # (B, C, h, w)
-            skips = list(store.feats)
+            skips = store.feats
         finally:
             store.stop()  # nothing outlives the call
         if any(s is None for s in skips):
