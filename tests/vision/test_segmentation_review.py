@@ -7,7 +7,9 @@ import threading
 
 import pytest
 import torch
+from torch import nn
 
+from ember.core.errors import ConfigError
 from ember.metrics import Dice, DiceMulti, JaccardCoeff, as_metric, foreground_acc
 from ember.vision.learner import create_body
 from ember.vision.models.unet import DynamicUnet
@@ -80,3 +82,17 @@ def test_unet_forwards_in_several_threads_keep_their_own_skips():
         t.join()
     assert not problems, problems[:3]
     assert all(f is None for f in unet._store.feats)  # nothing kept once every forward is done
+
+
+def test_an_encoder_that_asserts_its_input_size_gets_a_clear_error():
+    class Picky(nn.Module):  # like timm's transformers: an assert on the input size
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[-2:] == (224, 224), f"Input height ({x.shape[-2]}) doesn't match model (224)."
+            return self.conv(x)
+
+    with pytest.raises(ConfigError, match="img_size"):
+        DynamicUnet(Picky(), 2, (64, 96))

@@ -219,7 +219,7 @@ def _probe(encoder: nn.Module, n_in: int, img_size: tuple[int, int]) -> tuple[li
     encoder.eval()
     try:
         calls, out = _record_calls(encoder, torch.zeros(1, n_in, *img_size, dtype=dtype, device=device))
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, AssertionError) as e:  # timm's transformers assert their input size
         raise ConfigError(
             expected(
                 "an image size the encoder accepts",
