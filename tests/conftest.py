@@ -11,6 +11,12 @@ matplotlib.use("Agg")
 torch.set_num_threads(1)  # tiny models gain nothing from threads; one avoids oversubscribing small CI machines
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts with one torch thread, whatever an earlier test set."""
+    torch.set_num_threads(1)
+
+
 def make_classification(n: int = 256, n_features: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A linearly separable-ish two-class problem."""
     g = torch.Generator().manual_seed(seed)

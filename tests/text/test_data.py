@@ -259,23 +259,18 @@ def test_new_on_inference_loaders_from_an_export():
 def test_learners_train_on_new_loaders(tmp_path):
     from ember.text.learner import language_model_learner, text_classifier_learner
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        words = "alpha beta gamma delta epsilon zeta eta theta".split()
-        texts = [" ".join(words * 3) for _ in range(6)]
-        lm = TextDataLoaders.from_texts(texts[:5], texts[5:], is_lm=True, bs=4, seq_len=12, min_freq=1, device="cpu")
-        small = dict(emb_sz=8, n_hid=12, n_layers=1)
-        torch.manual_seed(0)
-        learn = language_model_learner(lm.new(bs=2, seq_len=8), pretrained=False, config=small, path=tmp_path)
-        learn.silent = True
-        learn.fit(1, 1e-2)
-        assert all(np.isfinite(v) for v in learn.validate())
-        labels = ["a", "b"] * 6
-        clas = TextDataLoaders.from_texts(texts * 2, texts[:2], labels, labels[:2], bs=4, min_freq=1, device="cpu")
-        learn = text_classifier_learner(clas.new(bs=3), pretrained=False, config=small, seq_len=8, path=tmp_path)
-        learn.silent = True
-        learn.fit(1, 1e-2)
-        assert all(np.isfinite(v) for v in learn.validate())
-    finally:
-        torch.set_num_threads(n)
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    texts = [" ".join(words * 3) for _ in range(6)]
+    lm = TextDataLoaders.from_texts(texts[:5], texts[5:], is_lm=True, bs=4, seq_len=12, min_freq=1, device="cpu")
+    small = dict(emb_sz=8, n_hid=12, n_layers=1)
+    torch.manual_seed(0)
+    learn = language_model_learner(lm.new(bs=2, seq_len=8), pretrained=False, config=small, path=tmp_path)
+    learn.silent = True
+    learn.fit(1, 1e-2)
+    assert all(np.isfinite(v) for v in learn.validate())
+    labels = ["a", "b"] * 6
+    clas = TextDataLoaders.from_texts(texts * 2, texts[:2], labels, labels[:2], bs=4, min_freq=1, device="cpu")
+    learn = text_classifier_learner(clas.new(bs=3), pretrained=False, config=small, seq_len=8, path=tmp_path)
+    learn.silent = True
+    learn.fit(1, 1e-2)
+    assert all(np.isfinite(v) for v in learn.validate())

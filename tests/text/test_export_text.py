@@ -30,15 +30,7 @@ class TinyArch(AWD_LSTM):
 
 
 @pytest.fixture(scope="module")
-def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def lm(threads, tmp_path_factory):
+def lm(tmp_path_factory):
     """A language model trained briefly, its file, and the learner loaded back from it."""
     texts = [" ".join(WORDS * 6) for _ in range(12)]
     dls = TextDataLoaders.from_texts(texts[:10], texts[10:], is_lm=True, bs=4, seq_len=12, min_freq=1, device="cpu")
@@ -198,7 +190,7 @@ def test_data_recipe_round_trip_without_a_learner(clas, lm):
         TextDataLoaders.from_recipe({"tokenizer": dump(Tokenizer()), "bs": 8})
 
 
-def test_max_len_and_multi_label_travel(threads):
+def test_max_len_and_multi_label_travel():
     vocab = Vocab.from_tokens([WORDS], min_freq=1)
     dls = TextDataLoaders.from_texts(CLAS_TEXTS[:8], None, CLAS_LABELS[:8], bs=4, vocab=vocab, max_len=5)
     dls.train.dataset.labels = torch.eye(2)[dls.train.dataset.labels]  # (N, 2) multi-hot targets

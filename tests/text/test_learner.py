@@ -21,14 +21,6 @@ SMALL = dict(emb_sz=16, n_hid=24, n_layers=2)
 WORDS = "alpha beta gamma delta epsilon zeta eta theta".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def lm_dls():
     texts = [" ".join(WORDS * 6) for _ in range(12)]

@@ -26,15 +26,6 @@ from ember.text.models import (
 SMALL = dict(emb_sz=8, n_hid=12, n_layers=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny LSTMs are dominated by thread synchronisation; one thread is several times faster on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_rnn_dropout_shares_mask_over_time():
     torch.manual_seed(0)
     d = RNNDropout(0.5)

@@ -43,14 +43,6 @@ CORPUS = [
 SMALL = {"emb_sz": 16, "n_hid": 24, "n_layers": 2}
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained() -> SubwordTokenizer:
     return SubwordTokenizer(vocab_sz=80).setup(CORPUS)
@@ -196,7 +188,7 @@ def test_tokenize_corpus_trains_on_the_texts_it_builds_a_vocab_from(tmp_path):
 
 
 @needs_sp
-def test_text_dataloaders_from_df_trains_on_the_training_split_and_a_classifier_learns(one_thread, tmp_path):
+def test_text_dataloaders_from_df_trains_on_the_training_split_and_a_classifier_learns(tmp_path):
     df = _review_df()
     tok = Tokenizer(tok=SubwordTokenizer(vocab_sz=64))
     dls = TextDataLoaders.from_df(df, tok=tok, bs=8, seed=0, device="cpu")
@@ -285,7 +277,7 @@ def test_missing_sentencepiece_says_how_to_install(monkeypatch):
 
 
 @needs_sp
-def test_language_model_predict_writes_plain_text_with_subwords(one_thread):
+def test_language_model_predict_writes_plain_text_with_subwords():
     from ember.text.learner import language_model_learner
 
     tok = Tokenizer(tok=SubwordTokenizer(vocab_sz=80))

@@ -24,7 +24,6 @@ from ember.vision import (
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A U-Net trained briefly to find the shapes (one class for all three) on 32-pixel images."""
-    torch.set_num_threads(1)
     path = shapes_segmentation(n_images=48, size=32, path=tmp_path_factory.mktemp("shapes"))
     codes = ["background", "shape"]
 
