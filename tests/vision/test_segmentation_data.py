@@ -79,7 +79,7 @@ def test_mask_block_batches_decodes_and_describes():
     assert block.collate([xs[0], torch.zeros(4, 5, dtype=torch.int64)]).dtype == torch.int64  # mixed dtypes
     dec = block.decode(yb[1])
     assert dec.shape == (4, 5) and dec.dtype == torch.int64 and int(dec[0, 0]) == 1
-    with pytest.raises(DataError, match="different sizes"):
+    with pytest.raises(DataError, match="Masks of different sizes"):
         block.collate([xs[0], block.encode(np.zeros((3, 5), dtype=np.uint8))])
     again = recipe.load(recipe.dump(block))
     assert isinstance(again, MaskBlock) and again.codes == ["bg", "road"]

@@ -113,6 +113,9 @@ class TransformBlock:
             "into a tensor. Pass TransformBlock(encode=...) or use a block for this kind of data."
         )
 
+    #: What to do when elements of a batch have different shapes (the end of :meth:`collate`'s error).
+    collate_hint = "Add an item transform that gives every item the same size (e.g. Resize for images)."
+
     def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Batch the encoded elements of several samples (default: stack them)."""
         try:
@@ -120,8 +123,7 @@ class TransformBlock:
         except (RuntimeError, TypeError) as e:
             shapes = sorted({tuple(x.shape) for x in xs if isinstance(x, torch.Tensor)})
             raise DataError(
-                f"Cannot batch the {self.kind!r} elements: their shapes differ ({shapes[:4]}). "
-                "Add an item transform that gives every item the same size (e.g. Resize for images)."
+                f"Cannot batch the {self.kind!r} elements: their shapes differ ({shapes[:4]}). {self.collate_hint}"
             ) from e
 
     def decode(self, x: torch.Tensor) -> Any:

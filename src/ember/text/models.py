@@ -281,8 +281,9 @@ class SentenceEncoder(nn.Module):
         sl = inp.shape[1]
         lead = (inp == self.pad_idx).int().cumprod(1).sum(1)  # (B,): padding before each text
         shift = lead % self.bptt  # (B,)
-        if sl == 0 or not bool(shift.any()):
+        if sl == 0:
             return inp
+        # Always gather (a few integers per token): testing whether any row needs it would wait for the GPU.
         idx = (torch.arange(sl, device=inp.device)[None, :] + shift[:, None]) % sl  # (B, S)
         return inp.gather(1, idx)
 

@@ -408,14 +408,7 @@ class ImageBlock(TransformBlock):
     def encode(self, value: Any) -> torch.Tensor:
         return image_to_tensor(value, self.mode)
 
-    def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        sizes = {tuple(x.shape) for x in xs}
-        if len(sizes) > 1:
-            raise DataError(
-                f"Cannot batch images of different sizes (found {sorted(sizes)[:4]}…). "
-                "Add an item transform that gives every image the same size, e.g. item_tfms=[Resize(224)]."
-            )
-        return torch.stack(xs)  # (B, C, H, W)
+    collate_hint = "Images of different sizes: add an item transform that gives them one size, e.g. Resize(224)."
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """One image of a batch (or a predicted one) as a CPU tensor ``(C, H, W)``: uint8, or float32 in [0, 1].
@@ -632,16 +625,12 @@ class MaskBlock(TransformBlock):
                 )
         return x
 
+    collate_hint = (
+        "Masks of different sizes: add an item transform that gives every image and mask one size, e.g. Resize(224)."
+    )
+
     def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        sizes = {tuple(x.shape) for x in xs}
-        if len(sizes) > 1:
-            raise DataError(
-                f"Cannot batch masks of different sizes (found {sorted(sizes)[:4]}…). "
-                "Add an item transform that gives every image and mask the same size, e.g. item_tfms=[Resize(224)]."
-            )
-        if len({x.dtype for x in xs}) > 1:
-            xs = [x.to(torch.int64) for x in xs]
-        return torch.stack(xs).to(torch.int64)  # (B, H, W)
+        return super().collate(xs).to(torch.int64)  # (B, H, W); stacking promotes uint8 and int64 cache entries
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """One mask of a batch (or a prediction's class ids) as an ``int64 (H, W)`` CPU tensor."""
