@@ -69,6 +69,20 @@ __all__ = [
     "FeatureLoss",
     "gram_matrix",
     "degrade_images",
+    # GANs
+    "GANLearner",
+    "GANModule",
+    "GANLoss",
+    "GANTrainer",
+    "FixedGANSwitcher",
+    "AdaptiveGANSwitcher",
+    "AdaptiveLoss",
+    "accuracy_thresh_expand",
+    "basic_generator",
+    "basic_critic",
+    "gan_critic",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
     # interpretation
     "ClassificationInterpretation",
     # the data block API, re-exported for one-import scripts
@@ -132,6 +146,24 @@ _MODULES: dict[str, str] = {
     "shapes_segmentation": "ember.data.builtin",
     **dict.fromkeys(("FeatureLoss", "gram_matrix"), "ember.vision.losses"),
     "degrade_images": "ember.vision.restore",
+    **dict.fromkeys(
+        (
+            "GANLearner",
+            "GANModule",
+            "GANLoss",
+            "GANTrainer",
+            "FixedGANSwitcher",
+            "AdaptiveGANSwitcher",
+            "AdaptiveLoss",
+            "accuracy_thresh_expand",
+            "basic_generator",
+            "basic_critic",
+            "gan_critic",
+            "wgan_critic_loss",
+            "wgan_generator_loss",
+        ),
+        "ember.vision.gan",
+    ),
     **dict.fromkeys(
         (
             "get_files",
@@ -200,6 +232,21 @@ if TYPE_CHECKING:
         show_points,
     )
     from ember.vision.data import ImageDataLoaders, SegmentationDataLoaders
+    from ember.vision.gan import (
+        AdaptiveGANSwitcher,
+        AdaptiveLoss,
+        FixedGANSwitcher,
+        GANLearner,
+        GANLoss,
+        GANModule,
+        GANTrainer,
+        accuracy_thresh_expand,
+        basic_critic,
+        basic_generator,
+        gan_critic,
+        wgan_critic_loss,
+        wgan_generator_loss,
+    )
     from ember.vision.interpret import ClassificationInterpretation
     from ember.vision.learner import (
         VisionLearner,

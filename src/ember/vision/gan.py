@@ -1,0 +1,713 @@
+"""Generative adversarial networks: a generator learns to make images that a critic cannot tell from real ones.
+
+Two players share one training loop. The **critic** (or discriminator) is a classifier trained to score real
+images high and generated ones low; the **generator** is trained to make the critic score its images high. The
+loop alternates: a few batches for one, then a few for the other, the switcher deciding when.
+
+Two ways in, as in the lessons:
+
+- **From two pretrained learners** (:meth:`GANLearner.from_learners`): a generator pretrained with a pixel loss
+  (a U-Net restoring images) and a critic pretrained to tell its outputs from the originals. The generator's loss
+  adds the critic's verdict to the pixel loss, so the images stay faithful to their input.
+- **From noise** (:meth:`GANLearner.wgan`): a DCGAN-style generator turns random vectors into images and a
+  Wasserstein critic scores them (weights clipped after each of its steps).
+
+In both, the inactive player's parameters are frozen while the other trains, so a single optimizer (one parameter
+group per player) serves both; momentum is off by default, which GANs train better without.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ember.core.errors import ConfigError, DataError, expected
+from ember.layers import ConvLayer, Flatten, SelfAttention
+from ember.learner.callback import Callback
+from ember.learner.learner import Learner
+from ember.learner.optim import Adam, RMSprop
+from ember.metrics import Metric
+
+__all__ = [
+    "basic_generator",
+    "basic_critic",
+    "gan_critic",
+    "AdaptiveLoss",
+    "accuracy_thresh_expand",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
+    "GANModule",
+    "GANLoss",
+    "FixedGANSwitcher",
+    "AdaptiveGANSwitcher",
+    "GANTrainer",
+    "GANLearner",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _check_size(name: str, size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size & (size - 1):
+        raise ConfigError(expected("a power of two of at least 8", name, size, hint="e.g. 32 or 64 pixels"))
+    return size
+
+
+def _check_count(name: str, value: object, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(expected(f"an int >= {least}", name, value))
+    return value
+
+
+class _NoiseAsMap(nn.Module):
+    """``(B, n)`` noise vectors -> ``(B, n, 1, 1)``, the 1x1 "image" a transposed convolution grows from."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1, 1, 1)
+
+
+def basic_generator(
+    out_size: int, n_channels: int, in_sz: int = 100, n_features: int = 64, n_extra_layers: int = 0
+) -> nn.Sequential:
+    """A DCGAN generator: noise ``(B, in_sz)`` (or ``(B, in_sz, 1, 1)``) -> images ``(B, n_channels, out_size,
+    out_size)`` in [-1, 1].
+
+    Transposed convolutions double the size from 4x4 up, halving the features each time; the last one gives
+    `n_channels` through a tanh, so normalize the real images to [-1, 1] (``Normalize.from_stats([0.5]*C,
+    [0.5]*C)``). The model's ``noise_sz`` attribute says how long a noise vector it takes.
+
+    Args:
+        out_size: image side in pixels, a power of two (>= 8).
+        n_channels: image channels (3 for colour, 1 for grey).
+        in_sz: length of the noise vector.
+        n_features: features of the layer before the image (doubled at every smaller size).
+        n_extra_layers: 3x3 convolutions added before the last upsampling.
+    """
+    _check_size("out_size", out_size)
+    for name, v in (("n_channels", n_channels), ("in_sz", in_sz), ("n_features", n_features)):
+        _check_count(name, v)
+    _check_count("n_extra_layers", n_extra_layers, 0)
+    n_up = int(math.log2(out_size)) - 3  # 4 -> out_size/2 by doubling, then the last layer doubles to out_size
+    nf = n_features * 2**n_up
+    layers: list[nn.Module] = [_NoiseAsMap(), ConvLayer(in_sz, nf, ks=4, stride=1, padding=0, transpose=True)]
+    for _ in range(n_up):
+        layers.append(ConvLayer(nf, nf // 2, ks=4, stride=2, padding=1, transpose=True))
+        nf //= 2
+    layers += [ConvLayer(nf, nf, ks=3) for _ in range(n_extra_layers)]
+    layers += [nn.ConvTranspose2d(nf, n_channels, 4, stride=2, padding=1, bias=False), nn.Tanh()]
+    model = nn.Sequential(*layers)
+    model.noise_sz = in_sz
+    return model
+
+
+_leaky = functools.partial(nn.LeakyReLU, 0.2, inplace=True)
+
+
+def basic_critic(
+    in_size: int, n_channels: int, n_features: int = 64, n_extra_layers: int = 0, norm_type: str | None = "batch"
+) -> nn.Sequential:
+    """A DCGAN critic: images ``(B, n_channels, in_size, in_size)`` -> one score per image ``(B,)``.
+
+    Strided convolutions with leaky ReLUs halve the size down to 4x4, doubling the features; a last 4x4
+    convolution gives the score (a logit: no sigmoid, so it suits both a Wasserstein loss and
+    ``BCEWithLogitsLoss``).
+
+    Args:
+        in_size: image side in pixels, a power of two (>= 8).
+        norm_type: normalization of the inner layers (``"batch"``, ``"instance"``, ``"spectral"`` or None).
+    """
+    _check_size("in_size", in_size)
+    _check_count("n_channels", n_channels)
+    _check_count("n_features", n_features)
+    _check_count("n_extra_layers", n_extra_layers, 0)
+    first = ConvLayer(n_channels, n_features, ks=4, stride=2, padding=1, norm_type=None, act_cls=_leaky)
+    layers: list[nn.Module] = [first]
+    size, nf = in_size // 2, n_features
+    layers += [ConvLayer(nf, nf, ks=3, norm_type=norm_type, act_cls=_leaky) for _ in range(n_extra_layers)]
+    while size > 4:
+        layers.append(ConvLayer(nf, nf * 2, ks=4, stride=2, padding=1, norm_type=norm_type, act_cls=_leaky))
+        nf, size = nf * 2, size // 2
+    layers += [nn.Conv2d(nf, 1, 4, padding=0, bias=False), Flatten(full=False), _Squeeze()]
+    return nn.Sequential(*layers)
+
+
+class _Squeeze(nn.Module):
+    """``(B, 1)`` -> ``(B,)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(1)
+
+
+def gan_critic(n_channels: int = 3, nf: int = 128, n_blocks: int = 3, p: float = 0.15) -> nn.Sequential:
+    """A critic for image-to-image GANs: images of any size -> a score per patch ``(B, n_patches)``.
+
+    Every convolution has spectral normalization (which keeps the critic from pushing its weights, and the
+    generator's, out of control), dropout regularizes it and one self-attention layer lets the first block see
+    the whole image. Train it with ``AdaptiveLoss(nn.BCEWithLogitsLoss())``, which gives every patch the image's
+    label, and measure it with :func:`accuracy_thresh_expand`.
+
+    Args:
+        n_channels: image channels.
+        nf: features of the first layer (doubled by each block).
+        n_blocks: strided blocks after the first layer; each halves the size (inputs of at least
+            ``2 ** (n_blocks + 3)`` pixels).
+        p: dropout probability inside the blocks (half of it before the first one).
+    """
+    _check_count("n_channels", n_channels)
+    _check_count("nf", nf)
+    _check_count("n_blocks", n_blocks)
+    if not (isinstance(p, (int, float)) and 0 <= p < 1):
+        raise ConfigError(expected("a probability in [0, 1)", "p", p))
+
+    def conv(ni: int, no: int, ks: int, stride: int, padding: int = 1, act: bool = True) -> ConvLayer:
+        return ConvLayer(
+            ni, no, ks=ks, stride=stride, padding=padding, norm_type="spectral", act_cls=_leaky if act else None
+        )
+
+    layers: list[nn.Module] = [conv(n_channels, nf, 4, 2), nn.Dropout2d(p / 2), conv(nf, nf, 3, 1)]
+    for i in range(n_blocks):
+        layers += [nn.Dropout2d(p), conv(nf, nf * 2, 4, 2)]
+        if i == 0:
+            layers.append(SelfAttention(nf * 2))
+        nf *= 2
+    layers += [conv(nf, 1, 4, 1, padding=0, act=False), Flatten()]
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# losses and metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _expand(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One label per image ``(B,)`` spread over every score of that image (``like``: ``(B, ...)``)."""
+    if target.ndim == 0 or target.shape[0] != like.shape[0]:
+        raise DataError(
+            f"Expected one label per image ({like.shape[0]} for these scores); received a target of shape "
+            f"{tuple(target.shape)}."
+        )
+    return target.reshape(-1, *([1] * (like.ndim - 1))).expand_as(like).to(like.dtype)
+
+
+class AdaptiveLoss(nn.Module):
+    """Wrap a loss so that a label per image ``(B,)`` is compared with every score of that image.
+
+    A patch critic such as :func:`gan_critic` scores each region of an image; the wrapped loss (e.g.
+    ``nn.BCEWithLogitsLoss()``) sees the image's label repeated for each region.
+    """
+
+    def __init__(self, crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        if not callable(crit):
+            raise ConfigError(expected("a loss function", "crit", crit))
+        self.crit = crit
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.crit(output, _expand(target, output))
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+
+def accuracy_thresh_expand(
+    pred: torch.Tensor, targ: torch.Tensor, thresh: float = 0.5, sigmoid: bool = True
+) -> torch.Tensor:
+    """Accuracy of patch scores ``(B, ...)`` against one 0/1 label per image ``(B,)``: each score counts."""
+    probs = torch.sigmoid(pred) if sigmoid else pred
+    return ((probs > thresh) == _expand(targ, pred).bool()).float().mean()
+
+
+def wgan_critic_loss(real_pred: torch.Tensor, fake_pred: torch.Tensor) -> torch.Tensor:
+    """The Wasserstein critic's loss: low when it scores real images higher than generated ones."""
+    return fake_pred.float().mean() - real_pred.float().mean()
+
+
+def wgan_generator_loss(fake_pred: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The Wasserstein generator's loss: low when the critic scores its images high (`fake`, `real` unused)."""
+    return -fake_pred.float().mean()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the model and the loss the loop sees
+# --------------------------------------------------------------------------------------------------------------
+
+
+class GANModule(nn.Module):
+    """The generator and the critic as one model: in generator mode it runs the generator, else the critic."""
+
+    def __init__(self, generator: nn.Module, critic: nn.Module, gen_mode: bool = False) -> None:
+        super().__init__()
+        for name, m in (("generator", generator), ("critic", critic)):
+            if not isinstance(m, nn.Module):
+                raise ConfigError(expected("a torch.nn.Module", name, type(m).__name__))
+        self.generator, self.critic, self.gen_mode = generator, critic, gen_mode
+
+    def switch(self, gen_mode: bool | None = None) -> None:
+        """Set the mode (``None`` flips it)."""
+        self.gen_mode = (not self.gen_mode) if gen_mode is None else bool(gen_mode)
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return self.generator(*args) if self.gen_mode else self.critic(*args)
+
+
+class GANLoss(nn.Module):
+    """The loss of whichever player is training.
+
+    In generator mode ``loss(fake, real) = gen_loss_func(critic(fake), fake, real)``; in critic mode (the loop
+    passes the critic's scores of the real images and the generated images) ``loss(real_pred, fake) =
+    crit_loss_func(real_pred, critic(fake))``.
+    """
+
+    def __init__(
+        self,
+        gen_loss_func: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        crit_loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        gan_model: GANModule,
+    ) -> None:
+        super().__init__()
+        for name, f in (("gen_loss_func", gen_loss_func), ("crit_loss_func", crit_loss_func)):
+            if not callable(f):
+                raise ConfigError(expected("a function", name, f))
+        self.gen_loss_func, self.crit_loss_func = gen_loss_func, crit_loss_func
+        self._model = [gan_model]  # a list: not a submodule (its parameters belong to the learner's model)
+
+    @property
+    def gan_model(self) -> GANModule:
+        return self._model[0]
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        critic = self.gan_model.critic
+        if self.gan_model.gen_mode:
+            return self.gen_loss_func(critic(pred), pred, target)
+        return self.crit_loss_func(pred, critic(target))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# switching between the players
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FixedGANSwitcher:
+    """Train the critic for `n_crit` batches, then the generator for `n_gen`, and so on."""
+
+    def __init__(self, n_crit: int = 1, n_gen: int = 1) -> None:
+        self.n_crit, self.n_gen = _check_count("n_crit", n_crit), _check_count("n_gen", n_gen)
+        self.reset()
+
+    def reset(self) -> None:
+        self._n = 0
+
+    def __call__(self, gen_mode: bool, loss: torch.Tensor) -> bool:
+        """The mode for the next batch, after a batch in `gen_mode` with this `loss`."""
+        self._n += 1
+        if self._n >= (self.n_gen if gen_mode else self.n_crit):
+            self._n = 0
+            return not gen_mode
+        return gen_mode
+
+    def __repr__(self) -> str:
+        return f"FixedGANSwitcher(n_crit={self.n_crit}, n_gen={self.n_gen})"
+
+
+class AdaptiveGANSwitcher:
+    """Switch when the player in training gets its loss under its threshold (``None``: after every batch).
+
+    With ``critic_thresh=0.65`` the critic trains until it tells generated images from real ones better than
+    chance (a binary cross-entropy of 0.69), then the generator trains until it fools it again (or, with
+    `gen_thresh`, until its own loss is low enough). Reading a loss waits for the device, once per batch.
+    """
+
+    def __init__(self, gen_thresh: float | None = None, critic_thresh: float | None = None) -> None:
+        for name, v in (("gen_thresh", gen_thresh), ("critic_thresh", critic_thresh)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ConfigError(expected("a number or None", name, v))
+        self.gen_thresh, self.critic_thresh = gen_thresh, critic_thresh
+
+    def reset(self) -> None:
+        pass  # no state: the decision depends on the last loss only
+
+    def __call__(self, gen_mode: bool, loss: torch.Tensor) -> bool:
+        thresh = self.gen_thresh if gen_mode else self.critic_thresh
+        if thresh is None or float(loss) < thresh:
+            return not gen_mode
+        return gen_mode
+
+    def __repr__(self) -> str:
+        return f"AdaptiveGANSwitcher(gen_thresh={self.gen_thresh}, critic_thresh={self.critic_thresh})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------------------
+
+
+_INPUTS_ONLY = (
+    "This GAN's generator takes the batch's inputs and learns to match its targets, but these loaders give inputs "
+    "only. Use loaders of (input, target) pairs, or give noise_sz to generate from noise."
+)
+
+
+class GANTrainer(Callback):
+    """Run the GAN's alternation inside the ordinary training loop.
+
+    Before each training batch it sets up what the active player needs: in generator mode the model gets the
+    generator's input and the loss the real images; in critic mode the model gets the real images and the loss
+    images generated (without gradients) from the input. The inactive player's parameters are frozen. After the
+    critic's step its weights are clipped to ``[-clip, clip]`` when `clip` is set (Wasserstein GANs). Validation
+    always runs the generator. Afterwards the model is left in generator mode with every parameter as trainable
+    as it was.
+
+    Args:
+        switcher: decides the next mode after each batch (default: switch after every batch).
+        gen_first: start with the generator (else the critic).
+        clip: clip the critic's weights after each of its steps.
+        noise_sz: draw the generator's input as ``(B, noise_sz)`` standard normal noise; the batch's last
+            tensor is then the real image (a batch of images only works too).
+    """
+
+    order = -20  # before the other callbacks see the batch
+
+    def __init__(
+        self,
+        switcher: Any = None,
+        gen_first: bool = False,
+        clip: float | None = None,
+        noise_sz: int | None = None,
+    ) -> None:
+        if switcher is not None and not callable(switcher):
+            raise ConfigError(expected("a switcher such as FixedGANSwitcher()", "switcher", switcher))
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
+            raise ConfigError(expected("a positive number or None", "clip", clip))
+        if noise_sz is not None:
+            _check_count("noise_sz", noise_sz)
+        self.switcher = switcher if switcher is not None else FixedGANSwitcher()
+        self.gen_first, self.clip, self.noise_sz = gen_first, clip, noise_sz
+        self.gen_mode = gen_first
+        self.gen_losses: list[torch.Tensor] = []
+        self.crit_losses: list[torch.Tensor] = []
+
+    @property
+    def gan_model(self) -> GANModule:
+        model = self.learn.model
+        if not isinstance(model, GANModule):
+            raise ConfigError(expected("a learner whose model is a GANModule", "learn.model", type(model).__name__))
+        return model
+
+    # -- modes -----------------------------------------------------------------------------------------
+    def _set_mode(self, gen_mode: bool) -> None:
+        self.gen_mode = gen_mode
+        model = self.gan_model
+        model.switch(gen_mode)
+        for player, active in ((model.generator, gen_mode), (model.critic, not gen_mode)):
+            for p in player.parameters():
+                p.requires_grad_(active and id(p) in self._trainable)
+
+    def before_fit(self) -> None:
+        model = self.gan_model
+        self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        reset = getattr(self.switcher, "reset", None)
+        if reset is not None:
+            reset()
+        self._set_mode(self.gen_first)
+
+    def after_fit(self) -> None:
+        model = self.gan_model
+        for p in model.parameters():
+            p.requires_grad_(id(p) in self._trainable)
+        model.switch(True)  # predictions after training come from the generator
+
+    def before_epoch(self) -> None:
+        self.gen_losses, self.crit_losses = [], []
+
+    # -- batches ---------------------------------------------------------------------------------------
+    def _split(self) -> tuple[tuple, torch.Tensor]:
+        """(the generator's input, the real images) of this batch."""
+        learn = self.learn
+        batch = (*learn.xb, *learn.yb)
+        if not batch:
+            raise DataError("A GAN needs batches of images; this loader gave an empty batch.")
+        real = batch[-1]
+        if self.noise_sz is not None:
+            noise = torch.randn(real.shape[0], self.noise_sz, device=real.device)
+            return (noise,), real
+        if not learn.yb:
+            raise DataError(_INPUTS_ONLY)
+        return tuple(learn.xb), learn.yb[0]
+
+    def before_batch(self) -> None:
+        learn = self.learn
+        gen_input, real = self._split()
+        if not learn.training or self.gen_mode:
+            if not learn.training:
+                self.gan_model.switch(True)
+            learn.xb, learn.yb = gen_input, (real,)
+            return
+        with torch.no_grad(), learn._autocast():
+            fake = self.gan_model.generator(*gen_input)
+        learn.xb, learn.yb = (real,), (fake,)
+
+    def after_step(self) -> None:
+        if self.clip is not None and not self.gen_mode:
+            with torch.no_grad():
+                for p in self.gan_model.critic.parameters():
+                    p.clamp_(-self.clip, self.clip)
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.training or learn.loss is None:
+            return
+        (self.gen_losses if self.gen_mode else self.crit_losses).append(learn.loss.detach())
+        new_mode = bool(self.switcher(self.gen_mode, learn.loss))
+        if new_mode != self.gen_mode:
+            self._set_mode(new_mode)
+
+    def before_validate(self) -> None:
+        self.gan_model.switch(True)
+
+    def after_validate(self) -> None:
+        self.gan_model.switch(self.gen_mode)
+
+    def mean_loss(self, gen: bool) -> float | None:
+        """The mean training loss of one player over the current epoch (None if it did not train)."""
+        losses = self.gen_losses if gen else self.crit_losses
+        return float(torch.stack([x.float() for x in losses]).mean()) if losses else None
+
+
+class _PlayerLoss(Metric):
+    """The epoch's mean training loss of the generator or the critic, shown beside the validation metrics."""
+
+    def __init__(self, trainer: GANTrainer, gen: bool) -> None:
+        super().__init__(name="gen_loss" if gen else "crit_loss")
+        self.trainer, self.gen = trainer, gen
+
+    def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
+        pass  # read from the trainer at the end of the epoch
+
+    def compute(self) -> float:
+        value = self.trainer.mean_loss(self.gen)
+        return float("nan") if value is None else value
+
+
+def _no_momentum(opt_func: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(opt_func, mom=0.0)
+
+
+class GANLearner(Learner):
+    """A :class:`~ember.learner.Learner` that trains a generator and a critic in turn (see the module docs).
+
+    Train it with ``fit`` (constant rate); the results table shows the epoch's mean generator and critic losses
+    (``gen_loss``, ``crit_loss``), which are not expected to fall: as one player improves, the other's task gets
+    harder. Look at the images instead (:meth:`show_results`, :meth:`generate`).
+
+    Args:
+        dls: loaders of ``(input, real image)`` pairs, or of images alone with `noise_sz`.
+        generator, critic: the two models.
+        gen_loss_func: ``(critic(fake), fake, real) -> loss`` for the generator.
+        crit_loss_func: ``(critic(real), critic(fake)) -> loss`` for the critic.
+        switcher: see :class:`FixedGANSwitcher` and :class:`AdaptiveGANSwitcher`.
+        gen_first: start with the generator.
+        clip: clip the critic's weights to ``[-clip, clip]`` after each of its steps.
+        noise_sz: generate from noise vectors of this length instead of the batch's inputs.
+        opt_func: the optimizer (default: Adam without momentum).
+        kwargs: passed to :class:`~ember.learner.Learner` (``lr``, ``wd``, ``path``, ``precision`` ...).
+    """
+
+    def __init__(
+        self,
+        dls: Any,
+        generator: nn.Module,
+        critic: nn.Module,
+        gen_loss_func: Callable[..., torch.Tensor],
+        crit_loss_func: Callable[..., torch.Tensor],
+        switcher: Any = None,
+        gen_first: bool = False,
+        clip: float | None = None,
+        noise_sz: int | None = None,
+        opt_func: Callable[..., Any] | None = None,
+        metrics: Any = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        moms: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        **kwargs: Any,
+    ) -> None:
+        kinds = getattr(getattr(dls, "train", None), "kinds", None)
+        if noise_sz is None and kinds is not None and len(kinds) <= getattr(dls.train, "n_inp", 1):
+            raise DataError(_INPUTS_ONLY)
+        model = GANModule(generator, critic, gen_mode=gen_first)
+        loss = GANLoss(gen_loss_func, crit_loss_func, model)
+        self.gan_trainer = GANTrainer(switcher=switcher, gen_first=gen_first, clip=clip, noise_sz=noise_sz)
+        extra = [] if cbs is None else ([cbs] if isinstance(cbs, Callback) else list(cbs))
+        user_metrics = [] if metrics is None else (list(metrics) if isinstance(metrics, (list, tuple)) else [metrics])
+        players = [_PlayerLoss(self.gan_trainer, gen=True), _PlayerLoss(self.gan_trainer, gen=False)]
+        self._gen_learn: Learner | None = None
+        super().__init__(
+            dls,
+            model,
+            loss_func=loss,
+            opt_func=opt_func if opt_func is not None else _no_momentum(Adam),
+            splitter=lambda m: [list(m.generator.parameters()), list(m.critic.parameters())],
+            cbs=[self.gan_trainer, *extra],
+            metrics=[*players, *user_metrics],
+            moms=moms,
+            **kwargs,
+        )
+
+    @property
+    def noise_sz(self) -> int | None:
+        return self.gan_trainer.noise_sz
+
+    # -- constructors ----------------------------------------------------------------------------------
+    @classmethod
+    def from_learners(
+        cls,
+        gen_learn: Learner,
+        crit_learn: Learner,
+        switcher: Any = None,
+        weights_gen: tuple[float, float] = (1.0, 50.0),
+        real_label: int = 1,
+        **kwargs: Any,
+    ) -> GANLearner:
+        """A GAN from a pretrained generator learner and a pretrained critic learner (the lesson's recipe).
+
+        The GAN trains on the generator's data. The generator's loss is ``weights_gen[0] * critic loss +
+        weights_gen[1] * pixel loss`` (the generator learner's loss): the critic alone would reward realistic
+        images unrelated to their input; a pixel weight of 50 to 200 balances the two. The critic's loss is the
+        critic learner's loss (e.g. ``AdaptiveLoss(nn.BCEWithLogitsLoss())``), averaged over real images
+        (labelled `real_label`) and generated ones (the other label).
+
+        The models are shared, not copied: after training, ``gen_learn`` holds the improved generator, and
+        :meth:`export`, :meth:`predict` and :meth:`show_results` go through it.
+        """
+        for name, learn in (("gen_learn", gen_learn), ("crit_learn", crit_learn)):
+            if not isinstance(learn, Learner):
+                raise ConfigError(expected("a Learner", name, type(learn).__name__))
+        if real_label not in (0, 1):
+            raise ConfigError(expected("0 or 1", "real_label", real_label))
+        if not (isinstance(weights_gen, (tuple, list)) and len(weights_gen) == 2):
+            raise ConfigError(expected("two weights (critic, pixel)", "weights_gen", weights_gen))
+        w_crit, w_pixel = (float(w) for w in weights_gen)
+        crit_loss, pixel_loss = crit_learn.loss_func, gen_learn.loss_func
+
+        def labels(pred: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.full((pred.shape[0],), float(value), device=pred.device)
+
+        def gen_loss_func(fake_pred: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+            return w_crit * crit_loss(fake_pred, labels(fake_pred, real_label)) + w_pixel * pixel_loss(fake, real)
+
+        def crit_loss_func(real_pred: torch.Tensor, fake_pred: torch.Tensor) -> torch.Tensor:
+            real_loss = crit_loss(real_pred, labels(real_pred, real_label))
+            return (real_loss + crit_loss(fake_pred, labels(fake_pred, 1 - real_label))) / 2
+
+        switcher = switcher if switcher is not None else AdaptiveGANSwitcher(critic_thresh=0.65)
+        kwargs.setdefault("path", gen_learn.path)
+        kwargs.setdefault("precision", gen_learn.precision)
+        learn = cls(gen_learn.dls, gen_learn.model, crit_learn.model, gen_loss_func, crit_loss_func, switcher, **kwargs)
+        learn._gen_learn = gen_learn
+        return learn
+
+    @classmethod
+    def wgan(
+        cls,
+        dls: Any,
+        generator: nn.Module,
+        critic: nn.Module,
+        switcher: Any = None,
+        clip: float = 0.01,
+        noise_sz: int | None = None,
+        lr: float = 2e-4,
+        opt_func: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> GANLearner:
+        """A Wasserstein GAN that generates images from noise (e.g. :func:`basic_generator` and
+        :func:`basic_critic`).
+
+        The critic trains 5 batches for each of the generator's by default, its weights clipped to ``[-clip,
+        clip]``, with RMSprop without momentum. `noise_sz` defaults to the generator's ``noise_sz``.
+        """
+        if noise_sz is None:
+            noise_sz = getattr(generator, "noise_sz", None)
+            if noise_sz is None:
+                raise ConfigError(
+                    "Expected `noise_sz`, the length of the generator's noise vectors; this generator does not say "
+                    "(basic_generator models do)."
+                )
+        return cls(
+            dls,
+            generator,
+            critic,
+            wgan_generator_loss,
+            wgan_critic_loss,
+            switcher=switcher if switcher is not None else FixedGANSwitcher(n_crit=5, n_gen=1),
+            clip=clip,
+            noise_sz=noise_sz,
+            lr=lr,
+            opt_func=opt_func if opt_func is not None else _no_momentum(RMSprop),
+            **kwargs,
+        )
+
+    # -- results ---------------------------------------------------------------------------------------
+    def _images_decoded(self, x: torch.Tensor) -> torch.Tensor:
+        """Generated images (normalized like the real ones) -> float32 ``(B, C, H, W)`` in [0, 1] on the CPU."""
+        ref = self.dls.valid if self.dls.valid is not None and len(self.dls.valid) else self.dls.train
+        x = x.detach().float()
+        for t in reversed(list(getattr(ref, "batch_tfms", []))):
+            if hasattr(t, "decode"):
+                x = t.decode((x,), ("image",))[0]
+        return x.float().cpu().clamp(0, 1)
+
+    def generate(self, n: int = 16, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`n` images from the generator (fresh noise, or the `noise` given): float32 ``(n, C, H, W)`` in [0, 1]."""
+        if self.noise_sz is None and noise is None:
+            raise ConfigError(
+                "This GAN's generator takes images, not noise: use predict(item) or show_results() to see its work."
+            )
+        if noise is None:
+            noise = torch.randn(_check_count("n", n), self.noise_sz)
+        model = self.model
+        was_training, was_gen = model.training, model.gen_mode
+        model.eval()
+        model.switch(True)
+        try:
+            with torch.no_grad(), self._autocast():
+                out = model.generator(noise.to(self.dls.device))
+        finally:
+            model.train(was_training)
+            model.switch(was_gen)
+        return self._images_decoded(out)
+
+    def show_results(self, max_n: int = 9, fname: str | None = None, **kwargs: Any) -> Any:
+        """Draw generated images: from noise in a grid, or (built from learners) input | target | generated."""
+        if self._gen_learn is not None:
+            return self._gen_learn.show_results(max_n=max_n, fname=fname, **kwargs)
+        from ember.data.show import _finish, get_grid
+
+        images = self.generate(max_n)
+        axes = get_grid(len(images), **kwargs)
+        fig = axes[0].figure
+        for ax, img in zip(axes, images):
+            ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+            ax.axis("off")
+        return _finish(fig, fname)
+
+    def predict(self, item: Any) -> Any:
+        """Restore one item with the generator (GANs built with :meth:`from_learners`)."""
+        if self._gen_learn is None:
+            raise ConfigError("This GAN generates from noise: use generate(n) to draw images.")
+        self.model.switch(True)
+        return self._gen_learn.predict(item)
+
+    def export(self, fname: Any = "export.ember", verbose: bool = True) -> Any:
+        """Export the generator (GANs built with :meth:`from_learners`), as its own learner would."""
+        if self._gen_learn is None:
+            raise ConfigError(
+                "Only GANs built with GANLearner.from_learners export: the generator's learner knows how to "
+                "rebuild it. Keep a noise GAN with learn.save(name), which writes both models' weights."
+            )
+        return self._gen_learn.export(fname, verbose=verbose)
