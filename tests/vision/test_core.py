@@ -16,6 +16,7 @@ from ember.vision.core import (
     PointScaler,
     image_to_tensor,
     load_image,
+    save_image,
     show_image,
     show_points,
 )
@@ -97,6 +98,24 @@ def test_image_to_tensor_accepts_pil_arrays_tensors_and_bytes(files):
     assert image_to_tensor(arr[..., 0], mode="L").shape == (1, 6, 8)
     with pytest.raises(DataError, match="image"):
         image_to_tensor(42)
+
+
+def test_save_image_writes_what_load_image_reads(files, tmp_path):
+    path, arr = files
+    ref = torch.from_numpy(arr).permute(2, 0, 1)  # uint8 (3, H, W)
+    out = save_image(ref, tmp_path / "new" / "deep" / "a.png")  # missing folders are made
+    assert torch.equal(load_image(out), ref)
+    assert torch.equal(load_image(save_image(ref.float() / 255, tmp_path / "f.png")), ref)  # float in [0, 1]
+    grey = save_image(ref[:1], tmp_path / "g.png")
+    assert Image.open(grey).mode == "L" and torch.equal(load_image(grey, "L"), ref[:1])
+    smooth = np.broadcast_to(np.linspace(0, 255, 16, dtype=np.uint8)[None, :, None], (16, 16, 3)).copy()
+    jpg = save_image(Image.fromarray(smooth), tmp_path / "p.jpg", quality=90)
+    back = load_image(jpg).permute(1, 2, 0).float()
+    assert Image.open(jpg).format == "JPEG" and float((back - torch.from_numpy(smooth).float()).abs().mean()) < 4
+    with pytest.raises(DataError, match="image"):
+        save_image("not an image", tmp_path / "x.png")
+    with pytest.raises(DataError, match=r"x\.nope"):
+        save_image(ref, tmp_path / "x.nope")
 
 
 def test_image_block_encode_collate_and_recipe(files):

@@ -20,7 +20,7 @@ from ember.learner.callback import Callback
 from ember.learner.export import load_learner
 from ember.learner.learner import Learner
 from ember.vision.augment import Normalize, Resize
-from ember.vision.core import ImageBlock
+from ember.vision.core import ImageBlock, load_image, save_image
 from ember.vision.gan import (
     AdaptiveGANSwitcher,
     AdaptiveLoss,
@@ -205,6 +205,15 @@ def test_wgan_moves_its_images_towards_the_data(squares, tmp_path):
     assert (tmp_path / "models" / "wgan.pth").exists() or list((tmp_path / "models").iterdir())
 
 
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_gan_trains_in_mixed_precision_on_the_cpu(squares, tmp_path, precision):
+    learn = _small_wgan(_image_dls(squares), tmp_path, precision=precision, switcher=FixedGANSwitcher(1, 1))
+    learn.fit(1, 2e-3)
+    values = learn.recorder.values[-1]
+    assert all(np.isfinite(v) for v in values)
+    assert learn.generate(2).dtype == torch.float32
+
+
 def test_gan_errors_are_clear(squares, tmp_path):
     dls = _image_dls(squares)
     with pytest.raises(ConfigError, match="noise_sz"):
@@ -252,9 +261,8 @@ def test_gan_from_pretrained_learners_trains_and_exports_the_generator(tmp_path)
     # 2. its outputs beside the originals, and a critic pretrained to tell them apart
     outputs, _, _ = learn_gen.predict_batch(sorted(noisy.iterdir()))
     for i, img in enumerate(outputs):
-        _save(img, crit_dir / "generated" / f"{i:02d}.png")
-        _save(torch.from_numpy(np.array(Image.open(clean / f"{i:02d}.png"))).permute(2, 0, 1) / 255,
-              crit_dir / "real" / f"{i:02d}.png")  # fmt: skip
+        save_image(img, crit_dir / "generated" / f"{i:02d}.png")
+        save_image(load_image(clean / f"{i:02d}.png"), crit_dir / "real" / f"{i:02d}.png")
     dls_crit = DataBlock(
         blocks=(ImageBlock, CategoryBlock),
         get_items=get_image_files,

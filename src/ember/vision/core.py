@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_MODES",
     "load_image",
     "image_to_tensor",
+    "save_image",
     "ImageBlock",
     "PointBlock",
     "PointScaler",
@@ -151,6 +152,38 @@ def image_to_tensor(value: Any, mode: str = "RGB") -> torch.Tensor:
         x = (x.clamp(0, 1) * 255).round()
     x = x.to(torch.uint8)
     return _to_channels(x, n_ch)
+
+
+def save_image(image: Any, path: str | os.PathLike, quality: int = 95) -> Path:
+    """Write an image (a tensor ``(C, H, W)`` uint8 or float in [0, 1], an array or a PIL image) to `path`.
+
+    One channel is written as grey, three as RGB; the format follows the extension (JPEG at `quality`). Missing
+    folders are created. Returns the path. This is how predictions of an image-to-image model become files:
+    ``save_image(learn.predict(item)[0], out / item.name)``.
+    """
+    from PIL import Image
+
+    x = image_to_tensor(image, "RGB" if _n_channels(image) != 1 else "L")  # uint8 (C, H, W)
+    arr = x.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pil.save(path, quality=quality) if path.suffix.lower() in (".jpg", ".jpeg") else pil.save(path)
+    except (ValueError, OSError) as e:
+        raise DataError(f"Cannot write the image {path}: {e}") from e
+    return path
+
+
+def _n_channels(image: Any) -> int | None:
+    """The channel count of a tensor or array image (None when it is not one)."""
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[0]) if image.ndim == 3 else 1 if image.ndim == 2 else None
+    if isinstance(image, np.ndarray):
+        return int(image.shape[2]) if image.ndim == 3 else 1 if image.ndim == 2 else None
+    if hasattr(image, "mode"):
+        return 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
+    return None
 
 
 def _to_channels(x: torch.Tensor, n_ch: int) -> torch.Tensor:
