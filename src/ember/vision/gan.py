@@ -214,7 +214,10 @@ class AdaptiveLoss(nn.Module):
         return self.crit(output, _expand(target, output))
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x)
+        """The wrapped loss's activation (a sigmoid for ``BCEWithLogitsLoss``)."""
+        from ember.losses import loss_activation
+
+        return loss_activation(self.crit)(x)
 
 
 def accuracy_thresh_expand(
@@ -422,7 +425,8 @@ class GANTrainer(Callback):
         model = self.gan_model
         for p in model.parameters():
             p.requires_grad_(id(p) in self._trainable)
-        model.switch(True)  # predictions after training come from the generator
+        self.gen_mode = True  # predictions after training come from the generator
+        model.switch(True)
 
     def before_epoch(self) -> None:
         self.gen_losses, self.crit_losses = [], []
