@@ -3,8 +3,8 @@
     python examples/wgan_digits.py                   # all 4,000 training digits, 20 epochs
     python examples/wgan_digits.py --digits 3 --epochs 30
 
-Writes ``wgan_output/samples_<epoch>.png`` (a grid of generated digits) every few epochs and, at the end, both
-models' weights with ``learn.save`` (``wgan_output/wgan.pth``, read back with ``learn.load``). See docs/gan.md.
+Writes ``wgan_output/samples_<epoch>.png`` (a grid of generated digits) every few epochs and, at the end, the
+generator as ``wgan_output/digits.ember`` (``ember.load_learner(...).generate(16)`` draws from it). See docs/gan.md.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def main() -> None:
         done += n
         learn.show_results(max_n=16, fname=out / f"samples_{done:03d}.png")
         print(f"epoch {done}: {time.perf_counter() - start:.0f} s, samples in {out / f'samples_{done:03d}.png'}")
-    learn.save("wgan")
+    learn.export("digits.ember")
     images = learn.generate(noise=noise)
-    print(f"generated {tuple(images.shape)} images in [0, 1]; weights of both models in {out / 'wgan.pth'}")
+    print(f"generated {tuple(images.shape)} images in [0, 1]; the generator is in {out / 'digits.ember'}")
 
 
 if __name__ == "__main__":

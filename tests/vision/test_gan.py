@@ -4,6 +4,8 @@ towards the data, and the lesson's recipe from a pretrained generator and critic
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from ember.core.errors import ConfigError, DataError
 from ember.data.block import CategoryBlock, DataBlock
 from ember.data.items import RandomSplitter, get_image_files, parent_label
 from ember.learner.callback import Callback
-from ember.learner.export import load_learner
+from ember.learner.export import load_learner, read_recipe
 from ember.learner.learner import Learner
 from ember.vision.augment import Normalize, Resize
 from ember.vision.core import ImageBlock, load_image, save_image
@@ -214,6 +216,35 @@ def test_gan_trains_in_mixed_precision_on_the_cpu(squares, tmp_path, precision):
     assert learn.generate(2).dtype == torch.float32
 
 
+def test_a_noise_gan_exports_its_generator_and_a_fresh_process_generates(squares, tmp_path):
+    learn = _small_wgan(_image_dls(squares), tmp_path)
+    learn.fit(2, 2e-3)
+    path = learn.export(tmp_path / "gen.ember")
+    rec = read_recipe(path)
+    assert rec["learner"] == "GeneratorLearner" and rec["model"]["factory"] == "basic_generator"
+    generator_state = learn.model.generator.state_dict().values()
+    assert rec["n_params"] == sum(t.numel() for t in generator_state)  # the generator alone: no critic weights
+    noise = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    expected = learn.generate(noise=noise)
+    loaded = load_learner(path)
+    assert type(loaded).__name__ == "GeneratorLearner" and torch.allclose(loaded.generate(noise=noise), expected)
+    torch.save(noise, tmp_path / "noise.pt")
+    script = (
+        "import sys, torch; from ember import load_learner; "
+        "learn = load_learner(sys.argv[1]); noise = torch.load(sys.argv[2]); "
+        "torch.save(learn.generate(noise=noise), sys.argv[3]); print(tuple(learn.generate(5).shape))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "noise.pt"), str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str((5, 1, SIZE, SIZE))
+    assert torch.allclose(torch.load(tmp_path / "out.pt"), expected, atol=1e-6)
+
+
 def test_gan_errors_are_clear(squares, tmp_path):
     dls = _image_dls(squares)
     with pytest.raises(ConfigError, match="noise_sz"):
@@ -221,8 +252,8 @@ def test_gan_errors_are_clear(squares, tmp_path):
     with pytest.raises(DataError, match="inputs only"):
         GANLearner(dls, basic_generator(SIZE, 1), basic_critic(SIZE, 1), wgan_generator_loss, wgan_critic_loss)
     noise_gan = _small_wgan(dls, tmp_path)
-    with pytest.raises(ConfigError, match="save"):
-        noise_gan.export(tmp_path / "x.ember")
+    with pytest.raises(ConfigError, match="noise"):
+        noise_gan.generate(noise=[1.0, 2.0])
     with pytest.raises(ConfigError, match="generate"):
         noise_gan.predict(squares / "00.png")
     with pytest.raises(ConfigError, match="switcher"):

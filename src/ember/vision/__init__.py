@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 # Imported for their side effect: they register the recipes (and model factory) that exported files name.
 from ember.vision import augment as _augment  # noqa: F401
 from ember.vision import core as _core  # noqa: F401
+from ember.vision import gan as _gan  # noqa: F401
 from ember.vision import learner as _learner  # noqa: F401
 from ember.vision import unet as _unet  # noqa: F401
 from ember.vision.models import mnist as _mnist  # noqa: F401
@@ -72,6 +73,7 @@ __all__ = [
     "degrade_images",
     # GANs
     "GANLearner",
+    "GeneratorLearner",
     "GANModule",
     "GANLoss",
     "GANTrainer",
@@ -151,6 +153,7 @@ _MODULES: dict[str, str] = {
     **dict.fromkeys(
         (
             "GANLearner",
+            "GeneratorLearner",
             "GANModule",
             "GANLoss",
             "GANTrainer",
@@ -243,6 +246,7 @@ if TYPE_CHECKING:
         GANLoss,
         GANModule,
         GANTrainer,
+        GeneratorLearner,
         accuracy_thresh_expand,
         basic_critic,
         basic_generator,

@@ -29,6 +29,7 @@ from torch import nn
 from ember.core.errors import ConfigError, DataError, expected
 from ember.layers import ConvLayer, Flatten, SelfAttention
 from ember.learner.callback import Callback
+from ember.learner.export import export_learner, register_learner, register_model_factory
 from ember.learner.learner import Learner
 from ember.learner.optim import Adam, RMSprop
 from ember.metrics import Metric
@@ -47,6 +48,7 @@ __all__ = [
     "AdaptiveGANSwitcher",
     "GANTrainer",
     "GANLearner",
+    "GeneratorLearner",
 ]
 
 
@@ -74,6 +76,7 @@ class _NoiseAsMap(nn.Module):
         return x.reshape(x.shape[0], -1, 1, 1)
 
 
+@register_model_factory("basic_generator")
 def basic_generator(
     out_size: int, n_channels: int, in_sz: int = 100, n_features: int = 64, n_extra_layers: int = 0
 ) -> nn.Sequential:
@@ -105,6 +108,8 @@ def basic_generator(
     layers += [nn.ConvTranspose2d(nf, n_channels, 4, stride=2, padding=1, bias=False), nn.Tanh()]
     model = nn.Sequential(*layers)
     model.noise_sz = in_sz
+    kwargs = dict(out_size=out_size, n_channels=n_channels, in_sz=in_sz, n_features=n_features)
+    model.model_recipe = {"factory": "basic_generator", "kwargs": {**kwargs, "n_extra_layers": n_extra_layers}}
     return model
 
 
@@ -657,48 +662,25 @@ class GANLearner(Learner):
         )
 
     # -- results ---------------------------------------------------------------------------------------
-    def _images_decoded(self, x: torch.Tensor) -> torch.Tensor:
-        """Generated images (normalized like the real ones) -> float32 ``(B, C, H, W)`` in [0, 1] on the CPU."""
-        ref = self.dls.valid if self.dls.valid is not None and len(self.dls.valid) else self.dls.train
-        x = x.detach().float()
-        for t in reversed(list(getattr(ref, "batch_tfms", []))):
-            if hasattr(t, "decode"):
-                x = t.decode((x,), ("image",))[0]
-        return x.float().cpu().clamp(0, 1)
-
     def generate(self, n: int = 16, noise: torch.Tensor | None = None) -> torch.Tensor:
         """`n` images from the generator (fresh noise, or the `noise` given): float32 ``(n, C, H, W)`` in [0, 1]."""
         if self.noise_sz is None and noise is None:
             raise ConfigError(
                 "This GAN's generator takes images, not noise: use predict(item) or show_results() to see its work."
             )
-        if noise is None:
-            noise = torch.randn(_check_count("n", n), self.noise_sz)
         model = self.model
-        was_training, was_gen = model.training, model.gen_mode
-        model.eval()
+        was_gen = model.gen_mode
         model.switch(True)
         try:
-            with torch.no_grad(), self._autocast():
-                out = model.generator(noise.to(self.dls.device))
+            return _generate(self, model.generator, self.noise_sz, n, noise)
         finally:
-            model.train(was_training)
             model.switch(was_gen)
-        return self._images_decoded(out)
 
     def show_results(self, max_n: int = 9, fname: str | None = None, **kwargs: Any) -> Any:
         """Draw generated images: from noise in a grid, or (built from learners) input | target | generated."""
         if self._gen_learn is not None:
             return self._gen_learn.show_results(max_n=max_n, fname=fname, **kwargs)
-        from ember.data.show import _finish, get_grid
-
-        images = self.generate(max_n)
-        axes = get_grid(len(images), **kwargs)
-        fig = axes[0].figure
-        for ax, img in zip(axes, images):
-            ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
-            ax.axis("off")
-        return _finish(fig, fname)
+        return _show_images(self.generate(max_n), fname, **kwargs)
 
     def predict(self, item: Any) -> Any:
         """Restore one item with the generator (GANs built with :meth:`from_learners`)."""
@@ -708,10 +690,82 @@ class GANLearner(Learner):
         return self._gen_learn.predict(item)
 
     def export(self, fname: Any = "export.ember", verbose: bool = True) -> Any:
-        """Export the generator (GANs built with :meth:`from_learners`), as its own learner would."""
-        if self._gen_learn is None:
-            raise ConfigError(
-                "Only GANs built with GANLearner.from_learners export: the generator's learner knows how to "
-                "rebuild it. Keep a noise GAN with learn.save(name), which writes both models' weights."
-            )
-        return self._gen_learn.export(fname, verbose=verbose)
+        """Export the generator alone: the critic is only needed for training.
+
+        Built with :meth:`from_learners`, the generator is exported as its own learner would export it (a
+        restoration model for ``load_learner``). Generating from noise, it is exported as a
+        :class:`GeneratorLearner`, whose ``generate`` draws images after ``load_learner``.
+        """
+        if self._gen_learn is not None:
+            return self._gen_learn.export(fname, verbose=verbose)
+        generator = self.model.generator
+        learn = GeneratorLearner(self.dls, generator, path=self.path)
+        learn.model_recipe = getattr(generator, "model_recipe", None)
+        return export_learner(learn, fname, verbose=verbose)
+
+
+@register_learner
+class GeneratorLearner(Learner):
+    """A trained generator of images from noise, as :meth:`GANLearner.export` writes it and ``load_learner``
+    reads it back: :meth:`generate` draws new images, :meth:`show_results` a grid of them.
+
+    The noise length is the generator's ``noise_sz`` attribute (set by :func:`basic_generator`).
+    """
+
+    def __init__(self, dls: Any, model: nn.Module, loss_func: Any = None, **kwargs: Any) -> None:
+        super().__init__(dls, model, loss_func=loss_func if loss_func is not None else _no_loss, **kwargs)
+
+    def generate(self, n: int = 16, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """`n` new images (or one per row of `noise`): float32 ``(n, C, H, W)`` in [0, 1] on the CPU."""
+        noise_sz = getattr(self.model, "noise_sz", None)
+        if noise is None and noise_sz is None:
+            raise ConfigError("This generator does not say how long its noise is: pass noise=torch.randn(n, size).")
+        return _generate(self, self.model, noise_sz, n, noise)
+
+    def show_results(self, max_n: int = 9, fname: str | None = None, **kwargs: Any) -> Any:
+        """Draw `max_n` generated images in a grid."""
+        return _show_images(self.generate(max_n), fname, **kwargs)
+
+
+def _no_loss(*args: Any) -> torch.Tensor:
+    raise ConfigError("A GeneratorLearner only generates; train a generator with GANLearner.")
+
+
+def _batch_tfms(dls: Any) -> list[Any]:
+    """The batch transforms that normalized the real images (validation's, else training's, else the loaded
+    data's)."""
+    for name in ("valid", "train"):
+        loader = getattr(dls, name, None)
+        if loader is not None and getattr(loader, "batch_tfms", None) is not None:
+            return list(loader.batch_tfms)
+    return list(getattr(dls, "batch_tfms", None) or [])
+
+
+def _generate(learn: Learner, generator: nn.Module, noise_sz: int | None, n: int, noise: Any) -> torch.Tensor:
+    """Run `generator` on noise in evaluation mode; the images decoded like the real ones, in [0, 1] on the CPU."""
+    if noise is None:
+        noise = torch.randn(_check_count("n", n), noise_sz)
+    elif not isinstance(noise, torch.Tensor) or noise.ndim not in (2, 4):
+        raise ConfigError(expected("a tensor (n, noise_sz)", "noise", getattr(noise, "shape", noise)))
+    was_training = generator.training
+    generator.eval()
+    try:
+        with torch.no_grad(), learn._autocast():
+            x = generator(noise.to(learn.dls.device))
+    finally:
+        generator.train(was_training)
+    x = x.detach().float()
+    for t in reversed(_batch_tfms(learn.dls)):
+        if hasattr(t, "decode"):
+            x = t.decode((x,), ("image",))[0]
+    return x.float().cpu().clamp(0, 1)
+
+
+def _show_images(images: torch.Tensor, fname: Any, **kwargs: Any) -> Any:
+    from ember.data.show import _finish, get_grid
+
+    axes = get_grid(len(images), **kwargs)
+    for ax, img in zip(axes, images):
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+        ax.axis("off")
+    return _finish(axes[0].figure, fname)
