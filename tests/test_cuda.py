@@ -391,3 +391,31 @@ def test_unet_segmentation_on_cuda_in_mixed_precision_and_channels_last(tmp_path
     assert mask.shape == (32, 32) and mask.device.type == "cpu" and probs.shape == (2, 32, 32)
     masks = learn.predict_batch([path / "images" / "0001.png", path / "images" / "0002.png"])[0]
     assert len(masks) == 2 and all(m.shape == (32, 32) for m in masks)
+
+
+@pytest.mark.parametrize("precision", ["32", "16-mixed"])
+def test_wgan_on_cuda_exports_a_generator_that_loads_on_the_cpu(tmp_path, precision):
+    from ember.learner.export import load_learner
+    from ember.vision.augment import Normalize
+    from ember.vision.gan import GANLearner, basic_critic, basic_generator
+
+    _image_folder(tmp_path / "imgs")
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"),),
+        get_items=get_image_files,
+        splitter=GrandparentSplitter(),
+        batch_tfms=Normalize.from_stats([0.5], [0.5]),
+    ).dataloaders(tmp_path / "imgs", bs=4, device="cuda")
+    torch.manual_seed(0)
+    g, c = basic_generator(16, 1, in_sz=8, n_features=8), basic_critic(16, 1, n_features=8)
+    learn = GANLearner.wgan(dls, g, c, precision=precision, path=tmp_path)
+    learn.silent = True
+    learn.fit(3, 1e-3)
+    assert all(math.isfinite(v) for v in learn.recorder.losses) and _finite_params(learn.model)
+    critic = torch.cat([p.detach().flatten() for p in learn.model.critic.parameters()])
+    assert float(critic.abs().max()) <= 0.01 + 1e-6 and critic.device.type == "cuda"
+    noise = torch.randn(3, 8)
+    images = learn.generate(noise=noise)
+    assert images.shape == (3, 1, 16, 16) and images.device.type == "cpu"
+    loaded = load_learner(learn.export(tmp_path / "gen.ember", verbose=False))
+    assert torch.allclose(loaded.generate(noise=noise), images, atol=2e-2 if precision != "32" else 1e-5)
