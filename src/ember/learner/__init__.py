@@ -29,6 +29,7 @@ from ember.learner.callbacks import (
 from ember.learner.checkpoint import CheckpointCallback
 from ember.learner.learner import Learner
 from ember.learner.lr_find import LRFinder, suggest_lrs
+from ember.learner.mixup import CutMix, MixUp
 from ember.learner.optim import SGD, Adam, RMSprop
 from ember.learner.progress import ProgressCallback
 from ember.learner.recorder import Recorder
@@ -62,6 +63,8 @@ __all__ = [
     "TensorBoardCallback",
     "TerminateOnNaNCallback",
     "CheckpointCallback",
+    "MixUp",
+    "CutMix",
     "Adam",
     "SGD",
     "RMSprop",
