@@ -88,6 +88,10 @@ __all__ = [
     "wgan_generator_loss",
     # interpretation
     "ClassificationInterpretation",
+    # the training loop's names a vision script needs, re-exported for one-import scripts
+    "Learner",
+    "MixUp",
+    "CutMix",
     # the data block API, re-exported for one-import scripts
     "DataBlock",
     "CategoryBlock",
@@ -189,6 +193,8 @@ _MODULES: dict[str, str] = {
         "ember.vision.learner",
     ),
     "ClassificationInterpretation": "ember.vision.interpret",
+    "Learner": "ember.learner.learner",
+    **dict.fromkeys(("MixUp", "CutMix"), "ember.learner.mixup"),
     **dict.fromkeys(("DataBlock", "CategoryBlock", "MultiCategoryBlock", "RegressionBlock"), "ember.data.block"),
 }
 
@@ -207,6 +213,8 @@ if TYPE_CHECKING:
     )
     from ember.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock
     from ember.data.builtin import shapes_segmentation
+    from ember.learner.learner import Learner
+    from ember.learner.mixup import CutMix, MixUp
     from ember.metrics import Dice, DiceMulti, JaccardCoeff, foreground_acc
     from ember.vision.augment import (
         AffineWarp,
