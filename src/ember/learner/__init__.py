@@ -27,6 +27,7 @@ from ember.learner.callbacks import (
     TrackerCallback,
 )
 from ember.learner.checkpoint import CheckpointCallback
+from ember.learner.hooks import ActivationStats, Hook, Hooks, hook_output, hook_outputs
 from ember.learner.learner import Learner
 from ember.learner.lr_find import LRFinder, suggest_lrs
 from ember.learner.mixup import CutMix, MixUp
@@ -64,6 +65,11 @@ __all__ = [
     "TerminateOnNaNCallback",
     "CheckpointCallback",
     "MixUp",
+    "Hook",
+    "Hooks",
+    "hook_output",
+    "hook_outputs",
+    "ActivationStats",
     "CutMix",
     "Adam",
     "SGD",
