@@ -174,3 +174,39 @@ def test_terminate_on_nan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "training stopped" in out and "lower learning rate" in out
     assert len(learn.recorder.values) == 0 or learn.epoch < 2
+
+
+def test_a_skipped_batch_records_no_loss_and_cleanup_runs_after_an_error(tmp_path):
+    from ember.learner import CancelBatchException
+
+    x, y = make_classification(96)
+    dls = DataLoaders.from_tensors((x[:64], y[:64]), (x[64:], y[64:]), bs=16, device="cpu")
+    learn = Learner(dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    learn.silent = True
+
+    class _Skip(Callback):
+        def before_batch(self):
+            if self.learn.training and self.learn.iter == 1:
+                raise CancelBatchException()
+
+    learn.fit(1, 1e-3, cbs=_Skip())
+    assert len(learn.recorder.losses) == 3  # 4 batches, one skipped: not the previous batch's loss again
+    assert len(set(learn.recorder.losses)) == 3
+
+    class _Tidy(Callback):
+        def before_fit(self):
+            self.cleaned = self.after = False
+
+        def after_batch(self):
+            raise ValueError("boom")
+
+        def after_fit(self):
+            self.after = True
+
+        def cleanup_fit(self):
+            self.cleaned = True
+
+    tidy = _Tidy()
+    with pytest.raises(CallbackError, match="boom"):
+        learn.fit(1, 1e-3, cbs=tidy)
+    assert tidy.cleaned and not tidy.after

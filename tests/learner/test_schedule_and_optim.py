@@ -83,6 +83,25 @@ def test_adam_is_decoupled_and_uses_a_fast_implementation():
     assert isinstance(Adam(tiny_model().parameters(), decouple_wd=False), torch.optim.Adam)
 
 
+def test_sgd_survives_skipped_mixed_precision_steps():
+    """A step skipped for an overflow (the grad scaler's first steps) must leave SGD's momentum well defined: torch's
+    fused SGD left new buffers uninitialized there, so ember's SGD uses foreach."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    opt = SGD(model.parameters(), lr=1e-2, mom=0.9, wd=0.1)
+    assert not opt.param_groups[0].get("fused") and opt.param_groups[0].get("foreach")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # the first steps overflow in float16
+    for _ in range(6):
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(torch.randn(16, 8)).float().pow(2).mean()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+    assert scaler.get_scale() < 2.0**60  # steps were skipped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def two_group_learner(dls, tmp_path):
     def splitter(m):
         return [list(m[:3].parameters()), list(m[3].parameters())]

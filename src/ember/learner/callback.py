@@ -6,6 +6,10 @@ and replace what the loop holds (``learn.xb``, ``learn.yb``, ``learn.pred``, ``l
 Raising a cancel exception skips the rest of a stage cleanly: ``CancelBatchException`` in
 ``before_batch`` skips that batch, ``CancelFitException`` anywhere ends training (``after_cancel_fit``
 and then ``after_fit`` still run).
+
+Any other exception (an error, Ctrl-C) ends the fit without ``after_fit``. A callback that changes the learner
+or the model for the duration of a fit (freezing parameters, swapping a function) puts things back in a
+``cleanup_fit()`` method: the learner calls it at the end of every fit, however the fit ended.
 """
 
 from __future__ import annotations

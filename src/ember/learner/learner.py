@@ -333,6 +333,7 @@ class Learner:
         self.n_iter = len(self.dl)
         for i, batch in enumerate(self.dl):
             self.iter = i
+            self.pred, self.loss, self.loss_grad = None, None, None  # a skipped batch must not show the last one's
             self._split(batch)
             self._with_events(self._do_one_batch, "batch")
 
@@ -465,6 +466,10 @@ class Learner:
             finally:
                 self._resume_path = None
                 self.xb, self.yb, self.pred, self.loss, self.loss_grad = (), (), None, None, None
+                for cb in list(self.cbs):  # however the fit ended: an error or an interrupt included
+                    cleanup = getattr(cb, "cleanup_fit", None)
+                    if cleanup is not None:
+                        cleanup()
 
     def _group_lrs(self, lr: float | slice | Sequence[float] | None) -> Any:
         if self.opt is None:

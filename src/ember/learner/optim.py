@@ -64,9 +64,13 @@ def Adam(  # noqa: N802 (named like the optimizer users know)
 def SGD(  # noqa: N802
     params: Iterable[Any], lr: float = 1e-2, wd: float = 0.0, mom: float = 0.9, nesterov: bool = False
 ) -> torch.optim.Optimizer:
-    """Stochastic gradient descent with momentum (`torch.optim.SGD`)."""
+    """Stochastic gradient descent with momentum (`torch.optim.SGD`).
+
+    Never torch's fused kernel: when a mixed-precision step is skipped for an overflow (common on the first
+    steps of "16-mixed"), it leaves the new momentum buffers uninitialized and the next steps read them.
+    """
     groups = _as_groups(params)
-    return _build(torch.optim.SGD, groups, True, lr=lr, momentum=mom, weight_decay=wd, nesterov=nesterov)
+    return _build(torch.optim.SGD, groups, False, lr=lr, momentum=mom, weight_decay=wd, nesterov=nesterov)
 
 
 def RMSprop(  # noqa: N802

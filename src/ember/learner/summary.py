@@ -52,17 +52,19 @@ def _has_param_children(m: nn.Module) -> bool:
     return any(True for c in m.children() for _ in c.parameters())
 
 
-def model_summary(learn: Learner) -> str:
-    """The text of ``learn.summary()``."""
-    batch = learn.dls.one_batch()
-    xb = batch[: learn.dls.n_inp]
-    rows = layer_table(learn.model, xb)
+def model_summary(learn: Learner, model: nn.Module | None = None, xb: tuple | None = None) -> str:
+    """The text of ``learn.summary()``: `model` (default: the learner's) run on `xb` (default: a batch's inputs)."""
+    model = learn.model if model is None else model
+    if xb is None:
+        batch = learn.dls.one_batch()
+        xb = batch[: learn.dls.n_inp]
+    rows = layer_table(model, xb)
     in_shape = _shape(xb[0])
     width = max([len(r[0]) for r in rows] + [14])
     swidth = max([len(r[1]) for r in rows] + [12])
     sep = "=" * (width + swidth + 28)
     lines = [
-        f"{type(learn.model).__name__} (input: {in_shape})",
+        f"{type(model).__name__} (input: {in_shape})",
         sep,
         f"{'Layer (type)':<{width}}  {'Output Shape':<{swidth}}  {'Param #':>10}  Trainable",
         sep,
@@ -70,7 +72,7 @@ def model_summary(learn: Learner) -> str:
     for name, shape, n, trainable in rows:
         tr = "" if trainable is None else ("True" if trainable else "False")
         lines.append(f"{name:<{width}}  {shape:<{swidth}}  {n:>10,}  {tr}")
-    params = list(learn.model.parameters())
+    params = list(model.parameters())
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     lines += [

@@ -321,6 +321,12 @@ class FixedGANSwitcher:
             return not gen_mode
         return gen_mode
 
+    def state_dict(self) -> dict[str, int]:
+        return {"n": self._n}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._n = int(state["n"])
+
     def __repr__(self) -> str:
         return f"FixedGANSwitcher(n_crit={self.n_crit}, n_gen={self.n_gen})"
 
@@ -370,8 +376,9 @@ class GANTrainer(Callback):
     generator's input and the loss the real images; in critic mode the model gets the real images and the loss
     images generated (without gradients) from the input. The inactive player's parameters are frozen. After the
     critic's step its weights are clipped to ``[-clip, clip]`` when `clip` is set (Wasserstein GANs). Validation
-    always runs the generator. Afterwards the model is left in generator mode with every parameter as trainable
-    as it was.
+    always runs the generator. Afterwards (however the fit ended) the model is left in generator mode with every
+    parameter as trainable as it was. The alternation carries on from one fit to the next (and through a
+    checkpoint): the first fit starts with `gen_first`, later ones where the last one stopped.
 
     Args:
         switcher: decides the next mode after each batch (default: switch after every batch).
@@ -398,9 +405,12 @@ class GANTrainer(Callback):
             _check_count("noise_sz", noise_sz)
         self.switcher = switcher if switcher is not None else FixedGANSwitcher()
         self.gen_first, self.clip, self.noise_sz = gen_first, clip, noise_sz
-        self.gen_mode = gen_first
+        self.gen_mode = gen_first  # the player that trains the next batch
         self.gen_losses: list[torch.Tensor] = []
         self.crit_losses: list[torch.Tensor] = []
+        self._started = False
+        self._trainable: set[int] | None = None  # set during a fit: the parameters trainable before it
+        self._checked = False
 
     @property
     def gan_model(self) -> GANModule:
@@ -414,24 +424,54 @@ class GANTrainer(Callback):
         self.gen_mode = gen_mode
         model = self.gan_model
         model.switch(gen_mode)
+        trainable = self._trainable or set()
         for player, active in ((model.generator, gen_mode), (model.critic, not gen_mode)):
             for p in player.parameters():
-                p.requires_grad_(active and id(p) in self._trainable)
+                p.requires_grad_(active and id(p) in trainable)
+                if not active:
+                    p.grad = None  # gradients kept for accumulation must not reach the other player's step
+
+    def _clip(self) -> None:
+        with torch.no_grad():
+            for p in self.gan_model.critic.parameters():
+                p.clamp_(-self.clip, self.clip)
 
     def before_fit(self) -> None:
         model = self.gan_model
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        reset = getattr(self.switcher, "reset", None)
-        if reset is not None:
-            reset()
-        self._set_mode(self.gen_first)
+        if not self._started:
+            reset = getattr(self.switcher, "reset", None)
+            if reset is not None:
+                reset()
+            self.gen_mode, self._started = self.gen_first, True
+        if self.clip is not None:
+            self._clip()  # the critic's first batch already sees clipped weights
+        self._checked = False
+        self._set_mode(self.gen_mode)
 
-    def after_fit(self) -> None:
+    def cleanup_fit(self) -> None:
+        """Every parameter as trainable as before the fit, the model in generator mode (also after an error)."""
+        if self._trainable is None:
+            return
         model = self.gan_model
         for p in model.parameters():
             p.requires_grad_(id(p) in self._trainable)
-        self.gen_mode = True  # predictions after training come from the generator
-        model.switch(True)
+        self._trainable = None
+        model.switch(True)  # predictions after training come from the generator
+
+    def state_dict(self) -> dict[str, Any]:
+        switcher_state = getattr(self.switcher, "state_dict", None)
+        return {"gen_mode": self.gen_mode, "switcher": switcher_state() if switcher_state is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load = getattr(self.switcher, "load_state_dict", None)
+        if load is not None and state.get("switcher"):
+            load(state["switcher"])
+        self._started = True
+        if self._trainable is not None:
+            self._set_mode(bool(state["gen_mode"]))
+        else:
+            self.gen_mode = bool(state["gen_mode"])
 
     def before_epoch(self) -> None:
         self.gen_losses, self.crit_losses = [], []
@@ -444,6 +484,12 @@ class GANTrainer(Callback):
         if not batch:
             raise DataError("A GAN needs batches of images; this loader gave an empty batch.")
         real = batch[-1]
+        if not (isinstance(real, torch.Tensor) and real.is_floating_point()):
+            raise DataError(
+                "A GAN takes the real images from the last element of each batch; here it is "
+                f"{getattr(real, 'dtype', type(real).__name__)} of shape {tuple(getattr(real, 'shape', ()))} "
+                "(labels?). Use loaders of images, or of (input, image) pairs."
+            )
         if self.noise_sz is not None:
             noise = torch.randn(real.shape[0], self.noise_sz, device=real.device)
             return (noise,), real
@@ -461,13 +507,28 @@ class GANTrainer(Callback):
             return
         with torch.no_grad(), learn._autocast():
             fake = self.gan_model.generator(*gen_input)
+        self._check(fake, real)
         learn.xb, learn.yb = (real,), (fake,)
+
+    def after_pred(self) -> None:
+        if self.gan_model.gen_mode and isinstance(self.learn.pred, torch.Tensor) and self.learn.yb:
+            self._check(self.learn.pred, self.learn.yb[0])
+
+    def _check(self, fake: torch.Tensor, real: torch.Tensor) -> None:
+        """Once a fit: the generated images must be like the real ones, or the critic compares unlike things."""
+        if self._checked:
+            return
+        if fake.shape != real.shape:
+            raise DataError(
+                f"The generator makes images of shape {tuple(fake.shape)} but the real images are "
+                f"{tuple(real.shape)}: give the generator the data's size and channels (e.g. basic_generator("
+                f"{real.shape[-1]}, {real.shape[1] if real.ndim == 4 else 1}) or Resize the data)."
+            )
+        self._checked = True
 
     def after_step(self) -> None:
         if self.clip is not None and not self.gen_mode:
-            with torch.no_grad():
-                for p in self.gan_model.critic.parameters():
-                    p.clamp_(-self.clip, self.clip)
+            self._clip()
 
     def after_batch(self) -> None:
         learn = self.learn
@@ -480,6 +541,12 @@ class GANTrainer(Callback):
 
     def before_validate(self) -> None:
         self.gan_model.switch(True)
+
+    def after_epoch(self) -> None:
+        recorder = getattr(self.learn, "recorder", None)
+        if recorder is not None and not recorder.last_validation:  # no validation set: the row still shows them
+            values = [m.compute() if isinstance(m, _PlayerLoss) else None for m in self.learn.metrics]
+            recorder.last_validation = [None, *values]
 
     def after_validate(self) -> None:
         self.gan_model.switch(self.gen_mode)
@@ -501,8 +568,8 @@ class _PlayerLoss(Metric):
         pass  # read from the trainer at the end of the epoch
 
     def compute(self) -> float:
-        value = self.trainer.mean_loss(self.gen)
-        return float("nan") if value is None else value
+        value = self.trainer.mean_loss(self.gen) if self.trainer._trainable is not None else None
+        return float("nan") if value is None else value  # outside a fit (validate()): no training to report
 
 
 def _no_momentum(opt_func: Callable[..., Any]) -> Callable[..., Any]:
@@ -549,7 +616,7 @@ class GANLearner(Learner):
         kinds = getattr(getattr(dls, "train", None), "kinds", None)
         if noise_sz is None and kinds is not None and len(kinds) <= getattr(dls.train, "n_inp", 1):
             raise DataError(_INPUTS_ONLY)
-        model = GANModule(generator, critic, gen_mode=gen_first)
+        model = GANModule(generator, critic, gen_mode=True)  # generator mode outside fits; the trainer switches
         loss = GANLoss(gen_loss_func, crit_loss_func, model)
         self.gan_trainer = GANTrainer(switcher=switcher, gen_first=gen_first, clip=clip, noise_sz=noise_sz)
         extra = [] if cbs is None else ([cbs] if isinstance(cbs, Callback) else list(cbs))
@@ -592,7 +659,8 @@ class GANLearner(Learner):
         (labelled `real_label`) and generated ones (the other label).
 
         The models are shared, not copied: after training, ``gen_learn`` holds the improved generator, and
-        :meth:`export`, :meth:`predict` and :meth:`show_results` go through it.
+        :meth:`export`, :meth:`predict` and :meth:`show_results` go through it. The generator is unfrozen (a
+        U-Net on a pretrained encoder starts with its encoder frozen): the whole of it trains in the GAN.
         """
         for name, learn in (("gen_learn", gen_learn), ("crit_learn", crit_learn)):
             if not isinstance(learn, Learner):
@@ -603,6 +671,13 @@ class GANLearner(Learner):
             raise ConfigError(expected("two weights (critic, pixel)", "weights_gen", weights_gen))
         w_crit, w_pixel = (float(w) for w in weights_gen)
         crit_loss, pixel_loss = crit_learn.loss_func, gen_learn.loss_func
+        if isinstance(crit_loss, nn.CrossEntropyLoss) or type(crit_loss).__name__ == "CrossEntropyLossFlat":
+            raise ConfigError(
+                "The critic learner's loss is a cross-entropy over classes; a GAN critic gives one score per image "
+                "(or per region) against a 0/1 label: use loss_func=AdaptiveLoss(nn.BCEWithLogitsLoss()) and a "
+                "critic such as gan_critic()."
+            )
+        gen_learn.unfreeze()  # the whole generator trains in the GAN (a pretrained encoder starts frozen)
 
         def labels(pred: torch.Tensor, value: int) -> torch.Tensor:
             return torch.full((pred.shape[0],), float(value), device=pred.device)
@@ -640,8 +715,11 @@ class GANLearner(Learner):
         The critic trains 5 batches for each of the generator's by default, its weights clipped to ``[-clip,
         clip]``, with RMSprop without momentum. `noise_sz` defaults to the generator's ``noise_sz``.
         """
+        own = getattr(generator, "noise_sz", None)
+        if noise_sz is not None and own is not None and noise_sz != own:
+            raise ConfigError(expected(f"the generator's noise length ({own})", "noise_sz", noise_sz))
         if noise_sz is None:
-            noise_sz = getattr(generator, "noise_sz", None)
+            noise_sz = own
             if noise_sz is None:
                 raise ConfigError(
                     "Expected `noise_sz`, the length of the generator's noise vectors; this generator does not say "
@@ -685,9 +763,41 @@ class GANLearner(Learner):
     def predict(self, item: Any) -> Any:
         """Restore one item with the generator (GANs built with :meth:`from_learners`)."""
         if self._gen_learn is None:
-            raise ConfigError("This GAN generates from noise: use generate(n) to draw images.")
+            if self.noise_sz is not None:
+                raise ConfigError("This GAN generates from noise: use generate(n) to draw images.")
+            raise ConfigError(
+                "predict goes through the generator's own learner, which knows how to encode an item: build the "
+                "GAN with GANLearner.from_learners(gen_learn, crit_learn)."
+            )
         self.model.switch(True)
         return self._gen_learn.predict(item)
+
+    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
+        """Not for GANs: the loss mixes two players' losses that work against each other (and a Wasserstein loss
+        is negative), so no curve of it suggests a rate."""
+        raise ConfigError(
+            "lr_find cannot suggest a rate for a GAN: its loss alternates between two players working against "
+            "each other. Use lr_find on the pretrained generator and critic, and a rate about 10 times smaller "
+            "for the GAN (2e-4 for a Wasserstein GAN, 1e-4 after pretraining)."
+        )
+
+    def summary(self, print_out: bool = True) -> str:
+        """The generator's layer table (on its input) and the critic's (on real images)."""
+        from ember.learner.summary import model_summary
+
+        batch = self.dls.one_batch()
+        real = batch[-1]
+        gen_input = (torch.randn(real.shape[0], self.noise_sz, device=real.device),) if self.noise_sz else batch[:-1]
+        model = self.model
+        was_gen = model.gen_mode
+        try:
+            text = "Generator: " + model_summary(self, model.generator, gen_input)
+            text += "\n\nCritic: " + model_summary(self, model.critic, (real,))
+        finally:
+            model.switch(was_gen)
+        if print_out:
+            print(text)
+        return text
 
     def export(self, fname: Any = "export.ember", verbose: bool = True) -> Any:
         """Export the generator alone: the critic is only needed for training.
@@ -698,6 +808,12 @@ class GANLearner(Learner):
         """
         if self._gen_learn is not None:
             return self._gen_learn.export(fname, verbose=verbose)
+        if self.noise_sz is None:
+            raise ConfigError(
+                "This GAN's generator takes images; the generator's learner knows how to encode them for inference. "
+                "Build the GAN with GANLearner.from_learners(gen_learn, crit_learn) and export that, or export a "
+                "learner of the generator yourself (e.g. unet_learner(dls, ...) with learn.model.generator's weights)."
+            )
         generator = self.model.generator
         learn = GeneratorLearner(self.dls, generator, path=self.path)
         learn.model_recipe = getattr(generator, "model_recipe", None)
@@ -745,8 +861,13 @@ def _generate(learn: Learner, generator: nn.Module, noise_sz: int | None, n: int
     """Run `generator` on noise in evaluation mode; the images decoded like the real ones, in [0, 1] on the CPU."""
     if noise is None:
         noise = torch.randn(_check_count("n", n), noise_sz)
-    elif not isinstance(noise, torch.Tensor) or noise.ndim not in (2, 4):
-        raise ConfigError(expected("a tensor (n, noise_sz)", "noise", getattr(noise, "shape", noise)))
+    elif (
+        not isinstance(noise, torch.Tensor) or noise.ndim not in (2, 4) or noise.ndim == 4 and noise.shape[2:] != (1, 1)
+    ):
+        raise ConfigError(expected(f"a tensor (n, {noise_sz or 'noise_sz'})", "noise", getattr(noise, "shape", noise)))
+    elif noise_sz is not None and noise.shape[1] != noise_sz:
+        raise ConfigError(expected(f"noise vectors of length {noise_sz}", "noise", tuple(noise.shape)))
+    noise = noise.float()
     was_training = generator.training
     generator.eval()
     try:
