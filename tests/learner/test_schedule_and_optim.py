@@ -166,3 +166,13 @@ def test_lr_find_restores_the_model_and_suggests_rates(tiny_learner):
     assert sugg.minimum == pytest.approx(lrs[int(np.argmin(losses))] / 10)
     fig = learn.recorder.plot_lr_find()
     assert len(fig.axes[0].lines) == 5  # the curve and one marker per suggestion
+
+
+def test_lr_find_does_not_stop_early_on_a_negative_loss(tiny_learner):
+    """A loss below zero (a shifted or Wasserstein-like loss) is not "diverged" once it stops falling."""
+    learn = tiny_learner
+    ce = nn.CrossEntropyLoss()
+    learn.loss_func = lambda out, y: ce(out, y) - 5.0
+    learn.lr_find(start_lr=1e-7, end_lr=1e-4, num_it=30, show_plot=False)  # rates too small to diverge
+    lrs, losses = learn.recorder.lr_find_results
+    assert len(lrs) == 30 and max(losses) < 0

@@ -74,7 +74,8 @@ class LRFinder(Callback):
         self.lrs.append(learn.opt.param_groups[-1]["lr"])
         self.losses.append(smooth)
         self._best = min(self._best, smooth)
-        if self.stop_div and (not math.isfinite(smooth) or smooth > 4 * self._best):
+        # diverged: 4x the best loss, measured from the best so that a loss that can go negative works too
+        if self.stop_div and (not math.isfinite(smooth) or smooth > self._best + 3 * abs(self._best)):
             raise CancelFitException()
         if self._i >= self.num_it:
             raise CancelFitException()
