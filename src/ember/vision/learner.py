@@ -679,6 +679,114 @@ class VisionLearner(Learner):
             inputs, targets, preds, blocks, n_inp=n_inp, max_n=max_n, nrows=nrows, ncols=ncols, fname=fname, **kwargs
         )
 
+    # -- where the model looks ------------------------------------------------------------------------------
+    def _cam_layer(self, layer: nn.Module | None) -> nn.Module:
+        if layer is not None:
+            if not isinstance(layer, nn.Module):
+                raise ConfigError(expected("a layer (nn.Module) of the model", "layer", type(layer).__name__))
+            return layer
+        model = self.model
+        if isinstance(model, nn.Sequential) and len(model) == 2:
+            return model[0]  # vision_learner's body, before the head pools it away
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ConfigError("This model has no convolution to take a class activation map from: pass layer=.")
+        return convs[-1]
+
+    def grad_cam(
+        self, item: Any, cls: int | str | None = None, layer: nn.Module | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """Grad-CAM: where in the image the model found the evidence for a class.
+
+        The gradient of the class score with respect to `layer`'s feature maps weighs each map (its spatial mean);
+        the weighted sum, with negative values cut, is resized to the input and scaled to [0, 1].
+
+        Args:
+            item: an image (path, PIL image, tensor), encoded like :meth:`predict` does.
+            cls: the class to explain (index or name); default: the predicted one.
+            layer: the layer whose output is explained; default: the body of a ``vision_learner`` model (its last
+                feature maps), else the last ``Conv2d``.
+
+        Returns:
+            ``(heatmap, class index)``: a float32 ``(H, W)`` map on the CPU, at the model's input size.
+        """
+        from ember.learner.hooks import hook_output
+
+        target = self._cam_layer(layer)
+        xb = self._encode_items([item])
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with hook_output(target, detach=False) as h, torch.enable_grad():
+                out = model(*xb)
+                acts = h.stored
+                if not (isinstance(acts, torch.Tensor) and acts.ndim == 4):
+                    raise ConfigError(
+                        f"Grad-CAM needs feature maps (B, C, H, W) from the layer; it gave "
+                        f"{tuple(getattr(acts, 'shape', ()))}: pass another layer."
+                    )
+                if out.ndim != 2:
+                    raise ConfigError(
+                        f"Grad-CAM explains class scores (B, n_classes); this model gives {tuple(out.shape)}."
+                    )
+                idx = self._class_index(cls, out.shape[1], int(out[0].argmax()))
+                (grads,) = torch.autograd.grad(out[0, idx], acts)
+        finally:
+            model.train(was_training)
+        weights = grads[0].float().mean(dim=(1, 2))  # (C,)
+        cam = torch.relu((weights[:, None, None] * acts[0].detach().float()).sum(0))  # (h, w)
+        size = xb[0].shape[-2:]
+        cam = torch.nn.functional.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        cam = cam - cam.min()
+        return (cam / cam.max() if float(cam.max()) > 0 else cam).cpu(), idx
+
+    def _class_index(self, cls: int | str | None, n: int, predicted: int) -> int:
+        if cls is None:
+            return predicted
+        vocab = list(getattr(self.dls, "vocab", None) or [])
+        if isinstance(cls, str):
+            if cls not in vocab:
+                raise ConfigError(expected("one of the classes", "cls", cls, valid=vocab))
+            return vocab.index(cls)
+        if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < n:
+            raise ConfigError(expected(f"a class index in [0, {n})", "cls", cls))
+        return cls
+
+    def show_grad_cam(
+        self,
+        item: Any,
+        cls: int | str | None = None,
+        layer: nn.Module | None = None,
+        alpha: float = 0.5,
+        ax: Any = None,
+        fname: str | None = None,
+    ) -> Any:
+        """Draw the image with its :meth:`grad_cam` heatmap over it; the title names the class explained."""
+        import matplotlib.pyplot as plt
+
+        cam, idx = self.grad_cam(item, cls, layer)
+        xb = self._encode_items([item])
+        img = self._undo_inputs(xb[0])[0]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+        ax.imshow(cam.numpy(), cmap="magma", alpha=alpha, extent=(-0.5, img.shape[2] - 0.5, img.shape[1] - 0.5, -0.5))
+        vocab = list(getattr(self.dls, "vocab", None) or [])
+        ax.set_title(str(vocab[idx]) if idx < len(vocab) else f"class {idx}")
+        ax.axis("off")
+        if fname is not None:
+            ax.figure.savefig(fname, dpi=100)
+        return ax.figure
+
+    def _undo_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded input images -> float ``(B, C, H, W)`` in [0, 1] on the CPU (normalization undone)."""
+        x = x.detach()
+        for t in reversed(self._batch_tfms()):
+            x = t.decode((x,), ("image",))[0]
+        x = x.float().cpu()
+        return (x / 255 if float(x.max()) > 1.5 else x).clamp(0, 1)
+
     # -- test-time augmentation --------------------------------------------------------------------------
     def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions averaged over `n` augmented passes, blended with the plain prediction.

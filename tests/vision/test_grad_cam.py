@@ -1,0 +1,75 @@
+"""Grad-CAM: the heatmap of a model that tells bright-left from bright-right images lights up the bright side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ember.core.errors import ConfigError
+from ember.data.block import CategoryBlock, DataBlock
+from ember.data.items import RandomSplitter, get_image_files, parent_label
+from ember.vision.core import ImageBlock
+from ember.vision.learner import VisionLearner
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sides")
+    rng = np.random.default_rng(0)
+    for label in ("left", "right"):
+        (root / label).mkdir()
+        for i in range(24):
+            img = rng.normal(40, 10, size=(SIZE, SIZE)).clip(0, 255)
+            top, h = rng.integers(0, 8), rng.integers(5, 9)
+            cols = slice(1, 7) if label == "left" else slice(9, 15)
+            img[top : top + h, cols] = 220
+            Image.fromarray(img.astype(np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def _learner(path, tmp_path) -> VisionLearner:
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), CategoryBlock),
+        get_items=get_image_files,
+        get_y=parent_label,
+        splitter=RandomSplitter(valid_pct=0.25, seed=0),
+    ).dataloaders(path, bs=8, device="cpu")
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    learn = VisionLearner(dls, nn.Sequential(body, head), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    learn.silent = True
+    learn.fit_one_cycle(8, 1e-2)
+    return learn
+
+
+def test_grad_cam_points_at_the_evidence(sides, tmp_path):
+    learn = _learner(sides, tmp_path)
+    for label, bright in (("left", slice(0, 8)), ("right", slice(8, 16))):
+        cams = []
+        for i in range(4):
+            cam, idx = learn.grad_cam(sides / label / f"{i}.png")
+            assert cam.shape == (SIZE, SIZE) and 0 <= float(cam.min()) and float(cam.max()) <= 1
+            assert learn.dls.vocab[idx] == label
+            cams.append(cam)
+        cam = torch.stack(cams).mean(0)
+        other = slice(8, 16) if label == "left" else slice(0, 8)
+        # "right" is also "not left", so part of its evidence is the dark left side: a smaller margin there
+        assert float(cam[:, bright].sum()) > 1.5 * float(cam[:, other].sum()), label
+    _, idx = learn.grad_cam(sides / "left" / "0.png", cls="right")
+    assert idx == 1
+    fig = learn.show_grad_cam(sides / "left" / "0.png", fname=tmp_path / "cam.png")
+    assert fig.axes[0].get_title() == "left" and (tmp_path / "cam.png").stat().st_size > 1000
+    assert learn.grad_cam(sides / "left" / "0.png", layer=learn.model[0][2])[0].shape == (SIZE, SIZE)
+    with pytest.raises(ConfigError, match="cls"):
+        learn.grad_cam(sides / "left" / "0.png", cls="up")
+    with pytest.raises(ConfigError, match="cls"):
+        learn.grad_cam(sides / "left" / "0.png", cls=5)
+    with pytest.raises(ConfigError, match="feature maps"):
+        learn.grad_cam(sides / "left" / "0.png", layer=learn.model[1][2])
+    assert not any(m._forward_hooks for m in learn.model.modules())  # no hook left behind
