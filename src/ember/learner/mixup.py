@@ -1,18 +1,19 @@
-"""MixUp and CutMix: train on blends of two samples, with their targets blended in the same proportion.
+"""MixUp and CutMix: train on blends of two samples, with the loss blended in the same proportion.
 
-Both change training batches only (validation sees the data as it is). The input of each sample is blended with
-the input of another sample of the batch; the targets become the same blend: class labels as probabilities (the
-losses of ``CrossEntropyLossFlat`` and ``nn.CrossEntropyLoss`` accept them, label smoothing included), float
-targets (several labels, regression) mixed directly. Stronger regularization than flips and crops, which pays off
-on longer trainings.
+Both change training batches only (validation, ``get_preds`` and ``predict`` see the data as it is). Each sample's
+input is blended with the input of another sample of the batch (its partner), and the loss becomes the same blend
+of the loss against the sample's own targets and the loss against its partner's: ``lam * loss(pred, y_i) + (1 -
+lam) * loss(pred, y_j)``, item by item. That works with every loss that has a ``reduction`` (all of ember's and
+torch's), whatever its targets are: class ids, several labels, masks, numbers. Stronger regularization than flips
+and crops, which pays off on longer trainings.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ember.core.errors import ConfigError, DataError, expected
 from ember.learner.callback import Callback
@@ -21,7 +22,7 @@ __all__ = ["MixUp", "CutMix"]
 
 
 class _Mix(Callback):
-    """Draw the partners and the proportions, and blend the targets once the number of classes is known."""
+    """Draw partners and proportions; the learner's loss is replaced, for the fit, by the blended one."""
 
     run_valid = False
     order = -10  # before the callbacks that read the batch (channels-last, gradient accumulation)
@@ -30,55 +31,80 @@ class _Mix(Callback):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ConfigError(expected("a positive number", "alpha", alpha))
         self.alpha = float(alpha)
+        # Drawn on the CPU and sent without waiting: sampling on the GPU would synchronize every batch.
+        self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha), validate_args=False)
         self._lam: torch.Tensor | None = None
+        self._perm: torch.Tensor | None = None
+        self._loss: Any = None
+        self._targets_pasted = False
 
-    def _beta(self, n: int, device: torch.device) -> torch.Tensor:
-        a = torch.tensor(self.alpha, device=device)
-        return torch.distributions.Beta(a, a).sample((n,))
+    # -- the loss --------------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        loss = self.learn.loss_func
+        if getattr(loss, "reduction", None) is None:
+            raise ConfigError(
+                f"{type(self).__name__} blends the loss item by item, which needs a loss with a `reduction` "
+                f"attribute (every ember and torch loss has one); received {loss!r}."
+            )
+        self._loss = loss
+        self.learn.loss_func = self._mixed_loss
 
-    def _inputs(self) -> torch.Tensor:
+    def cleanup_fit(self) -> None:
+        if self._loss is not None:
+            self.learn.loss_func = self._loss  # however the fit ended: the learner keeps (and exports) its own loss
+            self._loss = None
+
+    def _per_item(self, pred: Any, *yb: torch.Tensor) -> torch.Tensor:
+        loss = self._loss
+        old = loss.reduction
+        loss.reduction = "none"
+        try:
+            out = loss(pred, *yb)
+        finally:
+            loss.reduction = old
+        bs = yb[0].shape[0]
+        return out.reshape(bs, -1).float().mean(1)  # (B,): a mask's or a sequence's items averaged
+
+    def _mixed_loss(self, pred: Any, *yb: torch.Tensor) -> torch.Tensor:
+        if self._lam is None or not self.learn.training:
+            return self._loss(pred, *yb)
+        lam, perm = self._lam, self._perm
+        own = self._per_item(pred, *yb)
+        if self._targets_pasted:
+            return own.mean()  # CutMix pasted the partner's part of the target too: nothing left to blend
+        other = self._per_item(pred, *(y[perm] for y in yb))
+        return torch.lerp(other, own, lam.to(own.dtype)).mean()
+
+    # -- the inputs ------------------------------------------------------------------------------------
+    def _floats(self) -> list[int]:
+        """Which inputs are blended: the float ones (a table's category ids stay the sample's own)."""
         learn = self.learn
-        if len(learn.xb) != 1 or not learn.yb:
+        if not learn.yb:
+            raise DataError(f"{type(self).__name__} needs targets; these batches have inputs only.")
+        idx = [i for i, x in enumerate(learn.xb) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        if not idx:
             raise DataError(
-                f"{type(self).__name__} blends batches of one input and its targets; these batches have "
-                f"{len(learn.xb)} inputs and {len(learn.yb)} targets."
+                f"{type(self).__name__} blends float inputs; this batch has none ("
+                + ", ".join(str(getattr(x, "dtype", type(x).__name__)) for x in learn.xb)
+                + "): token or category ids cannot be blended, and images are floats once the loaders' batch "
+                "transforms have run."
             )
-        x = learn.xb[0]
-        if not x.is_floating_point():
-            raise DataError(
-                f"{type(self).__name__} blends float inputs; this batch's input is {x.dtype} (ids or categories "
-                "cannot be blended)."
-            )
-        return x
+        return idx
 
-    def after_pred(self) -> None:
-        """Targets -> the same blend as the inputs (now that the predictions say how many classes there are)."""
-        if self._lam is None:
-            return
-        learn = self.learn
-        y, lam, perm = learn.yb[0], self._lam, self._perm
-        if y.is_floating_point():
-            target = y
-        elif y.ndim == 1 and isinstance(learn.pred, torch.Tensor) and learn.pred.ndim == 2:
-            target = F.one_hot(y.long(), learn.pred.shape[1]).to(torch.float32)
-        else:
-            raise DataError(
-                f"{type(self).__name__} blends class labels of shape (B,) with scores (B, C), or float targets; "
-                f"received targets {tuple(y.shape)} ({y.dtype}) for predictions "
-                f"{tuple(getattr(learn.pred, 'shape', ()))}."
-            )
-        w = lam.view(-1, *([1] * (target.ndim - 1))).to(target.dtype)
-        learn.yb = (torch.lerp(target[perm], target, w), *learn.yb[1:])
+    def _draw(self, n: int, device: torch.device) -> torch.Tensor:
+        return self._beta.sample((n,)).to(device, non_blocking=True)
 
     def after_batch(self) -> None:
-        self._lam = None
+        self._lam = self._perm = None
+        self._targets_pasted = False
 
 
 class MixUp(_Mix):
     """Blend each training sample with another: ``lam * x_i + (1 - lam) * x_j``, ``lam`` drawn per sample.
 
     ``lam`` comes from ``Beta(alpha, alpha)`` and is folded above 0.5 (``max(lam, 1 - lam)``), so every blend keeps
-    its own sample as the larger part. Works for any float input: images, tabular continuous features, ...
+    its own sample as the larger part; the loss is blended the same way. Every float input is blended (images, a
+    table's continuous columns); integer inputs (a table's categories) stay the sample's own.
 
     >>> learn.fit_one_cycle(20, cbs=MixUp(0.4))  # doctest: +SKIP
     """
@@ -87,22 +113,27 @@ class MixUp(_Mix):
         super().__init__(alpha)
 
     def before_batch(self) -> None:
-        x = self._inputs()
+        floats = self._floats()
+        xb = list(self.learn.xb)
+        x = xb[floats[0]]
         bs = x.shape[0]
-        lam = self._beta(bs, x.device)
+        lam = self._draw(bs, x.device)
         lam = torch.maximum(lam, 1 - lam)
         perm = torch.randperm(bs, device=x.device)
-        w = lam.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        self.learn.xb = (torch.lerp(x[perm], x, w),)
+        for i in floats:
+            w = lam.view(-1, *([1] * (xb[i].ndim - 1))).to(xb[i].dtype)
+            xb[i] = torch.lerp(xb[i][perm], xb[i], w)
+        self.learn.xb = tuple(xb)
         self._lam, self._perm = lam, perm
 
 
 class CutMix(_Mix):
-    """Paste a rectangle of another training image into each image; the targets blend by the area kept.
+    """Paste a rectangle of another training image into each image; the loss is weighted by the area kept.
 
-    One proportion ``lam`` a batch, from ``Beta(alpha, alpha)``: the rectangle covers about ``1 - lam`` of the
-    image (its side ratio is the image's), at a random place, clipped at the borders; the targets' weights use
-    the area really pasted. Images only (``(B, C, H, W)`` inputs).
+    One proportion a batch, ``lam`` from ``Beta(alpha, alpha)``: a rectangle of about ``1 - lam`` of the image
+    (its sides in the image's ratio), centred at a random place and cut at the borders, comes from the partner;
+    the loss weights use the area really pasted. Targets that are images of the same size (masks, images) get the
+    same rectangle pasted, so they stay aligned with their input. Images only (``(B, C, H, W)`` inputs).
 
     >>> learn.fit_one_cycle(20, cbs=CutMix(1.0))  # doctest: +SKIP
     """
@@ -111,19 +142,34 @@ class CutMix(_Mix):
         super().__init__(alpha)
 
     def before_batch(self) -> None:
-        x = self._inputs()
-        if x.ndim != 4:
-            raise DataError(f"CutMix pastes rectangles of images (B, C, H, W); this input is {tuple(x.shape)}.")
+        floats = self._floats()
+        learn = self.learn
+        if len(learn.xb) != 1 or learn.xb[0].ndim != 4:
+            shapes = [tuple(x.shape) for x in learn.xb]
+            raise DataError(f"CutMix pastes rectangles of images (B, C, H, W); these inputs are {shapes}.")
+        x = learn.xb[floats[0]]
         bs, _, h, w = x.shape
-        lam = float(self._beta(1, torch.device("cpu"))[0])
+        lam = float(self._beta.sample())
         cut = math.sqrt(1.0 - lam)
-        ch, cw = int(h * cut), int(w * cut)
+        ch, cw = round(h * cut), round(w * cut)
         cy, cx = int(torch.randint(h, (1,))), int(torch.randint(w, (1,)))
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        y0, x0 = cy - ch // 2, cx - cw // 2
+        y0, y1, x0, x1 = max(y0, 0), min(y0 + ch, h), max(x0, 0), min(x0 + cw, w)
         perm = torch.randperm(bs, device=x.device)
-        mixed = x.clone()
-        mixed[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+
+        def paste(t: torch.Tensor) -> torch.Tensor:
+            out = t.clone()
+            out[..., y0:y1, x0:x1] = t[perm][..., y0:y1, x0:x1]
+            return out
+
+        learn.xb = (paste(x),)
+        spatial = [y.ndim >= 3 and tuple(y.shape[-2:]) == (h, w) for y in learn.yb]
+        if any(spatial) and not all(spatial):
+            raise DataError(
+                "CutMix pastes into targets that are images or masks, or blends the others' loss, not both."
+            )
+        if all(spatial):
+            learn.yb = tuple(paste(y) for y in learn.yb)  # masks and images stay aligned with their input
+            self._targets_pasted = True
         kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-        self.learn.xb = (mixed,)
         self._lam, self._perm = torch.full((bs,), kept, device=x.device), perm
