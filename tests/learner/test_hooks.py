@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from conftest import make_classification
-from ember.core.errors import ConfigError, DataError
+from ember.core.errors import CallbackError, ConfigError, DataError
 from ember.data import DataLoaders
-from ember.learner import ActivationStats, Hook, Learner, hook_output, hook_outputs
+from ember.learner import ActivationStats, Callback, Hook, Learner, hook_output, hook_outputs
 
 
 def _model() -> nn.Sequential:
@@ -40,8 +40,7 @@ def test_hook_outputs_and_gradients():
     with hook_outputs([model[0], model[2]]) as hs, hook_output(model[2], grad=True) as g:
         model(x).sum().backward()
         assert [t.shape for t in hs.stored] == [(4, 16), (4, 2)] and len(hs) == 2
-        grad = g.stored[0]  # the gradient of the last layer's output: ones for a sum
-        assert torch.equal(grad, torch.ones(4, 2))
+        assert torch.equal(g.stored, torch.ones(4, 2))  # the gradient of the last layer's output: ones for a sum
     assert all(h.removed for h in hs) and not model[2]._backward_hooks
 
 
@@ -85,3 +84,52 @@ def test_activation_stats_follow_every_layer_and_leave_no_hook(tmp_path):
         ActivationStats().plot_layer_stats()
     with pytest.raises(ConfigError, match="every"):
         ActivationStats(every=0)
+
+
+def test_hooks_survive_in_place_operations_and_containers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(inplace=True), nn.Linear(16, 2))
+    x = torch.randn(4, 8)
+    with hook_output(model[0]) as h, hook_output(model[0], grad=True) as g:
+        model(x).sum().backward()  # the in-place ReLU rewrites the first layer's output after the hook saw it
+        before_relu = model[0](x).detach()
+        assert torch.equal(h.stored, before_relu) and bool((h.stored < 0).any())
+        lin = before_relu.clone().requires_grad_()
+        model[2](torch.relu(lin)).sum().backward()
+        assert torch.allclose(g.stored, lin.grad)
+    with hook_outputs(model) as hs:  # a container stands for its children
+        model(x)
+        assert len(hs) == 3 and [t.shape for t in hs.stored] == [(4, 16), (4, 16), (4, 2)]
+
+
+def test_activation_stats_with_a_layer_that_does_not_always_run_and_after_an_error(tmp_path):
+    class Sometimes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 2), nn.Linear(8, 2)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.a(x) if self.calls % 2 else self.b(x)
+
+    x, y = make_classification(128)
+    dls = DataLoaders.from_tensors((x[:96], y[:96]), (x[96:], y[96:]), bs=16, device="cpu")
+    model = Sometimes()
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    learn.silent = True
+    stats = ActivationStats(modules=(m for m in [model.a, model.b]), every=4)  # a generator is fine
+    learn.fit(2, 1e-2, cbs=stats)
+    assert stats.steps == [0, 4, 8] and stats.stats.shape == (3, 2, 3)
+    ran_a = ~torch.isnan(stats.stats[:, 0, 0])
+    assert torch.equal(ran_a, torch.isnan(stats.stats[:, 1, 0]))  # exactly one of the two ran each batch
+    learn.fit(1, 1e-2, cbs=stats)  # a second fit still knows its layers
+    assert stats.stats.shape[0] == 2
+
+    class _Boom(Callback):
+        def after_batch(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(CallbackError, match="boom"):
+        learn.fit(1, cbs=[stats, _Boom()])
+    assert not model.a._forward_hooks and not model.b._forward_hooks

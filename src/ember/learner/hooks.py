@@ -12,6 +12,7 @@ hook, or a reference to a batch's activations, longer than it is needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -29,22 +30,24 @@ def _keep_output(module: nn.Module, inputs: Any, output: Any) -> Any:
 
 
 def _detached(x: Any, cpu: bool) -> Any:
+    """Tensors detached and copied (a later in-place op, such as ``ReLU(inplace=True)``, must not change them)."""
     if isinstance(x, torch.Tensor):
         x = x.detach()
-        return x.cpu() if cpu else x
+        return x.cpu() if cpu and x.device.type != "cpu" else x.clone()
     if isinstance(x, (list, tuple)):
         return type(x)(_detached(v, cpu) for v in x)
     return x
 
 
 class Hook:
-    """Run ``fn(module, inputs, outputs)`` on each forward (or, with ``is_forward=False``, backward) of `module`
-    and keep its result in :attr:`stored`.
+    """Run ``fn(module, inputs, outputs)`` on each forward of `module` and keep its result in :attr:`stored`; with
+    ``is_forward=False``, ``fn(module, None, grad)`` on the gradient of its output once backward reaches it.
 
     Args:
-        fn: what to keep; default: the output (for a backward hook, the gradients of the outputs).
-        detach: detach tensors (the default), so that keeping them holds no autograd graph.
-        cpu: move them to the CPU.
+        fn: what to keep; default: the output (or its gradient).
+        detach: keep a detached copy of what `fn` returns (the default), so that keeping it holds no autograd graph
+            and later in-place operations do not change it.
+        cpu: move it to the CPU.
     """
 
     def __init__(
@@ -62,16 +65,25 @@ class Hook:
         self.module, self.fn, self.is_forward = module, fn or _keep_output, is_forward
         self.detach, self.cpu = detach, cpu
         self.stored: Any = None
-        if is_forward:
-            self._handle = module.register_forward_hook(self._call)
-        else:
-            self._handle = module.register_full_backward_hook(self._call)
+        # Gradients through a hook on the output tensor: a module backward hook breaks on the in-place
+        # operations (ReLU(inplace=True)) that often follow a layer.
+        self._handle = module.register_forward_hook(self._call if is_forward else self._watch_grad)
         self.removed = False
+
+    def _keep(self, value: Any) -> None:
+        self.stored = _detached(value, self.cpu) if self.detach else value
 
     def _call(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
         if self.detach:
-            inputs, outputs = _detached(inputs, self.cpu), _detached(outputs, self.cpu)
-        self.stored = self.fn(module, inputs, outputs)
+            with torch.no_grad():
+                self._keep(self.fn(module, inputs, outputs))
+        else:
+            self._keep(self.fn(module, inputs, outputs))
+
+    def _watch_grad(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
+        out = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(lambda grad: self._keep(self.fn(module, None, grad)))
 
     def remove(self) -> None:
         """Take the hook off the module (calling it again does nothing)."""
@@ -91,7 +103,10 @@ class Hook:
 
 
 class Hooks:
-    """One :class:`Hook` per module, with the same arguments; ``stored`` lists what each kept."""
+    """One :class:`Hook` per module, with the same arguments; ``stored`` lists what each kept.
+
+    A container (``nn.Sequential``, ``nn.ModuleList``) stands for its children: one hook each.
+    """
 
     def __init__(
         self,
@@ -101,7 +116,9 @@ class Hooks:
         detach: bool = True,
         cpu: bool = False,
     ) -> None:
-        if isinstance(modules, nn.Module):
+        if isinstance(modules, (nn.Sequential, nn.ModuleList)):
+            modules = list(modules.children())
+        elif isinstance(modules, nn.Module):
             modules = [modules]
         self.hooks = [Hook(m, fn, is_forward, detach, cpu) for m in modules]
 
@@ -162,10 +179,12 @@ class ActivationStats(Callback):
         modules: the layers to follow (default: every leaf layer with a weight: convolutions, linear layers,
             normalizations, embeddings).
         near_zero: what counts as zero in the third statistic.
-        every: record every `every` training batches.
+        every: record every `every` training batches of the fit.
 
     Attributes:
-        stats: a ``(n_batches, n_layers, 3)`` tensor: mean, std and share near zero.
+        stats: a ``(n_recorded, n_layers, 3)`` tensor: mean, std and share near zero; NaN for a layer that did not
+            run in that batch.
+        steps: the training step (counted over the fit) of each recorded row.
         names: each followed layer's name in the model.
     """
 
@@ -175,14 +194,17 @@ class ActivationStats(Callback):
     def __init__(self, modules: Sequence[nn.Module] | None = None, near_zero: float = 1e-2, every: int = 1) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(expected("a positive int", "every", every))
-        self.modules, self.near_zero, self.every = modules, float(near_zero), every
+        self.modules = list(modules) if modules is not None else None
+        self.near_zero, self.every = float(near_zero), every
         self.stats = torch.zeros(0, 0, 3)
+        self.steps: list[int] = []
         self.names: list[str] = []
         self._hooks: Hooks | None = None
         self._pending: list[torch.Tensor] = []
+        self._recording = False
 
     def _stat(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
-        if not (self.learn.training and self.learn.iter % self.every == 0):
+        if not self._recording:
             return None
         if isinstance(output, (tuple, list)):
             output = output[0]
@@ -194,25 +216,35 @@ class ActivationStats(Callback):
         )
 
     def before_fit(self) -> None:
+        self.cleanup_fit()  # hooks of an earlier fit, if it could not remove them
         model = self.learn.model
-        modules = list(self.modules) if self.modules is not None else _layers_with_weights(model)
+        modules = self.modules if self.modules is not None else _layers_with_weights(model)
         if not modules:
             raise ConfigError("ActivationStats found no layer to follow: pass modules=[...].")
         names = {m: n for n, m in model.named_modules()}
         self.names = [names.get(m, type(m).__name__) for m in modules]
         self._hooks = Hooks(modules, self._stat)
         self._rows: list[torch.Tensor] = []
-        self._pending = []
+        self._pending, self.steps, self._step = [], [], 0
+
+    def before_batch(self) -> None:
+        self._recording = self._step % self.every == 0
+        for h in self._hooks or []:
+            h.stored = None
 
     def after_batch(self) -> None:
-        if self._hooks is None or not self.learn.training or self.learn.iter % self.every:
+        if self._hooks is None or not self.learn.training:
             return
-        stored = self._hooks.stored
-        if any(s is None for s in stored):
-            return  # a layer did not run this batch (or gave no float output)
-        self._pending.append(torch.stack(stored))
-        for h in self._hooks:
-            h.stored = None
+        if self._recording:
+            stored = self._hooks.stored
+            ref = next((s for s in stored if s is not None), None)
+            if ref is not None:  # NaN for a layer that did not run in this batch
+                self._pending.append(
+                    torch.stack([s if s is not None else torch.full_like(ref, math.nan) for s in stored])
+                )
+                self.steps.append(self._step)
+        self._recording = False
+        self._step += 1
 
     def after_epoch(self) -> None:
         if self._pending:
@@ -222,12 +254,13 @@ class ActivationStats(Callback):
 
     def after_fit(self) -> None:
         self.after_epoch()
+
+    def cleanup_fit(self) -> None:
+        """Take the hooks off, however the fit ended."""
+        self._recording = False
         if self._hooks is not None:
             self._hooks.remove()
             self._hooks = None
-
-    def after_cancel_fit(self) -> None:
-        self.after_fit()
 
     def plot_layer_stats(self, idx: int = -1, fname: str | None = None) -> Any:
         """Plot the mean, standard deviation and share near zero of layer `idx` over the batches."""
@@ -239,9 +272,9 @@ class ActivationStats(Callback):
             raise ConfigError(expected(f"a layer index in [-{len(self.names)}, {len(self.names)})", "idx", idx))
         fig, axs = plt.subplots(1, 3, figsize=(12, 3))
         for ax, k, title in zip(axs, range(3), ("mean", "std", f"share |x| <= {self.near_zero:g}")):
-            ax.plot(self.stats[:, idx, k].numpy())
+            ax.plot(self.steps[: len(self.stats)], self.stats[:, idx, k].numpy())
             ax.set_title(title)
-            ax.set_xlabel("batch")
+            ax.set_xlabel("training step")
         fig.suptitle(self.names[idx])
         fig.tight_layout()
         if fname is not None:
