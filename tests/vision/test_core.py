@@ -118,6 +118,29 @@ def test_save_image_writes_what_load_image_reads(files, tmp_path):
         save_image(ref, tmp_path / "x.nope")
 
 
+def test_save_image_keeps_alpha_16_bits_and_refuses_what_it_would_get_wrong(tmp_path):
+    rgba = torch.randint(0, 256, (4, 6, 8), dtype=torch.uint8)
+    out = save_image(rgba, tmp_path / "a.png")
+    assert Image.open(out).mode == "RGBA" and np.array_equal(np.asarray(Image.open(out)), rgba.permute(1, 2, 0).numpy())
+    assert Image.open(save_image(rgba, tmp_path / "a.jpg")).mode == "RGB"  # JPEG has no alpha
+    deep = np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000
+    back = np.asarray(Image.open(save_image(deep, tmp_path / "d.png")))
+    assert np.array_equal(back.astype(np.int64), deep.astype(np.int64))  # 16 bits kept
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[2:4] = True
+    assert np.asarray(Image.open(save_image(mask, tmp_path / "m.png"))).max() == 255
+    small_ints = torch.arange(48).reshape(1, 6, 8)  # int64 within 0..255
+    assert np.asarray(Image.open(save_image(small_ints, tmp_path / "i.png"))).max() == 47
+    with pytest.raises(DataError, match=r"\[0, 1\].*normalization"):
+        save_image(torch.rand(3, 6, 8) * 255, tmp_path / "f.png")
+    with pytest.raises(DataError, match="normalization"):
+        save_image(torch.randn(3, 6, 8), tmp_path / "f.png")
+    with pytest.raises(DataError, match="16 bits"):
+        save_image(np.full((6, 8, 3), 1000, dtype=np.int32), tmp_path / "f.png")
+    with pytest.raises(DataError, match="channels"):
+        save_image(torch.rand(2, 6, 8), tmp_path / "f.png")
+
+
 def test_image_block_encode_collate_and_recipe(files):
     path, _ = files
     block = ImageBlock(mode="L")

@@ -155,35 +155,74 @@ def image_to_tensor(value: Any, mode: str = "RGB") -> torch.Tensor:
 
 
 def save_image(image: Any, path: str | os.PathLike, quality: int = 95) -> Path:
-    """Write an image (a tensor ``(C, H, W)`` uint8 or float in [0, 1], an array or a PIL image) to `path`.
+    """Write an image to `path`, in the format of its extension; missing folders are made. Returns the path.
 
-    One channel is written as grey, three as RGB; the format follows the extension (JPEG at `quality`). Missing
-    folders are created. Returns the path. This is how predictions of an image-to-image model become files:
-    ``save_image(learn.predict(item)[0], out / item.name)``.
+    `image` is a tensor ``(C, H, W)`` or ``(H, W)`` (on any device), an array ``(H, W, C)`` or ``(H, W)``, or a PIL
+    image. Floats must be in [0, 1] (undo a normalization first); ``uint8`` is written as it is, ``uint16`` grey as
+    16-bit (PNG, TIFF), other integers when they fit in 0..255, booleans as black and white. One channel is written
+    as grey, three as RGB, four as RGBA (JPEG has no alpha: it is dropped there). This is how predictions of an
+    image-to-image model become files: ``save_image(learn.predict(item)[0], out / item.name)``.
+
+    Raises:
+        DataError: for a value that is not an image, values out of range, or a file that cannot be written.
     """
     from PIL import Image
 
-    x = image_to_tensor(image, "RGB" if _n_channels(image) != 1 else "L")  # uint8 (C, H, W)
-    arr = x.permute(1, 2, 0).numpy()
-    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
     path = Path(path)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    if hasattr(image, "convert") and hasattr(image, "size") and not isinstance(image, (torch.Tensor, np.ndarray)):
+        pil = image  # a PIL image
+    else:
+        pil = Image.fromarray(_image_array(image), mode=None)
+    if jpeg and pil.mode not in ("L", "RGB"):
+        pil = pil.convert("RGB")  # JPEG holds neither alpha nor 16 bits
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pil.save(path, quality=quality) if path.suffix.lower() in (".jpg", ".jpeg") else pil.save(path)
-    except (ValueError, OSError) as e:
-        raise DataError(f"Cannot write the image {path}: {e}") from e
+        pil.save(path, quality=quality) if jpeg else pil.save(path)
+    except (ValueError, OSError, KeyError) as e:
+        raise DataError(f"Cannot write the image {path}: {type(e).__name__}: {e}") from e
     return path
 
 
-def _n_channels(image: Any) -> int | None:
-    """The channel count of a tensor or array image (None when it is not one)."""
+def _image_array(image: Any) -> np.ndarray:
+    """An image tensor or array as a ``(H, W)`` or ``(H, W, C)`` uint8 (or grey uint16) array for Pillow."""
     if isinstance(image, torch.Tensor):
-        return int(image.shape[0]) if image.ndim == 3 else 1 if image.ndim == 2 else None
-    if isinstance(image, np.ndarray):
-        return int(image.shape[2]) if image.ndim == 3 else 1 if image.ndim == 2 else None
-    if hasattr(image, "mode"):
-        return 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
-    return None
+        x = image.detach().cpu()
+        if x.ndim == 3:
+            x = x.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        arr = x.numpy()
+    elif isinstance(image, np.ndarray):
+        arr = image
+    else:
+        raise DataError(expected("an image (a tensor, an array or a PIL image)", "image", type(image).__name__))
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise DataError(
+            expected("an image (C, H, W) tensor or (H, W, C) array with 1, 3 or 4 channels", "image.shape", arr.shape)
+        )
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if lo < -1e-3 or hi > 1 + 1e-3 or np.isnan(arr).any():
+            raise DataError(
+                f"Float images are written from [0, 1]; this one spans [{lo:.3g}, {hi:.3g}]. Undo the normalization "
+                "(or divide by 255) first."
+            )
+        return np.ascontiguousarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8))
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(expected("float, integer or boolean pixels", "image.dtype", arr.dtype))
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo >= 0 and hi <= 255:
+        return np.ascontiguousarray(arr.astype(np.uint8))
+    if lo >= 0 and hi <= 65535 and arr.ndim == 2:
+        return np.ascontiguousarray(arr.astype(np.uint16))  # grey 16-bit
+    raise DataError(
+        f"Integer pixels from {lo} to {hi} fit neither 8 bits nor (grey only) 16 bits; scale them to 0..255 first."
+    )
 
 
 def _to_channels(x: torch.Tensor, n_ch: int) -> torch.Tensor:
