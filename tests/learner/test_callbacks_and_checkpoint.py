@@ -21,7 +21,7 @@ from ember.learner import (
     SaveModelCallback,
     TerminateOnNaNCallback,
 )
-from ember.metrics import accuracy
+from ember.metrics import accuracy, as_metric
 
 
 def make_learner(tmp_path, seed=0, bs=32, blocks=False, **kwargs):
@@ -192,6 +192,17 @@ def test_a_skipped_batch_records_no_loss_and_cleanup_runs_after_an_error(tmp_pat
     learn.fit(1, 1e-3, cbs=_Skip())
     assert len(learn.recorder.losses) == 3  # 4 batches, one skipped: not the previous batch's loss again
     assert len(set(learn.recorder.losses)) == 3
+
+    class _SkipValid(Callback):
+        def before_batch(self):
+            if not self.learn.training and self.learn.iter == 0:
+                raise CancelBatchException()
+
+    learn.metrics = [as_metric(accuracy)]
+    valid = DataLoaders.from_tensors((x[:64], y[:64]), (x[64:], y[64:]), bs=8, device="cpu").valid  # 2 batches
+    loss, acc = learn.validate(dl=valid, cbs=[_SkipValid()])  # only the second batch (16 of 32 items) counts
+    preds, targs = learn.get_preds(dl=valid)
+    assert acc == pytest.approx(float((preds[16:].argmax(1) == targs[16:]).float().mean()))
 
     class _Tidy(Callback):
         def before_fit(self):

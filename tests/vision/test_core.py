@@ -131,6 +131,9 @@ def test_save_image_keeps_alpha_16_bits_and_refuses_what_it_would_get_wrong(tmp_
     assert np.asarray(Image.open(save_image(mask, tmp_path / "m.png"))).max() == 255
     small_ints = torch.arange(48).reshape(1, 6, 8)  # int64 within 0..255
     assert np.asarray(Image.open(save_image(small_ints, tmp_path / "i.png"))).max() == 47
+    jpeg16 = np.asarray(Image.open(save_image(np.full((6, 8), 40000, dtype=np.uint16), tmp_path / "d.jpg")))
+    assert abs(int(jpeg16.mean()) - 40000 // 256) <= 1  # scaled to 8 bits, not clipped
+    assert Image.open(save_image(torch.rand(3, 6, 8).bfloat16(), tmp_path / "b.png")).mode == "RGB"
     with pytest.raises(DataError, match=r"\[0, 1\].*normalization"):
         save_image(torch.rand(3, 6, 8) * 255, tmp_path / "f.png")
     with pytest.raises(DataError, match="normalization"):

@@ -455,6 +455,11 @@ def test_mismatched_data_and_models_are_refused_clearly(squares, tmp_path):
     text = learn.summary(print_out=False)
     assert text.startswith("Generator: ") and "Critic: " in text
     assert learn.predict_tensor(torch.randn(2, 16)).shape == (2, 1, SIZE, SIZE)  # generator mode outside a fit
+    learn.validate()
+    learn.fit(1, 1e-3)
+    learn.get_preds()
+    assert learn.model.gen_mode and learn.predict_tensor(torch.randn(2, 16)).shape == (2, 1, SIZE, SIZE)
+    learn.gan_trainer.load_state_dict({})  # a checkpoint that kept no alternation: nothing to restore
 
 
 def test_an_image_gan_from_the_general_constructor_says_how_to_export(tmp_path):

@@ -73,3 +73,25 @@ def test_grad_cam_points_at_the_evidence(sides, tmp_path):
     with pytest.raises(ConfigError, match="feature maps"):
         learn.grad_cam(sides / "left" / "0.png", layer=learn.model[1][2])
     assert not any(m._forward_hooks for m in learn.model.modules())  # no hook left behind
+
+
+def test_grad_cam_on_frozen_layers_and_before_an_in_place_operation(sides, tmp_path):
+    learn = _learner(sides, tmp_path)
+    body = learn.model[0]
+    body[1].inplace = True  # the ReLU after the first convolution now rewrites its output
+    item = sides / "left" / "1.png"
+    for p in body.parameters():
+        p.requires_grad_(False)  # a frozen body: its outputs need no gradient, Grad-CAM still gets one
+    cam, idx = learn.grad_cam(item, layer=body[0])
+    # by hand: the first convolution's maps before the ReLU, and the class score's gradient with respect to them
+    x = learn._encode_items([item])[0]
+    learn.model.eval()
+    acts = body[0](x).detach().requires_grad_()
+    score = learn.model[1](body[3](body[2](torch.relu(acts))))[0, idx]
+    (grads,) = torch.autograd.grad(score, acts)
+    manual = torch.relu((grads[0].mean(dim=(1, 2))[:, None, None] * acts[0].detach()).sum(0))
+    manual = (manual - manual.min()) / (manual.max() - manual.min())
+    assert torch.allclose(cam, manual, atol=1e-5)
+    assert learn.grad_cam(item, cls=np.int64(1))[1] == 1  # NumPy ints (and 0-d tensors) name a class too
+    with pytest.raises(ConfigError, match="did not run"):
+        learn.grad_cam(item, layer=nn.Conv2d(1, 4, 3))  # a layer the model never calls

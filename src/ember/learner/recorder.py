@@ -86,7 +86,7 @@ class Recorder(Callback):
                 group = learn.opt.param_groups[-1]
                 self.lrs.append(group["lr"])
                 self.moms.append(group["betas"][0] if "betas" in group else group.get("momentum", 0.0))
-        elif learn.yb:
+        elif learn.yb and learn.pred is not None:  # a validation batch that ran (a cancelled one has no prediction)
             bs = _batch_size(learn.yb)
             if learn.loss is not None:
                 self._valid_sum += learn.loss.detach().float() * bs

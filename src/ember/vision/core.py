@@ -174,6 +174,8 @@ def save_image(image: Any, path: str | os.PathLike, quality: int = 95) -> Path:
         pil = image  # a PIL image
     else:
         pil = Image.fromarray(_image_array(image), mode=None)
+    if jpeg and pil.mode in ("I;16", "I"):
+        pil = Image.fromarray((np.asarray(pil).astype(np.uint32) >> 8).astype(np.uint8))  # 16 -> 8 bits, scaled
     if jpeg and pil.mode not in ("L", "RGB"):
         pil = pil.convert("RGB")  # JPEG holds neither alpha nor 16 bits
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,8 @@ def _image_array(image: Any) -> np.ndarray:
     """An image tensor or array as a ``(H, W)`` or ``(H, W, C)`` uint8 (or grey uint16) array for Pillow."""
     if isinstance(image, torch.Tensor):
         x = image.detach().cpu()
+        if x.is_floating_point():
+            x = x.float()  # numpy has no bfloat16
         if x.ndim == 3:
             x = x.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
         arr = x.numpy()

@@ -468,6 +468,8 @@ class GANTrainer(Callback):
         if load is not None and state.get("switcher"):
             load(state["switcher"])
         self._started = True
+        if "gen_mode" not in state:
+            return  # a checkpoint from before the alternation was saved: start where this fit would
         if self._trainable is not None:
             self._set_mode(bool(state["gen_mode"]))
         else:
@@ -549,7 +551,8 @@ class GANTrainer(Callback):
             recorder.last_validation = [None, *values]
 
     def after_validate(self) -> None:
-        self.gan_model.switch(self.gen_mode)
+        # back to the player in training during a fit; outside one (validate, get_preds) the generator
+        self.gan_model.switch(self.gen_mode if self._trainable is not None else True)
 
     def mean_loss(self, gen: bool) -> float | None:
         """The mean training loss of one player over the current epoch (None if it did not train)."""

@@ -11,6 +11,7 @@ saying where to put it.
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -710,29 +711,49 @@ class VisionLearner(Learner):
         Returns:
             ``(heatmap, class index)``: a float32 ``(H, W)`` map on the CPU, at the model's input size.
         """
-        from ember.learner.hooks import hook_output
-
         target = self._cam_layer(layer)
         xb = self._encode_items([item])
         model = self.model
+        kept: list[torch.Tensor] = []
+
+        def keep(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor):
+                kept.append(output)
+                return None
+            # The maps as the layer gave them (a frozen layer's too), and a copy for the rest of the model, so that
+            # an in-place operation after the layer (a residual add, ReLU(inplace=True)) cannot change them.
+            src = output if output.requires_grad else output.detach().requires_grad_()
+            kept.append(src)
+            return src.clone()
+
         was_training = model.training
         model.eval()
+        handle = target.register_forward_hook(keep)
         try:
-            with hook_output(target, detach=False) as h, torch.enable_grad():
+            with torch.enable_grad(), self._autocast():
                 out = model(*xb)
-                acts = h.stored
-                if not (isinstance(acts, torch.Tensor) and acts.ndim == 4):
-                    raise ConfigError(
-                        f"Grad-CAM needs feature maps (B, C, H, W) from the layer; it gave "
-                        f"{tuple(getattr(acts, 'shape', ()))}: pass another layer."
-                    )
-                if out.ndim != 2:
-                    raise ConfigError(
-                        f"Grad-CAM explains class scores (B, n_classes); this model gives {tuple(out.shape)}."
-                    )
-                idx = self._class_index(cls, out.shape[1], int(out[0].argmax()))
-                (grads,) = torch.autograd.grad(out[0, idx], acts)
+            acts = kept[-1] if kept else None
+            if not (isinstance(acts, torch.Tensor) and acts.ndim == 4):
+                raise ConfigError(
+                    "Grad-CAM needs feature maps (B, C, H, W) from the layer; it gave "
+                    f"{tuple(getattr(acts, 'shape', ())) if acts is not None else 'nothing (it did not run)'}: "
+                    "pass another layer."
+                )
+            if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                raise ConfigError(
+                    "Grad-CAM explains class scores (B, n_classes); this model gives "
+                    f"{tuple(getattr(out, 'shape', ()))}."
+                )
+            idx = self._class_index(cls, out.shape[1], int(out[0].argmax()))
+            try:
+                (grads,) = torch.autograd.grad(out[0, idx].float(), acts)
+            except RuntimeError as e:
+                raise ConfigError(
+                    f"The class score does not depend on this layer's output ({e}); pass a layer on the way to the "
+                    "head."
+                ) from e
         finally:
+            handle.remove()
             model.train(was_training)
         weights = grads[0].float().mean(dim=(1, 2))  # (C,)
         cam = torch.relu((weights[:, None, None] * acts[0].detach().float()).sum(0))  # (h, w)
@@ -749,9 +770,13 @@ class VisionLearner(Learner):
             if cls not in vocab:
                 raise ConfigError(expected("one of the classes", "cls", cls, valid=vocab))
             return vocab.index(cls)
-        if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < n:
+        try:
+            index = operator.index(cls)  # ints, NumPy ints and 0-d integer tensors (preds.argmax())
+        except TypeError:
+            index = None
+        if isinstance(cls, bool) or index is None or not 0 <= index < n:
             raise ConfigError(expected(f"a class index in [0, {n})", "cls", cls))
-        return cls
+        return index
 
     def show_grad_cam(
         self,
