@@ -21,27 +21,28 @@ SIZE = 16
 def sides(tmp_path_factory):
     root = tmp_path_factory.mktemp("sides")
     rng = np.random.default_rng(0)
-    for label in ("left", "right"):
+    for label in ("left", "none", "right"):  # with "none", a bar on the right is evidence, not just "not left"
         (root / label).mkdir()
         for i in range(24):
             img = rng.normal(40, 10, size=(SIZE, SIZE)).clip(0, 255)
             top, h = rng.integers(0, 8), rng.integers(5, 9)
-            cols = slice(1, 7) if label == "left" else slice(9, 15)
-            img[top : top + h, cols] = 220
+            if label != "none":
+                img[top : top + h, slice(1, 7) if label == "left" else slice(9, 15)] = 220
             Image.fromarray(img.astype(np.uint8)).save(root / label / f"{i}.png")
     return root
 
 
-def _learner(path, tmp_path) -> VisionLearner:
+def _learner(path, tmp_path, seed: int = 0) -> VisionLearner:
+    torch.manual_seed(seed)  # the loaders' shuffling too, whatever ran before
     dls = DataBlock(
         blocks=(ImageBlock(mode="L"), CategoryBlock),
         get_items=get_image_files,
         get_y=parent_label,
         splitter=RandomSplitter(valid_pct=0.25, seed=0),
     ).dataloaders(path, bs=8, device="cpu")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 3))
     learn = VisionLearner(dls, nn.Sequential(body, head), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
     learn.silent = True
     learn.fit_one_cycle(8, 1e-2)
@@ -50,19 +51,19 @@ def _learner(path, tmp_path) -> VisionLearner:
 
 def test_grad_cam_points_at_the_evidence(sides, tmp_path):
     learn = _learner(sides, tmp_path)
-    for label, bright in (("left", slice(0, 8)), ("right", slice(8, 16))):
+    for label, bright in (("left", range(0, 8)), ("right", range(8, 16))):
         cams = []
-        for i in range(4):
+        for i in range(6):
             cam, idx = learn.grad_cam(sides / label / f"{i}.png")
             assert cam.shape == (SIZE, SIZE) and 0 <= float(cam.min()) and float(cam.max()) <= 1
             assert learn.dls.vocab[idx] == label
+            assert int(cam.flatten().argmax()) % SIZE in bright, (label, i)  # the hottest point is on the bar's side
             cams.append(cam)
         cam = torch.stack(cams).mean(0)
-        other = slice(8, 16) if label == "left" else slice(0, 8)
-        # "right" is also "not left", so part of its evidence is the dark left side: a smaller margin there
-        assert float(cam[:, bright].sum()) > 1.5 * float(cam[:, other].sum()), label
+        on, off = cam[:, list(bright)].sum(), cam[:, [c for c in range(SIZE) if c not in bright]].sum()
+        assert float(on) > float(off), label  # and most of the heat (from 1.3x to far more over seeds 0-7)
     _, idx = learn.grad_cam(sides / "left" / "0.png", cls="right")
-    assert idx == 1
+    assert idx == 2
     fig = learn.show_grad_cam(sides / "left" / "0.png", fname=tmp_path / "cam.png")
     assert fig.axes[0].get_title() == "left" and (tmp_path / "cam.png").stat().st_size > 1000
     assert learn.grad_cam(sides / "left" / "0.png", layer=learn.model[0][2])[0].shape == (SIZE, SIZE)
