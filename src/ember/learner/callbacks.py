@@ -76,7 +76,7 @@ class GatherPreds(Callback):
         if yb:
             self._targs.append(_cpu(yb[0] if len(yb) == 1 else yb))
             if self.with_loss:
-                self._losses.append(_per_item_loss(self.learn.loss_func, self.learn.pred, *yb).cpu())
+                self._losses.append(_per_item_loss(self.learn.loss_func, self.learn.pred, *yb).detach().cpu())
 
     @property
     def preds(self) -> Any:
@@ -96,16 +96,17 @@ class GatherPreds(Callback):
 
 
 def _per_item_loss(loss_func: Any, pred: torch.Tensor, *yb: torch.Tensor) -> torch.Tensor:
-    """The loss of each item of a batch: the loss with ``reduction="none"``, averaged over non-batch axes."""
-    if not hasattr(loss_func, "reduction"):
+    """The loss of each item of a batch ``(B,)`` in float32: the loss with ``reduction="none"``, averaged over the
+    non-batch axes (a mask's pixels, a sequence's steps). Differentiable: detach it to keep it."""
+    if getattr(loss_func, "reduction", None) is None:
         raise ConfigError(
-            f"Per-item losses need a loss with a `reduction` attribute (like torch's losses); "
+            f"Per-item losses need a loss with a `reduction` attribute (like torch's and ember's losses); "
             f"received `loss_func={loss_func!r}`."
         )
     old = loss_func.reduction
     loss_func.reduction = "none"
     try:
-        loss = loss_func(pred, *yb).detach().float()
+        loss = loss_func(pred, *yb).float()
     finally:
         loss_func.reduction = old
     bs = pred.shape[0] if isinstance(pred, torch.Tensor) else yb[0].shape[0]

@@ -17,6 +17,7 @@ import torch
 
 from ember.core.errors import ConfigError, DataError, expected
 from ember.learner.callback import Callback
+from ember.learner.callbacks import _per_item_loss
 
 __all__ = ["MixUp", "CutMix"]
 
@@ -54,25 +55,14 @@ class _Mix(Callback):
             self.learn.loss_func = self._loss  # however the fit ended: the learner keeps (and exports) its own loss
             self._loss = None
 
-    def _per_item(self, pred: Any, *yb: torch.Tensor) -> torch.Tensor:
-        loss = self._loss
-        old = loss.reduction
-        loss.reduction = "none"
-        try:
-            out = loss(pred, *yb)
-        finally:
-            loss.reduction = old
-        bs = yb[0].shape[0]
-        return out.reshape(bs, -1).float().mean(1)  # (B,): a mask's or a sequence's items averaged
-
     def _mixed_loss(self, pred: Any, *yb: torch.Tensor) -> torch.Tensor:
         if self._lam is None or not self.learn.training:
             return self._loss(pred, *yb)
         lam, perm = self._lam, self._perm
-        own = self._per_item(pred, *yb)
+        own = _per_item_loss(self._loss, pred, *yb)
         if self._targets_pasted:
             return own.mean()  # CutMix pasted the partner's part of the target too: nothing left to blend
-        other = self._per_item(pred, *(y[perm] for y in yb))
+        other = _per_item_loss(self._loss, pred, *(y[perm] for y in yb))
         return torch.lerp(other, own, lam.to(own.dtype)).mean()
 
     # -- the inputs ------------------------------------------------------------------------------------
