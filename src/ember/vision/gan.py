@@ -33,6 +33,7 @@ from ember.learner.export import export_learner, register_learner, register_mode
 from ember.learner.learner import Learner
 from ember.learner.optim import Adam, RMSprop
 from ember.metrics import Metric
+from ember.vision.learner import decode_images
 
 __all__ = [
     "basic_generator",
@@ -850,16 +851,6 @@ def _no_loss(*args: Any) -> torch.Tensor:
     raise ConfigError("A GeneratorLearner only generates; train a generator with GANLearner.")
 
 
-def _batch_tfms(dls: Any) -> list[Any]:
-    """The batch transforms that normalized the real images (validation's, else training's, else the loaded
-    data's)."""
-    for name in ("valid", "train"):
-        loader = getattr(dls, name, None)
-        if loader is not None and getattr(loader, "batch_tfms", None) is not None:
-            return list(loader.batch_tfms)
-    return list(getattr(dls, "batch_tfms", None) or [])
-
-
 def _generate(learn: Learner, generator: nn.Module, noise_sz: int | None, n: int, noise: Any) -> torch.Tensor:
     """Run `generator` on noise in evaluation mode; the images decoded like the real ones, in [0, 1] on the CPU."""
     if noise is None:
@@ -878,11 +869,7 @@ def _generate(learn: Learner, generator: nn.Module, noise_sz: int | None, n: int
             x = generator(noise.to(learn.dls.device))
     finally:
         generator.train(was_training)
-    x = x.detach().float()
-    for t in reversed(_batch_tfms(learn.dls)):
-        if hasattr(t, "decode"):
-            x = t.decode((x,), ("image",))[0]
-    return x.float().cpu().clamp(0, 1)
+    return decode_images(learn.dls, x.float())
 
 
 def _show_images(images: torch.Tensor, fname: Any, **kwargs: Any) -> Any:

@@ -351,6 +351,25 @@ def _body_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def batch_tfms_of(dls: Any) -> list[Any]:
+    """The batch transforms of `dls` as inference sees them: validation's, else training's, else those of loaders
+    rebuilt from an export."""
+    for name in ("valid", "train"):
+        loader = getattr(dls, name, None)
+        if loader is not None and getattr(loader, "batch_tfms", None) is not None:
+            return list(loader.batch_tfms)
+    return list(getattr(dls, "batch_tfms", None) or [])
+
+
+def decode_images(dls: Any, x: torch.Tensor) -> torch.Tensor:
+    """Images as the model sees them (normalized) -> float32 ``(B, C, H, W)`` in [0, 1] on the CPU."""
+    x = x.detach()
+    for t in reversed(batch_tfms_of(dls)):
+        x = t.decode((x,), ("image",))[0]
+    x = x.float().cpu() if x.is_floating_point() else x.float().cpu() / 255  # uint8 when nothing made it float
+    return x.clamp(0, 1)
+
+
 def _sample_batch(loader: DeviceLoader, n: int) -> tuple:
     """`n` random items of `loader`'s dataset as one batch on the device, batch transforms applied."""
     ds = loader.dataset
@@ -596,12 +615,7 @@ class VisionLearner(Learner):
         return batch
 
     def _batch_tfms(self) -> list[Any]:
-        ref = getattr(self.dls, "valid", None)
-        if ref is None:
-            ref = getattr(self.dls, "train", None)
-        if ref is not None:
-            return list(ref.batch_tfms)
-        return list(getattr(self.dls, "batch_tfms", []))
+        return batch_tfms_of(self.dls)
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
         """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
@@ -805,12 +819,7 @@ class VisionLearner(Learner):
         return ax.figure
 
     def _undo_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoded input images -> float ``(B, C, H, W)`` in [0, 1] on the CPU (normalization undone)."""
-        x = x.detach()
-        for t in reversed(self._batch_tfms()):
-            x = t.decode((x,), ("image",))[0]
-        x = x.float().cpu()
-        return (x / 255 if float(x.max()) > 1.5 else x).clamp(0, 1)
+        return decode_images(self.dls, x)
 
     # -- test-time augmentation --------------------------------------------------------------------------
     def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
