@@ -79,9 +79,13 @@ class Metric:
     ``name=`` to a subclass or set ``metric.name`` to change it.
 
     Both a subclass and an instance of it may be passed as ``metrics=``: :func:`as_metric` instantiates a class.
+
+    A metric that reports on training rather than on the validation set (``from_training = True``) is also
+    computed at the end of an epoch that had no validation.
     """
 
     _default_name: str | None = None
+    from_training = False
 
     def __init__(self, name: str | None = None) -> None:
         self._name = name

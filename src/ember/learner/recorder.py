@@ -138,7 +138,12 @@ class Recorder(Callback):
             train_loss = float((losses * bs).sum() / bs.sum())
             self.losses.extend(losses.tolist())
             self.iters.append(len(self._epoch_losses))
-        valid = self.last_validation or [None] * (1 + len(self.learn.metrics))
+        # without validation, only the metrics that report on training have something to say
+        metrics = self.learn.metrics
+        valid = self.last_validation or [
+            None,
+            *[m.compute() if getattr(m, "from_training", False) else None for m in metrics],
+        ]
         row = [train_loss, *valid]
         self.values.append(row)
         self.epoch_times.append(time.perf_counter() - self._t0)

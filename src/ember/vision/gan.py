@@ -414,6 +414,11 @@ class GANTrainer(Callback):
         self._checked = False
 
     @property
+    def in_fit(self) -> bool:
+        """Whether a fit is running (the trainer has frozen one player)."""
+        return self._trainable is not None
+
+    @property
     def gan_model(self) -> GANModule:
         model = self.learn.model
         if not isinstance(model, GANModule):
@@ -545,15 +550,9 @@ class GANTrainer(Callback):
     def before_validate(self) -> None:
         self.gan_model.switch(True)
 
-    def after_epoch(self) -> None:
-        recorder = getattr(self.learn, "recorder", None)
-        if recorder is not None and not recorder.last_validation:  # no validation set: the row still shows them
-            values = [m.compute() if isinstance(m, _PlayerLoss) else None for m in self.learn.metrics]
-            recorder.last_validation = [None, *values]
-
     def after_validate(self) -> None:
         # back to the player in training during a fit; outside one (validate, get_preds) the generator
-        self.gan_model.switch(self.gen_mode if self._trainable is not None else True)
+        self.gan_model.switch(self.gen_mode if self.in_fit else True)
 
     def mean_loss(self, gen: bool) -> float | None:
         """The mean training loss of one player over the current epoch (None if it did not train)."""
@@ -564,6 +563,8 @@ class GANTrainer(Callback):
 class _PlayerLoss(Metric):
     """The epoch's mean training loss of the generator or the critic, shown beside the validation metrics."""
 
+    from_training = True  # shown without a validation set too
+
     def __init__(self, trainer: GANTrainer, gen: bool) -> None:
         super().__init__(name="gen_loss" if gen else "crit_loss")
         self.trainer, self.gen = trainer, gen
@@ -572,7 +573,7 @@ class _PlayerLoss(Metric):
         pass  # read from the trainer at the end of the epoch
 
     def compute(self) -> float:
-        value = self.trainer.mean_loss(self.gen) if self.trainer._trainable is not None else None
+        value = self.trainer.mean_loss(self.gen) if self.trainer.in_fit else None
         return float("nan") if value is None else value  # outside a fit (validate()): no training to report
 
 
