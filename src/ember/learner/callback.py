@@ -120,11 +120,14 @@ class Callback:
         order: position among callbacks (lower first).
         run_train: whether the callback runs during training.
         run_valid: whether the callback runs during validation (and `get_preds`).
+        main_process_only: in a distributed run (see :mod:`ember.distributed`), run in process 0 alone
+            (callbacks that write files: logs).
     """
 
     order: ClassVar[int] = 0
     run_train: bool = True
     run_valid: bool = True
+    main_process_only: ClassVar[bool] = False
     learn: Learner
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

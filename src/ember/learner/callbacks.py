@@ -338,6 +338,7 @@ class CSVLogger(Callback):
     """Append each epoch's row of the metrics table to a CSV file (``learn.path / fname``)."""
 
     order = 85
+    main_process_only = True
 
     def __init__(self, fname: str = "history.csv", append: bool = False) -> None:
         self.fname, self.append = fname, append
@@ -375,6 +376,7 @@ class TensorBoardCallback(Callback):
     """Write training loss per batch and the epoch table to TensorBoard (needs the `tensorboard` extra)."""
 
     order = 85
+    main_process_only = True
 
     def __init__(self, log_dir: str | None = None, trace_model: bool = False) -> None:
         try:

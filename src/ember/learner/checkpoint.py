@@ -120,4 +120,8 @@ class CheckpointCallback(Callback):
         self.fname = name
 
     def after_epoch(self) -> None:
-        atomic_save(checkpoint_state(self.learn), self.learn.checkpoint_path(self.fname))
+        from ember.distributed import barrier, is_main_process
+
+        if is_main_process():  # one writer in a distributed run; the others wait so that a resume finds it
+            atomic_save(checkpoint_state(self.learn), self.learn.checkpoint_path(self.fname))
+        barrier()

@@ -155,13 +155,19 @@ def _split_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
     return tensors, aliases
 
 
+def export_path(learn: Any, fname: str | os.PathLike) -> Path:
+    """Where ``export(fname)`` writes: a bare file name goes under ``learn.path``."""
+    path = Path(fname)
+    if not path.is_absolute() and not path.parent.parts:
+        path = Path(learn.path) / path
+    return path
+
+
 def export_learner(learn: Any, fname: str | os.PathLike = "export.ember", verbose: bool = True) -> Path:
     """Write `learn` for inference to one safe file (see the module docstring); returns its path."""
     from safetensors.torch import save as st_save
 
-    path = Path(fname)
-    if not path.is_absolute() and not path.parent.parts:
-        path = Path(learn.path) / path
+    path = export_path(learn, fname)
     dls = learn.dls
     data = recipe.dump(dls) if recipe.is_registered(dls) else None
     learner_cls = type(learn).__name__

@@ -142,6 +142,9 @@ class Learner:
         self.xb: tuple = ()
         self.yb: tuple = ()
         self.pred: Any = None
+        # When set, training batches go through this module instead of `model` (a DistributedDataParallel
+        # wrapper around it, set by DistributedTrainer); everything else keeps using `model`.
+        self.forward_model: nn.Module | None = None
         self.loss: torch.Tensor | None = None
         self.loss_grad: torch.Tensor | None = None
         self._resume_path: Path | None = None
@@ -249,8 +252,12 @@ class Learner:
         return self
 
     def _index_cbs(self) -> None:
+        from ember.distributed import is_main_process
+
         self.cbs.sort(key=lambda c: c.order)
-        self._by_event = {e: [c for c in self.cbs if getattr(type(c), e, None) is not None] for e in EVENTS}
+        # in a distributed run, callbacks that write files (logs) run in process 0 alone
+        active = self.cbs if is_main_process() else [c for c in self.cbs if not c.main_process_only]
+        self._by_event = {e: [c for c in active if getattr(type(c), e, None) is not None] for e in EVENTS}
 
     def __call__(self, event: str) -> None:
         """Fire `event`: call the method of that name on each callback that has one, in order."""
@@ -297,8 +304,9 @@ class Learner:
         return torch.autocast(device_type=self.dls.device.type, dtype=dtype)
 
     def _do_one_batch(self) -> None:
+        model = self.forward_model if self.training and self.forward_model is not None else self.model
         with self._autocast():
-            self.pred = self.model(*self.xb)
+            self.pred = model(*self.xb)
             self("after_pred")
             if not self.yb:
                 return
@@ -682,6 +690,19 @@ class Learner:
             out = self.model(*[x.to(self.dls.device) for x in xb])
         return to_detach(out, cpu=True)
 
+    def distrib_ctx(
+        self, sync_bn: bool = True, backend: str | None = None, **ddp_kwargs: Any
+    ) -> contextlib.AbstractContextManager:
+        """Fits in this ``with`` block train on every process of a ``torchrun`` launch (DistributedDataParallel);
+        in a single process it changes nothing. See :mod:`ember.distributed`.
+
+        >>> with learn.distrib_ctx():          # doctest: +SKIP
+        ...     learn.fit_one_cycle(5, 1e-3)
+        """
+        from ember.distributed import distrib_ctx
+
+        return distrib_ctx(self, sync_bn=sync_bn, backend=backend, **ddp_kwargs)
+
     # ---------------------------------------------------------------------------------------------
     # save / load / summary
     # ---------------------------------------------------------------------------------------------
@@ -689,11 +710,19 @@ class Learner:
         return self.path / self.model_dir / f"{name}.ckpt"
 
     def save(self, name: str, with_opt: bool = True) -> Path:
-        """Save the weights (and the optimizer's state) to ``<path>/<model_dir>/<name>.pth``, atomically."""
-        state = {"model": self.model.state_dict()}
-        if with_opt and self.opt is not None:
-            state["opt"] = self.opt.state_dict()
-        return atomic_save(state, self.path / self.model_dir / f"{name}.pth")
+        """Save the weights (and the optimizer's state) to ``<path>/<model_dir>/<name>.pth``, atomically.
+
+        In a distributed run process 0 writes the file and the others wait until it is there."""
+        from ember.distributed import barrier, is_main_process
+
+        path = self.path / self.model_dir / f"{name}.pth"
+        if is_main_process():
+            state = {"model": self.model.state_dict()}
+            if with_opt and self.opt is not None:
+                state["opt"] = self.opt.state_dict()
+            atomic_save(state, path)
+        barrier()
+        return path
 
     def load(self, name: str, with_opt: bool = True, strict: bool = True) -> Learner:
         """Load what :meth:`save` wrote (never unpickles: ``weights_only=True``); returns self."""
@@ -713,11 +742,15 @@ class Learner:
         """Write this learner for inference to one safe file: weights as safetensors plus a JSON recipe.
 
         Load it back with ``ember.load_learner(fname)`` (no pickle, no code from the file is run). A relative
-        name without folders goes under ``learn.path``. See :mod:`ember.learner.export`.
+        name without folders goes under ``learn.path``. See :mod:`ember.learner.export`. In a distributed run
+        process 0 writes the file and the others wait until it is there.
         """
-        from ember.learner.export import export_learner
+        from ember.distributed import barrier, is_main_process
+        from ember.learner.export import export_learner, export_path
 
-        return export_learner(self, fname, verbose=verbose)
+        path = export_learner(self, fname, verbose=verbose) if is_main_process() else export_path(self, fname)
+        barrier()
+        return path
 
     def export_onnx(self, fname: str | Path = "model.onnx", **kwargs: Any) -> Path:
         """Write the model as ONNX with the input normalization baked in (see :mod:`ember.learner.onnx`)."""

@@ -1,0 +1,372 @@
+"""Training on several processes at once: PyTorch's DistributedDataParallel (DDP) inside the ember loop.
+
+Launch the same script once per GPU (or several times on the CPU) with ``torchrun``, and wrap the fits:
+
+    torchrun --nproc_per_node=4 train.py
+
+    # train.py
+    learn = vision_learner(dls, "resnet34", metrics=accuracy)
+    with learn.distrib_ctx():
+        learn.fine_tune(5)
+    learn.export("model.ember")          # written once, by process 0
+
+Each process takes its own slice of every training batch (the batch size is the global one: with 4 processes
+and ``bs=64`` each process computes 16 items), the gradients are averaged across processes after each
+backward pass, and every process keeps the same weights. What a single process would do with the same batches
+is what the processes do together, up to the order of floating-point sums (and batch-norm statistics, which are
+per process unless they are synchronized, as they are by default on GPUs).
+
+Validation runs whole on every process, so every process computes the same metrics and callbacks that act on
+them (early stopping, saving the best model) take the same decision everywhere. Files (checkpoints, ``save``,
+``export``, CSV and TensorBoard logs) are written by process 0 alone, and progress is shown by it alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from ember.core.errors import ConfigError
+from ember.learner.callback import Callback
+
+if TYPE_CHECKING:
+    from ember.learner.learner import Learner
+
+__all__ = [
+    "rank_distrib",
+    "num_distrib",
+    "is_main_process",
+    "barrier",
+    "rank0_first",
+    "setup_distrib",
+    "teardown_distrib",
+    "DistributedTrainer",
+    "distrib_ctx",
+    "shard_loader",
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# which process is this
+# ---------------------------------------------------------------------------------------------------
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_distrib() -> int:
+    """This process's rank: 0 for the first (or only) process."""
+    if _initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", 0))
+
+
+def num_distrib() -> int:
+    """How many processes train together (1 when not distributed)."""
+    if _initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and shows progress: rank 0, or the only process."""
+    return rank_distrib() == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing to wait for outside a distributed run)."""
+    if _initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def rank0_first(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `func` on process 0 first, then on the others: e.g. ``rank0_first(untar_data, URLs.PETS)`` downloads
+    once, and the other processes find the archive in the cache."""
+    if is_main_process():
+        result = func(*args, **kwargs)
+        barrier()
+        return result
+    barrier()
+    return func(*args, **kwargs)
+
+
+def setup_distrib(backend: str | None = None) -> torch.device:
+    """Join the group of processes that ``torchrun`` started (a no-op in a single process).
+
+    Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` from the environment.
+    Returns this process's device: ``cuda:<LOCAL_RANK>`` when CUDA is available, else the CPU.
+
+    Args:
+        backend: ``"nccl"`` (the default with CUDA) or ``"gloo"`` (the default on the CPU).
+    """
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if num_distrib() > 1 and not _initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise ConfigError(
+                f"WORLD_SIZE={num_distrib()} but {', '.join(missing)} is not set. Launch the script with "
+                "`torchrun --nproc_per_node=N script.py`, which sets them."
+            )
+        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
+    return device
+
+
+def teardown_distrib() -> None:
+    """Leave the process group (after the last collective operation)."""
+    if _initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------
+# one slice of every batch per process
+# ---------------------------------------------------------------------------------------------------
+def _chunk_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Items ``[start, stop)`` of a batch of `n` that process `rank` of `world` takes (sizes differ by one at most)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class _ShardedBatchSampler(Sampler):
+    """A batch sampler that yields this process's slice of each batch of `batch_sampler`.
+
+    Batches with fewer items than processes are skipped, by every process alike (so they stay in step).
+    """
+
+    def __init__(self, batch_sampler: Any, rank: int, world: int) -> None:
+        self.batch_sampler, self.rank, self.world = batch_sampler, rank, world
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.batch_sampler:
+            if len(batch) < self.world:
+                continue
+            start, stop = _chunk_bounds(len(batch), self.rank, self.world)
+            yield batch[start:stop]
+
+    def __len__(self) -> int:
+        n = len(self.batch_sampler)
+        sampler = getattr(self.batch_sampler, "sampler", None)
+        bs = getattr(self.batch_sampler, "batch_size", None)
+        if n and sampler is not None and bs and not getattr(self.batch_sampler, "drop_last", False):
+            last = len(sampler) - (n - 1) * bs
+            if last < self.world:
+                n -= 1
+        return n
+
+
+class _SlicedLoader:
+    """Any loader whose batches come whole (an iterable dataset): each process keeps its slice of each batch."""
+
+    def __init__(self, loader: Any, rank: int, world: int) -> None:
+        self.loader, self.rank, self.world = loader, rank, world
+
+    def __iter__(self) -> Iterator[tuple]:
+        for batch in self.loader:
+            n = batch[0].shape[0]
+            if n < self.world:
+                continue
+            start, stop = _chunk_bounds(n, self.rank, self.world)
+            yield tuple(t[start:stop] for t in batch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # bs, dataset, kinds, decode … of the wrapped loader
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+def shard_loader(dl: Any, rank: int | None = None, world: int | None = None) -> Any:
+    """A copy of the training loader `dl` that yields only process `rank`'s slice of each batch.
+
+    Map-style loaders (the usual torch DataLoader, and ember's tensor-slicing loaders for tables) load only that
+    slice; loaders over iterable datasets (text) build each batch whole and keep the slice. Every process must
+    draw the same batches in the same order: :class:`DistributedTrainer` makes the shuffling generators equal.
+    """
+    from ember.data.loaders import DeviceLoader
+
+    rank = rank_distrib() if rank is None else rank
+    world = num_distrib() if world is None else world
+    if world == 1:
+        return dl
+    old = getattr(dl, "dl", None)
+    if not isinstance(dl, DeviceLoader) or not isinstance(old, DataLoader):
+        return _SlicedLoader(dl, rank, world)
+    settings: dict[str, Any] = {
+        "num_workers": old.num_workers,
+        "collate_fn": old.collate_fn,
+        "pin_memory": old.pin_memory,
+        "worker_init_fn": old.worker_init_fn,
+        "generator": old.generator,
+    }
+    if old.num_workers > 0:
+        settings["persistent_workers"] = old.persistent_workers
+        settings["prefetch_factor"] = old.prefetch_factor
+    if old.batch_sampler is not None:  # the usual map-style loader: lists of indices, collated
+        settings["batch_sampler"] = _ShardedBatchSampler(old.batch_sampler, rank, world)
+        return dl.new(dl=DataLoader(old.dataset, **settings))
+    if isinstance(getattr(old.sampler, "bs", None), int) and hasattr(old.sampler, "n"):
+        # a sampler of index tensors over a dataset indexed by them (ember's tables and ratings)
+        settings["sampler"] = _ShardedIndexSampler(old.sampler, rank, world)
+        return dl.new(dl=DataLoader(old.dataset, batch_size=None, **settings))
+    return _SlicedLoader(dl, rank, world)
+
+
+class _ShardedIndexSampler(Sampler):
+    """This process's slice of each index tensor that a batch-index sampler yields (tables, ratings)."""
+
+    def __init__(self, sampler: Any, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for idx in self.sampler:
+            if len(idx) < self.world:
+                continue
+            start, stop = _chunk_bounds(len(idx), self.rank, self.world)
+            yield idx[start:stop]
+
+    def __len__(self) -> int:
+        n, s = len(self.sampler), self.sampler
+        if n and not s.drop_last and s.n - (n - 1) * s.bs < self.world:
+            n -= 1
+        return n
+
+    def __getattr__(self, name: str) -> Any:  # bs, drop_last, shuffle, generator of the wrapped sampler
+        if name == "sampler":
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the callback
+# ---------------------------------------------------------------------------------------------------
+def _generators(dl: Any) -> list[torch.Generator]:
+    """The torch generators that decide a loader's order (DataLoader, sampler), without duplicates."""
+    torch_dl = getattr(dl, "dl", None)
+    found = [
+        getattr(torch_dl, "generator", None),
+        getattr(getattr(torch_dl, "sampler", None), "generator", None),
+        getattr(getattr(getattr(torch_dl, "batch_sampler", None), "sampler", None), "generator", None),
+    ]
+    out: list[torch.Generator] = []
+    for g in found:
+        if isinstance(g, torch.Generator) and all(g is not o for o in out):
+            out.append(g)
+    return out
+
+
+def _sync_random_state(dl: Any) -> None:
+    """Give every process process 0's shuffling state: torch's CPU generator, the loader's own generators, and
+    the numpy generator of a dataset that has one (text), so all draw the same batches in the same order."""
+    gens = _generators(dl)
+    dataset = getattr(dl, "dataset", None)
+    rng = getattr(dataset, "_rng", None)
+    state = [
+        {
+            "torch": torch.get_rng_state(),
+            "loader": [g.get_state() for g in gens],
+            "numpy": rng.bit_generator.state if rng is not None else None,
+        }
+    ]
+    dist.broadcast_object_list(state, src=0)  # between the processes of this run only
+    torch.set_rng_state(state[0]["torch"])
+    for g, s in zip(gens, state[0]["loader"]):
+        g.set_state(s)
+    if rng is not None and state[0]["numpy"] is not None:
+        rng.bit_generator.state = state[0]["numpy"]
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class DistributedTrainer(Callback):
+    """Train with DistributedDataParallel for the fits it is added to (see :func:`distrib_ctx`).
+
+    Args:
+        sync_bn: synchronize batch-norm statistics across processes (GPUs only: torch has no CPU version).
+        **ddp_kwargs: passed to ``DistributedDataParallel`` (``find_unused_parameters=True`` for models whose
+            forward pass leaves some trainable parameters unused).
+    """
+
+    order = -20  # before the callbacks that read batches or the loader
+
+    def __init__(self, sync_bn: bool = True, **ddp_kwargs: Any) -> None:
+        self.sync_bn = sync_bn
+        self.ddp_kwargs = ddp_kwargs
+        self._train: Any = None
+        self._silent: bool | None = None
+
+    def before_fit(self) -> None:
+        learn = self.learn
+        if not _initialized():
+            raise ConfigError(
+                "DistributedTrainer needs a process group: use `with learn.distrib_ctx():` in a script launched "
+                "by `torchrun --nproc_per_node=N script.py`."
+            )
+        device = learn.dls.device
+        model = learn.model
+        if self.sync_bn and device.type == "cuda" and _has_batchnorm(model):
+            # New SyncBatchNorm modules around the same parameters and buffers: learn.model keeps its classes.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        learn.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **self.ddp_kwargs)
+        self._train = learn.dls.train
+        _sync_random_state(self._train)
+        learn.dls.train = shard_loader(self._train)
+        if not is_main_process():
+            self._silent, learn.silent = learn.silent, True
+
+    def before_validate(self) -> None:
+        # Batch-norm running statistics were updated by each process's own slices: validate process 0's, the
+        # same model everywhere, so every process computes the same metrics.
+        for buf in self.learn.model.buffers():
+            dist.broadcast(buf, src=0)
+
+    def cleanup_fit(self) -> None:
+        learn = self.learn
+        learn.forward_model = None
+        if self._train is not None:
+            learn.dls.train, self._train = self._train, None
+        if self._silent is not None:
+            learn.silent, self._silent = self._silent, None
+
+
+@contextlib.contextmanager
+def distrib_ctx(learn: Learner, sync_bn: bool = True, backend: str | None = None, **ddp_kwargs: Any) -> Iterator[Any]:
+    """Fits inside the block train on every process of a ``torchrun`` launch; in a single process it does nothing.
+
+    Joins the process group (when the script was launched with several processes and it is not joined yet),
+    moves the learner to this process's device (``cuda:<LOCAL_RANK>``), and adds a
+    :class:`DistributedTrainer`. On leaving, the callback is removed and a group joined here is left.
+    """
+    if num_distrib() <= 1:
+        yield learn
+        return
+    joined = not _initialized()
+    device = setup_distrib(backend)
+    if learn.dls.device != device:
+        learn.dls.to(device)
+        learn.model.to(device)
+        if learn.opt is not None:
+            learn.create_opt()
+    cb = DistributedTrainer(sync_bn=sync_bn, **ddp_kwargs)
+    learn.add_cb(cb)
+    try:
+        yield learn
+    finally:
+        learn.remove_cb(cb)
+        if joined:
+            barrier()
+            teardown_distrib()
