@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ember._version import __version__
-from ember.cli._common import Predictor, Task, fail
+from ember.cli._common import Predictor, Task, close_figures, fail
 
 __all__ = ["main", "build_parser"]
 
@@ -68,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     report_dir.mkdir(parents=True, exist_ok=True)
     if args.lr == "auto":
         sugg = learn.lr_find(show_plot=False)
-        learn.recorder.plot_lr_find(fname=report_dir / "lr_find.png")
+        close_figures(learn.recorder.plot_lr_find(fname=report_dir / "lr_find.png"))
         lr = sugg.valley
         print(f"Learning rate from lr_find (valley): {lr:.2e}")
     else:
@@ -95,7 +95,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     dls = task.dls(args)
     learn = task.learner(args, dls)
     sugg = learn.lr_find(show_plot=False)
-    learn.recorder.plot_lr_find(fname=args.plot)
+    close_figures(learn.recorder.plot_lr_find(fname=args.plot))
     for name, value in sugg._asdict().items():
         print(f"{name:>8}: {value:.2e}")
     print(f"Plot: {args.plot}")

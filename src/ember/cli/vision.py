@@ -108,8 +108,10 @@ def _image_report(learn: Any, report_dir: Path, start: float) -> None:
     from ember.vision import ClassificationInterpretation
 
     interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(fname=report_dir / "confusion_matrix.png")
-    learn.recorder.plot_loss(fname=report_dir / "loss.png")
+    close_figures(
+        interp.plot_confusion_matrix(fname=report_dir / "confusion_matrix.png"),
+        learn.recorder.plot_loss(fname=report_dir / "loss.png"),
+    )
     loss, acc, err = learn.validate()
     print(
         f"Validation accuracy {acc:.4f} (error rate {err:.4f}, loss {loss:.4f}) in {time.perf_counter() - start:.0f} s"
