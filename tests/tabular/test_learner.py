@@ -71,6 +71,8 @@ def test_predict_df_matches_predict_and_get_preds(penguin_learner):
     preds, targs = penguin_learner.get_preds(dl=penguin_learner.test_dl(df))
     np.testing.assert_allclose(preds.numpy(), out[["p_Adelie", "p_Chinstrap", "p_Gentoo"]].to_numpy(), atol=1e-5)
     assert torch.equal(targs, penguin_learner.dls.processor.encode_y(df))
+    empty = penguin_learner.predict_df(df.iloc[:0])  # a filter that kept no row: an empty table, not a crash
+    assert len(empty) == 0 and list(empty.columns) == list(out.columns)
 
 
 def test_show_results_table(penguin_learner):

@@ -101,7 +101,7 @@ class TabularLearner(Learner):
         from ember.losses import loss_activation
 
         out = []
-        for i in range(0, len(cats), 4096):
+        for i in range(0, max(len(cats), 1), 4096):  # an empty table still gives (0, n_out) predictions
             out.append(self.predict_tensor((cats[i : i + 4096], conts[i : i + 4096])))
         return loss_activation(self.loss_func)(torch.cat(out))
 
