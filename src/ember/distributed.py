@@ -194,7 +194,7 @@ def shard_loader(dl: Any, rank: int | None = None, world: int | None = None) -> 
     slice; loaders over iterable datasets (text) build each batch whole and keep the slice. Every process must
     draw the same batches in the same order: :class:`DistributedTrainer` makes the shuffling generators equal.
     """
-    from ember.data.loaders import DeviceLoader
+    from ember.data.loaders import DeviceLoader, loading_settings
 
     rank = rank_distrib() if rank is None else rank
     world = num_distrib() if world is None else world
@@ -203,16 +203,7 @@ def shard_loader(dl: Any, rank: int | None = None, world: int | None = None) -> 
     old = getattr(dl, "dl", None)
     if not isinstance(dl, DeviceLoader) or not isinstance(old, DataLoader):
         return _SlicedLoader(dl, rank, world)
-    settings: dict[str, Any] = {
-        "num_workers": old.num_workers,
-        "collate_fn": old.collate_fn,
-        "pin_memory": old.pin_memory,
-        "worker_init_fn": old.worker_init_fn,
-        "generator": old.generator,
-    }
-    if old.num_workers > 0:
-        settings["persistent_workers"] = old.persistent_workers
-        settings["prefetch_factor"] = old.prefetch_factor
+    settings = loading_settings(old)
     if old.batch_sampler is not None:  # the usual map-style loader: lists of indices, collated
         settings["batch_sampler"] = _ShardedBatchSampler(old.batch_sampler, rank, world)
         return dl.new(dl=DataLoader(old.dataset, **settings))

@@ -220,23 +220,32 @@ def make_loader(
     return DataLoader(dataset, **settings)
 
 
-def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
-    """Rebuild a torch DataLoader with the same settings but a few changed."""
-    if shuffle is None:
-        shuffle = isinstance(dl.sampler, torch.utils.data.RandomSampler)
+def loading_settings(dl: DataLoader) -> dict[str, Any]:
+    """How `dl` loads (workers, collation, pinning, seeding), without how it batches: the arguments that
+    a DataLoader rebuilt over the same dataset with another sampler keeps."""
     settings: dict[str, Any] = {
-        "batch_size": dl.batch_size if bs is None else bs,
-        "shuffle": shuffle,
         "num_workers": dl.num_workers,
         "collate_fn": dl.collate_fn,
         "pin_memory": dl.pin_memory,
-        "drop_last": dl.drop_last,
         "worker_init_fn": dl.worker_init_fn,
         "generator": dl.generator,
     }
     if dl.num_workers > 0:
         settings["persistent_workers"] = dl.persistent_workers
         settings["prefetch_factor"] = dl.prefetch_factor
+    return settings
+
+
+def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
+    """Rebuild a torch DataLoader with the same settings but a few changed."""
+    if shuffle is None:
+        shuffle = isinstance(dl.sampler, torch.utils.data.RandomSampler)
+    settings = {
+        "batch_size": dl.batch_size if bs is None else bs,
+        "shuffle": shuffle,
+        "drop_last": dl.drop_last,
+        **loading_settings(dl),
+    }
     settings.update(kwargs)
     return DataLoader(dl.dataset, **settings)
 
