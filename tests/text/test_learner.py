@@ -46,6 +46,19 @@ def test_language_model_learns_and_generates(lm_dls, tmp_path):
     assert learn.model[0].hidden is None  # predict leaves no state behind
 
 
+def test_generation_never_writes_padding_or_fillers(lm_dls, tmp_path):
+    learn = _lm(lm_dls, tmp_path)
+    itos = learn.dls.vocab.itos
+    special = [i for i, t in enumerate(itos) if t in ("xxpad", "xxunk") or t.startswith("xxfake")]
+    assert any(itos[i].startswith("xxfake") for i in special)  # the vocabulary was rounded up to a multiple of 8
+    with torch.no_grad():  # a model that prefers them to every word
+        learn.model[1].decoder.bias[special] = 50.0
+    raw = learn.predict("alpha", n_words=30, temperature=1.0, decoder=list, only_last_word=True)
+    words = raw.split()  # the generated tokens themselves, case and repetition marks not applied
+    assert len(words) == 30 and not {"xxpad", "xxunk"} & set(words)
+    assert not any(w.startswith("xxfake") for w in words)
+
+
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 def test_language_model_trains_in_mixed_precision_on_the_cpu(lm_dls, tmp_path, precision):
     # torch's CPU LSTM refuses a float32 input under bfloat16 autocast on processors without bfloat16 support;

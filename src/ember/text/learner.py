@@ -39,7 +39,7 @@ from ember.text.models import (
     match_embeddings,
     read_itos_pickle,
 )
-from ember.text.tokenize import BOS, TK_MAJ, TK_UP, Tokenizer
+from ember.text.tokenize import BOS, PAD, TK_MAJ, TK_UP, Tokenizer
 
 __all__ = [
     "ModelResetter",
@@ -255,12 +255,17 @@ class LMLearner(TextLearner):
         self.model.eval()
         self.model.reset()
         new_ids: list[int] = []
+        # never written: padding and the fillers that round the vocabulary up to a multiple of 8 (``xxunk``
+        # too with `no_unk`); an undertrained model may still give them some probability
+        banned = [i for i, t in enumerate(vocab.itos) if t == PAD or t.startswith("xxfake")]
+        if no_unk:
+            banned.append(vocab.unk_idx)
+        banned_t = torch.tensor(banned, dtype=torch.long, device=self.dls.device)
         with torch.no_grad():
             logits = self.model(ids[None])[0, -1]  # (V,)
             for _ in range(n_words):
                 probs = torch.softmax(logits.float() / max(temperature, 1e-8), dim=-1)
-                if no_unk:
-                    probs[vocab.unk_idx] = 0.0
+                probs[banned_t] = 0.0
                 if min_p is not None:
                     probs[probs < min_p] = 0.0
                 nxt = int(probs.argmax()) if temperature == 0 else int(torch.multinomial(probs, 1))
