@@ -24,8 +24,10 @@ them (early stopping, saving the best model) take the same decision everywhere. 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,6 +52,7 @@ __all__ = [
     "DistributedTrainer",
     "distrib_ctx",
     "shard_loader",
+    "any_process",
 ]
 
 
@@ -130,11 +133,25 @@ def teardown_distrib() -> None:
 # ---------------------------------------------------------------------------------------------------
 # one slice of every batch per process
 # ---------------------------------------------------------------------------------------------------
-def _chunk_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
-    """Items ``[start, stop)`` of a batch of `n` that process `rank` of `world` takes (sizes differ by one at most)."""
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+#: A process computes at least this many items of a batch (batch norm needs two); smaller batches are skipped.
+MIN_ITEMS = 2
+
+
+def _chunk_bounds(n: int, rank: int, world: int) -> tuple[int, int] | None:
+    """Items ``[start, stop)`` of a batch of `n` that process `rank` of `world` takes, or None to skip the batch.
+
+    Every process takes the same number of items, so that averaging the processes' mean gradients gives the
+    batch's mean gradient; the last ``n % world`` items are left out, and a batch that would give a process fewer
+    than `MIN_ITEMS` items is skipped (by every process alike: they stay in step).
+    """
+    per = n // world
+    if per < MIN_ITEMS:
+        return None
+    return rank * per, (rank + 1) * per
+
+
+def _n_kept(sizes: list[int], world: int) -> int:
+    return sum(1 for n in sizes if n // world >= MIN_ITEMS)
 
 
 class _ShardedBatchSampler(Sampler):
@@ -148,20 +165,18 @@ class _ShardedBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batch_sampler:
-            if len(batch) < self.world:
-                continue
-            start, stop = _chunk_bounds(len(batch), self.rank, self.world)
-            yield batch[start:stop]
+            bounds = _chunk_bounds(len(batch), self.rank, self.world)
+            if bounds is not None:
+                yield batch[bounds[0] : bounds[1]]
 
     def __len__(self) -> int:
         n = len(self.batch_sampler)
         sampler = getattr(self.batch_sampler, "sampler", None)
         bs = getattr(self.batch_sampler, "batch_size", None)
-        if n and sampler is not None and bs and not getattr(self.batch_sampler, "drop_last", False):
-            last = len(sampler) - (n - 1) * bs
-            if last < self.world:
-                n -= 1
-        return n
+        if not n or sampler is None or not bs:
+            return n
+        last = bs if getattr(self.batch_sampler, "drop_last", False) else len(sampler) - (n - 1) * bs
+        return _n_kept([bs] * (n - 1) + [last], self.world)
 
 
 class _SlicedLoader:
@@ -172,11 +187,9 @@ class _SlicedLoader:
 
     def __iter__(self) -> Iterator[tuple]:
         for batch in self.loader:
-            n = batch[0].shape[0]
-            if n < self.world:
-                continue
-            start, stop = _chunk_bounds(n, self.rank, self.world)
-            yield tuple(t[start:stop] for t in batch)
+            bounds = _chunk_bounds(batch[0].shape[0], self.rank, self.world)
+            if bounds is not None:
+                yield tuple(t[bounds[0] : bounds[1]] for t in batch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -204,6 +217,8 @@ def shard_loader(dl: Any, rank: int | None = None, world: int | None = None) -> 
     if not isinstance(dl, DeviceLoader) or not isinstance(old, DataLoader):
         return _SlicedLoader(dl, rank, world)
     settings = loading_settings(old)
+    if old.num_workers > 0:
+        settings["worker_init_fn"] = partial(_rank_worker_init, old.worker_init_fn, rank)
     if old.batch_sampler is not None:  # the usual map-style loader: lists of indices, collated
         settings["batch_sampler"] = _ShardedBatchSampler(old.batch_sampler, rank, world)
         return dl.new(dl=DataLoader(old.dataset, **settings))
@@ -222,16 +237,16 @@ class _ShardedIndexSampler(Sampler):
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for idx in self.sampler:
-            if len(idx) < self.world:
-                continue
-            start, stop = _chunk_bounds(len(idx), self.rank, self.world)
-            yield idx[start:stop]
+            bounds = _chunk_bounds(len(idx), self.rank, self.world)
+            if bounds is not None:
+                yield idx[bounds[0] : bounds[1]]
 
     def __len__(self) -> int:
         n, s = len(self.sampler), self.sampler
-        if n and not s.drop_last and s.n - (n - 1) * s.bs < self.world:
-            n -= 1
-        return n
+        if not n:
+            return 0
+        last = s.bs if s.drop_last else s.n - (n - 1) * s.bs
+        return _n_kept([s.bs] * (n - 1) + [last], self.world)
 
     def __getattr__(self, name: str) -> Any:  # bs, drop_last, shuffle, generator of the wrapped sampler
         if name == "sampler":
@@ -278,8 +293,33 @@ def _sync_random_state(dl: Any) -> None:
         rng.bit_generator.state = state[0]["numpy"]
 
 
+def _sync_torch_rng() -> None:
+    """Give every process process 0's CPU random state (what the loaders without a generator shuffle with)."""
+    state = [torch.get_rng_state()]
+    dist.broadcast_object_list(state, src=0)
+    torch.set_rng_state(state[0])
+
+
+def any_process(flag: bool | torch.Tensor) -> bool:
+    """Whether `flag` is true in at least one process (every process must call it at the same point)."""
+    if not _initialized():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.as_tensor(flag, dtype=torch.float32).to(device).reshape(())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _rank_worker_init(init: Callable[[int], None] | None, rank: int, worker_id: int) -> None:
+    """Seed a loader worker of process `rank`: the base seed is the same in every process (drawn from the shared
+    shuffling state), so each process adds its rank for its own augmentations."""
+    torch.manual_seed((torch.initial_seed() + 7919 * rank) % 2**63)
+    if init is not None:
+        init(worker_id)
 
 
 class DistributedTrainer(Callback):
@@ -298,6 +338,8 @@ class DistributedTrainer(Callback):
         self.ddp_kwargs = ddp_kwargs
         self._train: Any = None
         self._silent: bool | None = None
+        self._in_fit = False
+        self._wrapped = False
 
     def before_fit(self) -> None:
         learn = self.learn
@@ -306,20 +348,44 @@ class DistributedTrainer(Callback):
                 "DistributedTrainer needs a process group: use `with learn.distrib_ctx():` in a script launched "
                 "by `torchrun --nproc_per_node=N script.py`."
             )
-        device = learn.dls.device
-        model = learn.model
-        if self.sync_bn and device.type == "cuda" and _has_batchnorm(model):
-            # New SyncBatchNorm modules around the same parameters and buffers: learn.model keeps its classes.
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        learn.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **self.ddp_kwargs)
+        self._in_fit, self._wrapped = True, False
         self._train = learn.dls.train
         _sync_random_state(self._train)
+        if any(getattr(t, "ready", True) is False for t in getattr(self._train, "batch_tfms", None) or []):
+            # statistics taken from the first batch (Normalize()): from the whole batch, the same in every process
+            self._train.one_batch()
         learn.dls.train = shard_loader(self._train)
         if not is_main_process():
             self._silent, learn.silent = learn.silent, True
 
+    def _wrap(self) -> None:
+        """The DDP wrapper, built once the fit's trainable parameters are known (after a resume restored them)."""
+        learn = self.learn
+        device = learn.dls.device
+        model = learn.model
+        if self.sync_bn and device.type == "cuda" and _has_batchnorm(model):
+            # a structural copy that shares the parameters and buffers, so learn.model keeps its classes
+            shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model, memo=shared))
+        ids = [device.index] if device.type == "cuda" else None
+        learn.forward_model = nn.parallel.DistributedDataParallel(model, device_ids=ids, **self.ddp_kwargs)
+        self._wrapped = True
+
+    def before_train(self) -> None:
+        if not self._wrapped:
+            self._wrap()
+        # The epoch's shuffling: process 0's random state everywhere (the others re-seed after the first batch).
+        _sync_torch_rng()
+
+    def before_batch(self) -> None:
+        if self.learn.training and self.learn.iter == 0 and rank_distrib() > 0:
+            # Dropout and augmentation: each process its own draws (process 0 keeps its stream, so a run on one
+            # process with the same batches draws the same shuffles).
+            torch.manual_seed(int(torch.randint(0, 2**62, ())) + rank_distrib())
+
     def before_validate(self) -> None:
+        if not self._in_fit:  # validate() or get_preds() outside a fit may run in one process only
+            return
         # Batch-norm running statistics were updated by each process's own slices: validate process 0's, the
         # same model everywhere, so every process computes the same metrics.
         for buf in self.learn.model.buffers():
@@ -328,10 +394,32 @@ class DistributedTrainer(Callback):
     def cleanup_fit(self) -> None:
         learn = self.learn
         learn.forward_model = None
+        self._in_fit, self._wrapped = False, False
         if self._train is not None:
             learn.dls.train, self._train = self._train, None
         if self._silent is not None:
             learn.silent, self._silent = self._silent, None
+
+
+class _AverageTrainLoss(Callback):
+    """Make the epoch's training loss the mean over the processes (each computed its own slices), so that
+    callbacks watching ``train_loss`` take the same decision in every process."""
+
+    order = 55  # after the Recorder (50) wrote the epoch's row, before the trackers (80) read it
+
+    def after_epoch(self) -> None:
+        if not _initialized():
+            return
+        rec = self.learn.recorder
+        value = rec.log.get("train_loss")
+        if value is None:
+            return
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor(float(value), dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        mean = float(t) / dist.get_world_size()
+        rec.log["train_loss"] = mean
+        rec.values[-1][0] = mean
 
 
 @contextlib.contextmanager
@@ -350,14 +438,21 @@ def distrib_ctx(learn: Learner, sync_bn: bool = True, backend: str | None = None
     if learn.dls.device != device:
         learn.dls.to(device)
         learn.model.to(device)
-        if learn.opt is not None:
-            learn.create_opt()
-    cb = DistributedTrainer(sync_bn=sync_bn, **ddp_kwargs)
-    learn.add_cb(cb)
+        if learn.opt is not None:  # keep the optimizer's state (moments …), on this process's device
+            for st in learn.opt.state.values():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor) and v.device.type != "cpu":
+                        st[k] = v.to(device)
+    cbs = [DistributedTrainer(sync_bn=sync_bn, **ddp_kwargs), _AverageTrainLoss()]
+    learn.add_cbs(cbs)
+    failed = False
     try:
         yield learn
+    except BaseException:
+        failed = True  # the other processes may be waiting in a collective: no barrier, the launcher stops them
+        raise
     finally:
-        learn.remove_cb(cb)
-        if joined:
+        learn.remove_cbs(cbs)
+        if joined and not failed:
             barrier()
             teardown_distrib()

@@ -11,6 +11,7 @@ also exports ``OUT_DIR/<kind>/model.ember`` (and the ``tensors`` learner logs a 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,8 +25,10 @@ def build(kind: str, out: Path):
 
     from ember import set_seed
     from ember.data import DataLoaders
-    from ember.learner import SGD, CSVLogger, Learner
+    from ember.learner import SGD, CSVLogger, GradientAccumulation, Learner
 
+    global SeenItems
+    SeenItems = _seen_items_class()
     set_seed(0)
     if kind == "tensors":
         x = torch.randn(70, 4)
@@ -58,7 +61,39 @@ def build(kind: str, out: Path):
         )
         config = {"emb_sz": 8, "n_hid": 8, "n_layers": 1}
         return language_model_learner(dls, pretrained=False, config=config, path=out)
+    if kind == "odd":
+        # an odd batch size (15 = 7 + 7, one item left out), dropout, a loader without a generator of its own,
+        # gradient accumulation over two batches, three epochs, and a record of the items each process computed
+        x = torch.randn(100, 4)
+        x[:, 0] = torch.arange(100.0)  # the item's id, read back by SeenItems
+        y = x[:, 1:2] - x[:, 2:3]
+        dls = DataLoaders.from_tensors((x, y), (x[:20], y[:20]), bs=15, device="cpu")
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+        cbs = [SeenItems(), GradientAccumulation(n_acc=28)]
+        return Learner(dls, model, loss_func=nn.MSELoss(), opt_func=SGD, lr=1e-3, path=out, cbs=cbs)
     raise SystemExit(f"unknown kind {kind}")
+
+
+def _seen_items_class():
+    from ember.learner import Callback
+
+    class SeenItems(Callback):
+        """Records the ids (first input column) of the items of each training batch, per epoch."""
+
+        def before_fit(self) -> None:
+            self.epochs: list[list[list[int]]] = []
+
+        def before_train(self) -> None:
+            self.epochs.append([])
+
+        def before_batch(self) -> None:
+            if self.learn.training:
+                self.epochs[-1].append(self.learn.xb[0][:, 0].long().tolist())
+
+    return SeenItems
+
+
+SeenItems = None  # defined lazily (ember is imported inside build)
 
 
 def main() -> None:
@@ -76,10 +111,13 @@ def main() -> None:
         with open(out / f"stdout_{rank}.txt", "w") as printed, contextlib.redirect_stdout(printed):
             learn = build(kind, out)
             with learn.distrib_ctx():
-                learn.fit(2)
+                learn.fit(3 if kind == "odd" else 2)
                 learn.export(out / "model.ember")
         weights = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
         torch.save(weights, out / f"weights_{rank}.pt")
+        seen = [cb for cb in learn.cbs if type(cb).__name__ == "SeenItems"]
+        if seen:
+            (out / f"seen_{rank}.json").write_text(json.dumps(seen[0].epochs))
     barrier()
     teardown_distrib()
 

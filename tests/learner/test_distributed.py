@@ -15,14 +15,16 @@ from ember.distributed import _chunk_bounds, _generators, is_main_process, num_d
 WORKER = Path(__file__).with_name("distrib_worker.py")
 
 
-def test_chunks_partition_a_batch():
+def test_chunks_are_equal_and_skip_tiny_batches():
     for n in range(1, 20):
         for world in (1, 2, 3, 4):
             bounds = [_chunk_bounds(n, r, world) for r in range(world)]
-            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            if n // world < 2:  # a process would compute fewer than two items (batch norm): skipped everywhere
+                assert bounds == [None] * world
+                continue
+            assert bounds[0][0] == 0 and bounds[-1][1] == n - n % world
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-            sizes = [stop - start for start, stop in bounds]
-            assert max(sizes) - min(sizes) <= 1
+            assert {stop - start for start, stop in bounds} == {n // world}
 
 
 def test_single_process_defaults(monkeypatch):
@@ -54,11 +56,12 @@ def _slices_cover_the_batches(dl, world):
         batches = list(sharded)
         assert len(batches) == len(sharded)
         per_rank.append(batches)
-    kept = [b for b in whole if b[0].shape[0] >= world]  # too small to split: skipped by every process
+    kept = [b for b in whole if b[0].shape[0] // world >= 2]  # too small to split: skipped by every process
     assert all(len(b) == len(kept) for b in per_rank)
     for i, batch in enumerate(kept):
         for j, t in enumerate(batch):
-            assert torch.equal(torch.cat([per_rank[r][i][j] for r in range(world)]), t)
+            n = t.shape[0] - t.shape[0] % world  # equal slices: the last items of an uneven batch are left out
+            assert torch.equal(torch.cat([per_rank[r][i][j] for r in range(world)]), t[:n])
 
 
 @pytest.mark.parametrize("n", [64, 65, 66])
@@ -102,7 +105,7 @@ def two_process_runs(tmp_path_factory):
     return out
 
 
-KINDS = ("tensors", "table", "lm")
+KINDS = ("tensors", "table", "lm", "odd")
 
 
 def _weights(run: Path) -> list[dict[str, torch.Tensor]]:
@@ -155,3 +158,22 @@ def test_two_processes_language_model(two_process_runs):
     run = two_process_runs / "lm"
     _weights(run)
     assert (run / "model.ember").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_odd_batches_dropout_and_accumulation(two_process_runs):
+    import json
+
+    run = two_process_runs / "odd"
+    _weights(run)  # the same weights: both processes stepped on the same batches
+    seen = [json.loads((run / f"seen_{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 3
+    orders = []
+    for e0, e1 in zip(*seen):
+        assert len(e0) == len(e1) == 7  # 100 items: 6 batches of 15 (7 each, one left out), then 10 (5 each)
+        for b0, b1 in zip(e0, e1):
+            assert len(b0) == len(b1) and not set(b0) & set(b1)  # equal, disjoint slices of one batch
+        items = [i for b0, b1 in zip(e0, e1) for i in b0 + b1]
+        assert len(items) == len(set(items)) == 6 * 14 + 10  # no item twice in an epoch
+        orders.append(items)
+    assert orders[0] != orders[1]  # reshuffled each epoch, the same way in both processes

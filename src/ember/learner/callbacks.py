@@ -131,12 +131,20 @@ class GradientAccumulation(Callback):
     def before_fit(self) -> None:
         self.count = 0
 
-    def after_loss(self) -> None:
+    def _bs(self) -> int:
+        """The batch's size; in a distributed fit, the whole batch's (every process computes an equal slice)."""
         bs = int(self.learn.xb[0].shape[0])
-        self.learn.loss_grad = self.learn.loss_grad * (bs / self.n_acc)
+        if self.learn.forward_model is not None:
+            from ember.distributed import num_distrib
+
+            bs *= num_distrib()
+        return bs
+
+    def after_loss(self) -> None:
+        self.learn.loss_grad = self.learn.loss_grad * (self._bs() / self.n_acc)
 
     def before_step(self) -> None:
-        self.count += int(self.learn.xb[0].shape[0])
+        self.count += self._bs()
         if self.count < self.n_acc:
             raise CancelStepException()  # keep the gradients and add the next batch's
         self.count = 0
@@ -428,7 +436,12 @@ class TerminateOnNaNCallback(Callback):
         learn = self.learn
         if learn.loss is None or learn.iter % self.check_every:
             return
-        if not torch.isfinite(learn.loss).all():
+        bad = not torch.isfinite(learn.loss).all()
+        if learn.forward_model is not None:  # a distributed fit: every process stops at the same batch
+            from ember.distributed import any_process
+
+            bad = any_process(bad)
+        if bad:
             self.message = (
                 f"The loss is {learn.loss.item()} at epoch {learn.epoch}, batch {learn.iter}: training stopped. "
                 "Try a lower learning rate (learn.lr_find()), check the data for NaN or infinite values, "
