@@ -150,33 +150,33 @@ def _chunk_bounds(n: int, rank: int, world: int) -> tuple[int, int] | None:
     return rank * per, (rank + 1) * per
 
 
-def _n_kept(sizes: list[int], world: int) -> int:
-    return sum(1 for n in sizes if n // world >= MIN_ITEMS)
+class _ShardedSampler(Sampler):
+    """This process's slice of each batch that `batches` yields: lists of indices (a torch batch sampler) or index
+    tensors (ember's batch-index sampler for tables and ratings). Batches too small to slice are skipped, by every
+    process alike (so they stay in step)."""
 
-
-class _ShardedBatchSampler(Sampler):
-    """A batch sampler that yields this process's slice of each batch of `batch_sampler`.
-
-    Batches with fewer items than processes are skipped, by every process alike (so they stay in step).
-    """
-
-    def __init__(self, batch_sampler: Any, rank: int, world: int) -> None:
-        self.batch_sampler, self.rank, self.world = batch_sampler, rank, world
+    def __init__(self, batches: Any, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
 
     def __iter__(self) -> Iterator[Any]:
-        for batch in self.batch_sampler:
+        for batch in self.batches:
             bounds = _chunk_bounds(len(batch), self.rank, self.world)
             if bounds is not None:
                 yield batch[bounds[0] : bounds[1]]
 
     def __len__(self) -> int:
-        n = len(self.batch_sampler)
-        sampler = getattr(self.batch_sampler, "sampler", None)
-        bs = getattr(self.batch_sampler, "batch_size", None)
-        if not n or sampler is None or not bs:
+        n, b = len(self.batches), self.batches
+        bs = getattr(b, "batch_size", None) or getattr(b, "bs", None)
+        n_items = len(b.sampler) if hasattr(b, "sampler") else getattr(b, "n", None)
+        if not n or not bs or n_items is None:
             return n
-        last = bs if getattr(self.batch_sampler, "drop_last", False) else len(sampler) - (n - 1) * bs
-        return _n_kept([bs] * (n - 1) + [last], self.world)
+        last = bs if b.drop_last else n_items - (n - 1) * bs
+        return sum(1 for size in [bs] * (n - 1) + [last] if size // self.world >= MIN_ITEMS)
+
+    def __getattr__(self, name: str) -> Any:  # bs, drop_last, shuffle, generator … of the wrapped sampler
+        if name == "batches":
+            raise AttributeError(name)
+        return getattr(self.batches, name)
 
 
 class _SlicedLoader:
@@ -220,38 +220,13 @@ def shard_loader(dl: Any, rank: int | None = None, world: int | None = None) -> 
     if old.num_workers > 0:
         settings["worker_init_fn"] = partial(_rank_worker_init, old.worker_init_fn, rank)
     if old.batch_sampler is not None:  # the usual map-style loader: lists of indices, collated
-        settings["batch_sampler"] = _ShardedBatchSampler(old.batch_sampler, rank, world)
+        settings["batch_sampler"] = _ShardedSampler(old.batch_sampler, rank, world)
         return dl.new(dl=DataLoader(old.dataset, **settings))
     if isinstance(getattr(old.sampler, "bs", None), int) and hasattr(old.sampler, "n"):
         # a sampler of index tensors over a dataset indexed by them (ember's tables and ratings)
-        settings["sampler"] = _ShardedIndexSampler(old.sampler, rank, world)
+        settings["sampler"] = _ShardedSampler(old.sampler, rank, world)
         return dl.new(dl=DataLoader(old.dataset, batch_size=None, **settings))
     return _SlicedLoader(dl, rank, world)
-
-
-class _ShardedIndexSampler(Sampler):
-    """This process's slice of each index tensor that a batch-index sampler yields (tables, ratings)."""
-
-    def __init__(self, sampler: Any, rank: int, world: int) -> None:
-        self.sampler, self.rank, self.world = sampler, rank, world
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for idx in self.sampler:
-            bounds = _chunk_bounds(len(idx), self.rank, self.world)
-            if bounds is not None:
-                yield idx[bounds[0] : bounds[1]]
-
-    def __len__(self) -> int:
-        n, s = len(self.sampler), self.sampler
-        if not n:
-            return 0
-        last = s.bs if s.drop_last else s.n - (n - 1) * s.bs
-        return _n_kept([s.bs] * (n - 1) + [last], self.world)
-
-    def __getattr__(self, name: str) -> Any:  # bs, drop_last, shuffle, generator of the wrapped sampler
-        if name == "sampler":
-            raise AttributeError(name)
-        return getattr(self.sampler, name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -300,12 +275,18 @@ def _sync_torch_rng() -> None:
     torch.set_rng_state(state[0])
 
 
+def _collective_device() -> torch.device:
+    """Where tensors for collectives live: this process's GPU with NCCL, the CPU with gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def any_process(flag: bool | torch.Tensor) -> bool:
     """Whether `flag` is true in at least one process (every process must call it at the same point)."""
     if not _initialized():
         return bool(flag)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-    t = torch.as_tensor(flag, dtype=torch.float32).to(device).reshape(())
+    t = torch.as_tensor(flag, dtype=torch.float32).to(_collective_device()).reshape(())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -414,8 +395,7 @@ class _AverageTrainLoss(Callback):
         value = rec.log.get("train_loss")
         if value is None:
             return
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        t = torch.tensor(float(value), dtype=torch.float64, device=device)
+        t = torch.tensor(float(value), dtype=torch.float64, device=_collective_device())
         dist.all_reduce(t)
         mean = float(t) / dist.get_world_size()
         rec.log["train_loss"] = mean
