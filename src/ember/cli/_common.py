@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Task", "Predictor", "fail", "data_fail", "fmt", "fit_default", "close_figures"]
+__all__ = [
+    "Task",
+    "Predictor",
+    "fail",
+    "data_fail",
+    "fmt",
+    "fit_default",
+    "close_figures",
+    "read_csv",
+    "parse_ints",
+    "parse_range",
+    "valid_column_mask",
+]
 
 
 def fail(message: str) -> Exception:
@@ -28,6 +40,88 @@ def data_fail(message: str) -> Exception:
 def fmt(value: float | None) -> str:
     """A metric for printing: four decimals, or ``n/a`` when there is none."""
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def read_csv(path: Path, what: str = "CSV", sep: str | None = None) -> Any:
+    """The table in `path`, or a one-line error naming the file (missing, a folder, empty or not a CSV).
+
+    Args:
+        what: what the file holds, for the messages (``"ratings"`` gives "No ratings file at …").
+        sep: the field separator; ``None`` reads commas, or the semicolons or tabs of a header with no comma.
+    """
+    import pandas as pd
+
+    if not path.exists():
+        raise data_fail(f"No {what} file at {path}. Give a CSV file with a header line.")
+    if not path.is_file():
+        raise data_fail(f"{path} is a folder; give a CSV file.")
+    try:
+        df = pd.read_csv(path, sep=sep or ",", skipinitialspace=True)
+        if sep is None and len(df.columns) == 1:
+            header = str(df.columns[0])
+            other = next((s for s in (";", "\t") if s in header), None)
+            if other is not None:
+                df = pd.read_csv(path, sep=other, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise data_fail(f"{path} is empty: a CSV file needs a header line and rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise data_fail(f"{path} cannot be read as a CSV file ({first}).") from None
+    df.columns = [str(col) for col in df.columns]
+    return df
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    """``"200,100"`` -> ``[200, 100]``: an option's positive whole numbers, or a one-line error naming it."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = [0]
+    if not values or min(values) < 1:
+        raise fail(f"{option} takes positive whole numbers separated by commas (like 200,100), not {text!r}.")
+    return values
+
+
+def parse_range(text: str | None, option: str = "--y-range") -> tuple[float, float] | None:
+    """``"0.5,5.5"`` -> ``(0.5, 5.5)`` (None stays None), or a one-line error naming the option."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = float("nan")
+    if not low < high:  # also false for NaN
+        raise fail(f"{option} must be two numbers LOW,HIGH with LOW < HIGH (like 0.5,5.5), not {text!r}.")
+    return low, high
+
+
+_TRUE = {"true", "t", "yes", "y", "1", "1.0", "valid", "validation"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0", "train", "training"}
+
+
+def valid_column_mask(df: Any, col: str, path: Path, option: str = "--valid-col") -> Any:
+    """The validation rows marked by column `col` of `df` (true/false, 1/0, yes/no, valid/train), as a boolean
+    array; a value that is none of these, or a column marking every row or none, is a one-line error."""
+    import numpy as np
+    import pandas as pd
+
+    s = df[col]
+    if pd.api.types.is_bool_dtype(s):
+        mask = s.to_numpy(dtype=bool)
+    else:
+        text = s.astype("string").str.strip().str.lower()
+        mask, is_false = text.isin(_TRUE).to_numpy(dtype=bool), text.isin(_FALSE).to_numpy(dtype=bool)
+        bad = np.flatnonzero(~(mask | is_false))
+        if len(bad):
+            pos = int(bad[0])  # the file's line: the header is line 1 (rows dropped before keep their index)
+            raise data_fail(
+                f"{option} {col!r} in {path} must hold true/false (or 1/0, yes/no); line {int(df.index[pos]) + 2} "
+                f"holds {s.iloc[pos]!r}."
+            )
+    if mask.all() or not mask.any():
+        which = "every" if mask.all() else "no"
+        raise data_fail(f"{option} {col!r} marks {which} row of {path} as validation; mark some, not all.")
+    return mask
 
 
 def fit_default(learn: Any, args: argparse.Namespace, lr: float) -> None:

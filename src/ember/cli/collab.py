@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ember.cli._common import Predictor, Task, close_figures, data_fail, fail, fmt
+from ember.cli._common import Predictor, Task, close_figures, data_fail, fail, fmt, parse_ints, parse_range, read_csv
 
 __all__ = ["TASKS", "PREDICTORS", "add_predict_args", "info_lines"]
 
@@ -31,21 +31,6 @@ _UNKNOWN = ("error", "skip", "mean")
 # ---------------------------------------------------------------------------------------------------
 # reading CSV files
 # ---------------------------------------------------------------------------------------------------
-def _read_csv(path: Path, what: str) -> Any:
-    """The CSV file at `path` as a DataFrame; a missing, empty or unreadable file is a one-line error."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise data_fail(f"No {what} file at {path}. Give a CSV file with a header line.")
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise data_fail(f"{path} is empty: give a CSV file with a header line and one row per {what[:-1]}.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise data_fail(f"{path} cannot be read as a CSV file: {first}") from None
-
-
 def _lines(mask: Any) -> str:
     """The file lines (header = line 1) of the first rows where `mask` is true, for error messages."""
     import numpy as np
@@ -113,29 +98,8 @@ def _check_ratings(df: Any, path: Path, user: str, item: str, rating: str) -> An
 # ---------------------------------------------------------------------------------------------------
 # options
 # ---------------------------------------------------------------------------------------------------
-def _parse_y_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    parts = text.split(",")
-    try:
-        low, high = (float(p) for p in parts)
-    except ValueError:
-        low = high = float("nan")
-    if not low < high:  # also false for NaN
-        raise fail(f"--y-range must be two numbers LOW,HIGH with LOW < HIGH (e.g. 0.5,5.5), not {text!r}.")
-    return low, high
-
-
 def _parse_layers(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        layers = [int(p) for p in text.split(",")]
-    except ValueError:
-        layers = []
-    if not layers or min(layers) < 1:
-        raise fail(f"--layers must be positive widths separated by commas (e.g. 200,100), not {text!r}.")
-    return layers
+    return None if text is None else parse_ints(text, "--layers")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -148,7 +112,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise fail(f"--wd must be 0 or more, not {args.wd}.")
     if args.layers is not None and not args.use_nn:
         raise fail("--layers sets the widths of the --use-nn model; add --use-nn or leave --layers out.")
-    _parse_y_range(args.y_range)
+    parse_range(args.y_range)
     _parse_layers(args.layers)
 
 
@@ -161,7 +125,7 @@ def _collab_dls(args: argparse.Namespace) -> Any:
 
     _check_options(args)
     path = Path(args.data_dir)
-    df = _read_csv(path, "ratings")
+    df = read_csv(path, "ratings")
     user, item, rating = _pick_columns(df, args, path)
     df = _check_ratings(df, path, user, item, rating)
     if len(df) - round(len(df) * args.valid_pct) < 1:  # the split's own rounding
@@ -203,7 +167,7 @@ def _collab_learner(args: argparse.Namespace, dls: Any) -> Any:
     from ember.metrics import rmse
 
     low, high = dls.rating_range
-    y_range = _parse_y_range(args.y_range)
+    y_range = parse_range(args.y_range)
     if y_range is None:
         y_range = _default_y_range(low, high)
         how = "from the ratings; set it with --y-range"
@@ -340,7 +304,7 @@ def _predict_ratings(args: argparse.Namespace, learn: Any) -> int:
     if len(args.inputs) != 1:
         raise fail(f"Give one CSV file of (user, item) pairs to a ratings model, not {len(args.inputs)} inputs.")
     path = Path(args.inputs[0])
-    df = _read_csv(path, "pairs")
+    df = read_csv(path, "pairs")
     dls = learn.dls
     user, item = dls.user_name, dls.item_name
     columns = [str(c) for c in df.columns]

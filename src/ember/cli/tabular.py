@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ember.cli._common import Predictor, Task, close_figures, data_fail, fail, fmt
+from ember.cli._common import (
+    Predictor,
+    Task,
+    close_figures,
+    data_fail,
+    fail,
+    fmt,
+    parse_ints,
+    parse_range,
+    read_csv,
+    valid_column_mask,
+)
 
 __all__ = ["TASKS", "PREDICTORS", "add_predict_args", "info_lines"]
 
@@ -34,33 +45,6 @@ def _shorten(names: Sequence[Any], n: int = _SHOWN) -> str:
     """``a, b, c`` or, for long lists, the first `n` names and how many more there are."""
     shown = ", ".join(map(str, names[:n]))
     return shown + (f" … ({len(names) - n} more)" if len(names) > n else "")
-
-
-def _read_csv(path: Path, sep: str | None) -> Any:
-    """The table in `path`, or a one-line error naming the file (missing, a folder, empty or not a CSV).
-
-    With no `sep`, a file whose header holds no comma but semicolons or tabs is read with those.
-    """
-    import pandas as pd
-
-    if not path.exists():
-        raise data_fail(f"No CSV file at {path}.")
-    if not path.is_file():
-        raise data_fail(f"{path} is a folder; give a CSV file.")
-    try:
-        df = pd.read_csv(path, sep=sep or ",", skipinitialspace=True)
-        if sep is None and len(df.columns) == 1:
-            header = str(df.columns[0])
-            other = next((s for s in (";", "\t") if s in header), None)
-            if other is not None:
-                df = pd.read_csv(path, sep=other, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise data_fail(f"{path} is empty: a CSV file needs a header row and rows.") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise data_fail(f"{path} cannot be read as a CSV file ({first}).") from None
-    df.columns = [str(c) for c in df.columns]
-    return df
 
 
 def _column_list(text: str | None, option: str) -> list[str]:
@@ -84,51 +68,6 @@ def _check_names(names: Sequence[str], option: str, df: Any, path: Path) -> None
         if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
             hint += " The file has a single column: is it separated by something else than commas (--sep)?"
         raise data_fail(f"{option} {name!r}: {path} has no such column (its columns: {_shorten(columns)}).{hint}")
-
-
-def _parse_ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = [0]
-    if not values or min(values) < 1:
-        raise fail(f"{option} takes positive whole numbers separated by commas (like 200,100), not {text!r}.")
-    return values
-
-
-def _parse_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        low = high = float("nan")
-    if not low < high:
-        raise fail(f"--y-range takes LOW,HIGH with LOW < HIGH (like 0,5.5), not {text!r}.")
-    return low, high
-
-
-_TRUE = {"true", "t", "yes", "y", "1", "1.0", "valid", "validation"}
-_FALSE = {"false", "f", "no", "n", "0", "0.0", "train", "training"}
-
-
-def _valid_mask(df: Any, col: str, path: Path) -> Any:
-    """The boolean mask of the validation rows from `col` (true/false, 1/0, yes/no, valid/train)."""
-    import pandas as pd
-
-    s = df[col]
-    if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(dtype=bool)
-    text = s.astype("string").str.strip().str.lower()
-    is_true, is_false = text.isin(_TRUE).to_numpy(dtype=bool), text.isin(_FALSE).to_numpy(dtype=bool)
-    bad = ~(is_true | is_false)
-    if bad.any():
-        pos = int(bad.nonzero()[0][0])
-        raise data_fail(
-            f"--valid-col {col!r} in {path} must hold true/false (or 1/0, yes/no); row {_row_number(df, pos)} "
-            f"holds {s.iloc[pos]!r}."
-        )
-    return is_true
 
 
 def _row_number(df: Any, pos: int) -> int:
@@ -179,7 +118,7 @@ def _tabular_dls(args: argparse.Namespace) -> Any:
 
     _model_options(args)  # a typo in the model's options fails before the table is read
     path = Path(args.data_dir)
-    df = _read_csv(path, args.sep)
+    df = read_csv(path, sep=args.sep)
     y = args.y
     _check_names([y], "--y", df, path)
     cat = _column_list(args.cat, "--cat")
@@ -233,10 +172,7 @@ def _tabular_dls(args: argparse.Namespace) -> Any:
     _check_numbers(df, cont, f"of {path}", "List it with --cat if it is a category.")
 
     if valid_col is not None:
-        is_valid = _valid_mask(df, valid_col, path)
-        if is_valid.all() or not is_valid.any():
-            which = "every" if is_valid.all() else "no"
-            raise data_fail(f"--valid-col {valid_col!r} marks {which} row of {path} as validation; mark some, not all.")
+        is_valid = valid_column_mask(df, valid_col, path)
         split: dict[str, Any] = {"valid_idx": is_valid.nonzero()[0].tolist()}
     else:
         split = {"valid_pct": args.valid_pct}
@@ -274,7 +210,7 @@ def _model_options(args: argparse.Namespace) -> tuple[list[int], tuple[float, fl
     """``(layers, y_range)`` from the options, or a one-line error (checked before the table is read)."""
     if not 0 <= args.dropout < 1:
         raise fail(f"--dropout must be at least 0 and below 1, not {args.dropout}.")
-    return _parse_ints(args.layers, "--layers"), _parse_range(args.y_range)
+    return parse_ints(args.layers, "--layers"), parse_range(args.y_range)
 
 
 def _tabular_learner(args: argparse.Namespace, dls: Any) -> Any:
@@ -317,7 +253,7 @@ def _predict_file(learn: Any, path: Path) -> tuple[Any, Any]:
     from ember.core.errors import EmberError
 
     proc = learn.processor
-    df = _read_csv(path, None)
+    df = read_csv(path)
     needed = [*proc.input_cat_names, *proc.cont_names]
     lacking = [c for c in needed if c not in df.columns]
     if lacking:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ember.cli._common import Predictor, Task, close_figures, data_fail, fail, fmt
+from ember.cli._common import Predictor, Task, close_figures, data_fail, fail, fmt, read_csv, valid_column_mask
 
 __all__ = ["TASKS", "PREDICTORS", "add_predict_args", "info_lines"]
 
@@ -72,15 +72,6 @@ def _split(items: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any], list[
     return [x for x, v in zip(items, mask) if not v], [x for x, v in zip(items, mask) if v]
 
 
-def _read_csv(path: Path) -> Any:
-    import pandas as pd
-
-    try:
-        return pd.read_csv(path)
-    except (ValueError, OSError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise data_fail(f"Cannot read {path} as a CSV file ({str(e).splitlines()[0]}).") from e
-
-
 def _column(df: Any, path: Path, name: str, option: str, what: str) -> list[Any]:
     """Column `name` of `df` (read from `path`) without missing values; the errors name the option to use."""
     if name not in df.columns:
@@ -100,20 +91,8 @@ def _csv_valid_mask(df: Any, path: Path, args: argparse.Namespace, default_pct: 
     if args.valid_col is None:
         pct = default_pct if args.valid_pct is None else args.valid_pct
         return _valid_mask(len(df), pct, args.seed)
-    values = _column(df, path, args.valid_col, "--valid-col", "validation")
-    words = {"true": True, "false": False, "1": True, "0": False}
-    mask = []
-    for i, v in enumerate(values):
-        flag = words.get(v.strip().lower()) if isinstance(v, str) else bool(v) if v in (0, 1) else None
-        if flag is None:
-            raise data_fail(f"Column {args.valid_col!r} of {path} must hold True/False (or 1/0); row {i} holds {v!r}.")
-        mask.append(flag)
-    if all(mask) or not any(mask):
-        raise data_fail(
-            f"Column {args.valid_col!r} of {path} marks {'every' if all(mask) else 'no'} row for validation: "
-            "mark some rows True (validation) and the others False (training)."
-        )
-    return mask
+    _column(df, path, args.valid_col, "--valid-col", "validation")  # present, without missing values
+    return valid_column_mask(df, args.valid_col, path).tolist()
 
 
 def _check_classes(labels: Sequence[str], where: str, hint: str) -> None:
@@ -193,7 +172,7 @@ def _classifier_texts_csv(args: argparse.Namespace, path: Path) -> _Texts:
     for option, value in (("--train-folder", args.train_folder), ("--valid-folder", args.valid_folder)):
         if value is not None:
             raise fail(f"{option} is for a folder of texts; {path} is a CSV file (use --valid-col or --valid-pct).")
-    df = _read_csv(path)
+    df = read_csv(path)
     texts = [str(t) for t in _column(df, path, args.text_col, "--text-col", "text")]
     label_col = args.label_col or "label"
     labels = [str(y) for y in _column(df, path, label_col, "--label-col", "label")]
@@ -215,7 +194,7 @@ def _lm_texts(args: argparse.Namespace) -> _Texts:
     if data.is_file():
         if data.suffix.lower() != ".csv":
             raise data_fail(f"{data} is not a .csv file. Give a CSV file or a folder of .txt files.")
-        df = _read_csv(data)
+        df = read_csv(data)
         texts = [str(t) for t in _column(df, data, args.text_col, "--text-col", "text")]
         return _Texts(*_split(texts, _csv_valid_mask(df, data, args, 0.1)))
     if not data.is_dir():
@@ -575,7 +554,7 @@ def _inputs(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
                 raise data_fail(f"No .txt files under {p}.")
             items += [({"file": str(f)}, t) for f, t in zip(files, _read(files))]
         elif p.suffix.lower() == ".csv" and p.is_file():
-            df = _read_csv(p)
+            df = read_csv(p)
             texts = _column(df, p, args.text_col, "--text-col", "text")
             items += [({"file": str(p), "row": i}, str(t)) for i, t in enumerate(texts)]
         elif p.is_file():
