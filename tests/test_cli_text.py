@@ -331,12 +331,13 @@ def test_unfreezing_plan_spreads_the_epochs():
 def test_most_confused_counts_mistakes_per_pair():
     from types import SimpleNamespace
 
-    from ember.cli.text import _most_confused
+    from ember.vision.interpret import ClassificationInterpretation
 
     targs = torch.tensor([0, 0, 1, 2, 2, 2])
     preds = torch.eye(3)[[0, 1, 1, 1, 1, 0]]
-    learn = SimpleNamespace(get_preds=lambda: (preds, targs), dls=SimpleNamespace(classes=["a", "b", "c"]))
-    assert _most_confused(learn) == [("c", "b", 2), ("a", "b", 1), ("c", "a", 1)]
+    learn = SimpleNamespace(dls=SimpleNamespace(class_names=["a", "b", "c"]))
+    interp = ClassificationInterpretation(learn, None, preds, targs, preds.argmax(1), torch.zeros(6))
+    assert interp.most_confused() == [("c", "b", 2), ("a", "b", 1), ("c", "a", 1)]
 
 
 # ---------------------------------------------------------------------------------------------------

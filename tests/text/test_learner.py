@@ -185,6 +185,12 @@ def test_pretrained_from_local_files_remaps_vocab(lm_dls, tmp_path, monkeypatch)
     _write_wt103(tmp_path / "home" / "data" / "wt103-fwd", src, itos)
     learn2 = language_model_learner(lm_dls, config=SMALL, path=tmp_path)
     assert torch.equal(learn2.model[0].encoder.weight, emb)
+    # Weights of other sizes than the model's: a ConfigError naming the setting, for both learners.
+    other = {**SMALL, "n_hid": 32}
+    with pytest.raises(ConfigError, match="do not fit.*config"):
+        language_model_learner(lm_dls, config=other, pretrained_fnames=files, path=tmp_path)
+    with pytest.raises(ConfigError, match="do not fit.*config"):
+        text_classifier_learner(_clas_dls(lm_dls.vocab), config=other, pretrained_fnames=files, path=tmp_path)
 
 
 def test_pretrained_offline_says_how_to_proceed(lm_dls, tmp_path, monkeypatch):
@@ -202,3 +208,25 @@ def test_pretrained_offline_says_how_to_proceed(lm_dls, tmp_path, monkeypatch):
 
 def test_decode_spec_tokens():
     assert decode_spec_tokens(["xxbos", "xxmaj", "hello", "xxup", "you", "there"]) == ["Hello", "YOU", "there"]
+
+
+def test_interpretation_names_classes_and_lists_texts(tmp_path):
+    from ember.vision import ClassificationInterpretation
+
+    texts = [" ".join(WORDS[:4] if i % 2 else WORDS[4:]) * (1 + i % 3) for i in range(48)]
+    labels = ["pos" if i % 2 else "neg" for i in range(48)]
+    dls = TextDataLoaders.from_texts(texts[:40], texts[40:], labels[:40], labels[40:], bs=4, min_freq=1, device="cpu")
+    torch.manual_seed(0)
+    learn = text_classifier_learner(dls, pretrained=False, config=SMALL, seq_len=8, path=tmp_path)
+    learn.silent = True
+    learn.fit(1, 1e-3)
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert interp.vocab == ["neg", "pos"]  # the classes, not the token vocabulary
+    assert sum(n for *_, n in interp.most_confused()) + int(interp.confusion_matrix().trace()) == 8
+    table = interp.plot_top_losses(8, fname=tmp_path / "top.csv")
+    assert list(table.columns) == ["text", "actual", "predicted", "probability", "loss"]
+    assert table["loss"].is_monotonic_decreasing and (tmp_path / "top.csv").is_file()
+    # Validation batches are sorted by length: each row must still show its own item's text.
+    for text, actual in zip(table["text"], table["actual"]):
+        assert actual == ("pos" if "alpha" in text else "neg")
+    assert sorted(map(len, table["text"])) != [len(table["text"][0])] * 8  # texts of several lengths

@@ -227,7 +227,7 @@ def _pretrained_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
         return None
     from ember.core.errors import DownloadError, EmberError
     from ember.data.external import URLs, ember_home
-    from ember.text.learner import _wt103_files
+    from ember.text.learner import pretrained_wt103_files
 
     if args.pretrained_files:
         for f in map(Path, args.pretrained_files):
@@ -235,9 +235,9 @@ def _pretrained_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
                 raise fail(
                     f"No file {f} (--pretrained-files takes the weights WEIGHTS.pth and the vocabulary VOCAB.pkl)."
                 )
-        return _wt103_files(args.pretrained_files)
+        return pretrained_wt103_files(args.pretrained_files)
     try:
-        return _wt103_files(None)
+        return pretrained_wt103_files(None)
     except EmberError as e:
         if not isinstance(e.__cause__, DownloadError):
             raise
@@ -433,8 +433,6 @@ def _classifier_learner(args: argparse.Namespace, dls: Any) -> Any:
             metrics=accuracy,
             path=args.workdir,
         )
-    except RuntimeError as e:  # torch's shape mismatch while loading the pretrained encoder
-        raise _weights_fail(args, e) from e
     except EmberError as e:
         if "do not fit" in str(e) and args._text_pretrained is not None:
             raise _weights_fail(args, e) from e
@@ -492,26 +490,15 @@ def _fit_lm(learn: Any, args: argparse.Namespace, lr: float) -> None:
 # ---------------------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------------------
-def _most_confused(learn: Any, n: int = 5) -> list[tuple[str, str, int]]:
-    """``(actual, predicted, count)`` of the validation set's commonest mistakes."""
-    import torch
-
-    preds, targs = learn.get_preds()
-    classes = learn.dls.classes
-    k = len(classes)
-    counts = torch.bincount(targs.long() * k + preds.argmax(1), minlength=k * k).view(k, k)
-    counts.fill_diagonal_(0)
-    pairs = [(classes[i], classes[j], int(counts[i, j])) for i in range(k) for j in range(k) if counts[i, j] > 0]
-    return sorted(pairs, key=lambda p: -p[2])[:n]
-
-
 def _classifier_report(learn: Any, report_dir: Path, start: float) -> None:
     """Loss plot in `report_dir`; print the validation accuracy and, above two classes, the most confused pairs."""
     close_figures(learn.recorder.plot_loss(fname=report_dir / "loss.png"))
     loss, acc = learn.validate()[:2]
     print(f"Validation accuracy {fmt(acc)} (loss {fmt(loss)}) in {time.perf_counter() - start:.0f} s")
     if len(learn.dls.classes) > 2:
-        confused = _most_confused(learn)
+        from ember.vision.interpret import ClassificationInterpretation
+
+        confused = ClassificationInterpretation.from_learner(learn).most_confused()[:5]
         if confused:
             print("Most confused (actual, predicted, count): " + "; ".join(f"{a} → {p}: {n}" for a, p, n in confused))
 

@@ -390,6 +390,12 @@ class DataLoaders:
         return None
 
     @property
+    def class_names(self) -> list[str] | None:
+        """The names of the classes a classifier on these loaders predicts (the target's ``vocab``)."""
+        vocab = self.vocab
+        return None if vocab is None else [str(v) for v in vocab]
+
+    @property
     def c(self) -> int | None:
         """The number of model outputs the target needs (classes, or regression values)."""
         targets = self.target_blocks

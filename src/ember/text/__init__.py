@@ -96,6 +96,7 @@ _LAZY = {
             "awd_lstm_lm_split",
             "awd_lstm_clas_split",
             "load_pretrained_wt103",
+            "pretrained_wt103_files",
         ],
         "ember.text.learner",
     ),

@@ -363,8 +363,19 @@ class TextDataLoaders(DataLoaders):
         return self._text_vocab
 
     @property
+    def class_names(self) -> list[str] | None:
+        """The classes (``vocab`` here is the token vocabulary); None for a language model."""
+        return list(self.classes) if self.classes else None
+
+    @property
     def c(self) -> int | None:
         return len(self.classes) if self.classes else None
+
+    def decode_text(self, ids: torch.Tensor, max_tokens: int | None = None) -> str:
+        """Token ids of one text (one row of a batch) -> the text, padding left out, the last `max_tokens` kept."""
+        pad = self.vocab.pad_idx
+        kept = [t for t in ids.tolist() if t != pad]
+        return self.vocab.textify(kept[-max_tokens:] if max_tokens else kept)
 
     @classmethod
     def _build(cls, train_ds: Any, valid_ds: Any, device: Any, is_lm: bool) -> TextDataLoaders:
@@ -707,10 +718,8 @@ class TextDataLoaders(DataLoaders):
         batch = batch if batch is not None else self.train.one_batch()
         xb, yb = batch[0], batch[1] if len(batch) > 1 else None
         rows = []
-        pad = self.vocab.pad_idx
         for i in range(min(max_n, xb.shape[0])):
-            ids = [t for t in xb[i].tolist() if t != pad][-max_tokens:] if not self.is_lm else xb[i, :max_tokens]
-            text = self.vocab.textify(ids)
+            text = self.vocab.textify(xb[i, :max_tokens]) if self.is_lm else self.decode_text(xb[i], max_tokens)
             if yb is None:
                 target = ""
             elif self.is_lm:

@@ -49,6 +49,7 @@ __all__ = [
     "TextLearner",
     "LMLearner",
     "load_pretrained_wt103",
+    "pretrained_wt103_files",
     "language_model_learner",
     "text_classifier_learner",
     "decode_spec_tokens",
@@ -280,8 +281,16 @@ class LMLearner(TextLearner):
         return " ".join(out)
 
 
-def _wt103_files(fnames: Sequence[str | os.PathLike] | None) -> tuple[Path, Path]:
-    """The weights (.pth) and vocabulary (.pkl) of the public WikiText-103 model: given, cached, or downloaded."""
+def pretrained_wt103_files(fnames: Sequence[str | os.PathLike] | None = None) -> tuple[Path, Path]:
+    """The weights (.pth) and vocabulary (.pkl) of the public WikiText-103 model: `fnames` when given, else
+    the copy under ``ember_home()/data/wt103-fwd``, else downloaded there.
+
+    Call it before reading a corpus to learn early whether the pretrained weights can be had.
+
+    Raises:
+        ConfigError: `fnames` is not two existing files.
+        EmberError: the weights are neither cached nor downloadable (its ``__cause__`` is the DownloadError).
+    """
     if fnames is not None:
         files = tuple(Path(f) for f in fnames)
         if len(files) != 2 or not all(f.is_file() for f in files):
@@ -312,9 +321,23 @@ def load_pretrained_wt103(
     new_itos: Sequence[str], fnames: Sequence[str | os.PathLike] | None = None
 ) -> dict[str, torch.Tensor]:
     """The WikiText-103 AWD-LSTM language model's weights in ember's layout, re-indexed to `new_itos`."""
-    wgts_file, itos_file = _wt103_files(fnames)
+    wgts_file, itos_file = pretrained_wt103_files(fnames)
     state = torch.load(wgts_file, map_location="cpu", weights_only=True)
     return match_embeddings(convert_fastai_awd_lstm(state), read_itos_pickle(itos_file), new_itos)
+
+
+def _load_pretrained(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load the WikiText-103 weights into `module`, or say which setting makes them not fit."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines()]
+        first = next((line for line in lines if "size mismatch" in line or "key(s)" in line), lines[0])
+        raise ConfigError(
+            f"The pretrained WikiText-103 weights do not fit this model ({first}). They are an AWD-LSTM with the "
+            "default sizes (emb_sz=400, n_hid=1152, n_layers=3): leave `config` at its defaults, or pass "
+            "pretrained=False."
+        ) from e
 
 
 def _check_dls(dls: Any, is_lm: bool) -> None:
@@ -356,11 +379,7 @@ def language_model_learner(
     _check_dls(dls, is_lm=True)
     model = get_language_model(len(dls.vocab), config=config, drop_mult=drop_mult, arch=arch)
     if pretrained:
-        state = load_pretrained_wt103(dls.vocab.itos, pretrained_fnames)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise EmberError(f"The pretrained weights do not fit this model ({e}); use the default config.") from e
+        _load_pretrained(model, load_pretrained_wt103(dls.vocab.itos, pretrained_fnames))
     metrics = [accuracy, Perplexity()] if metrics is None else metrics
     learn = LMLearner(dls, model, splitter=awd_lstm_lm_split, metrics=metrics, **kwargs)
     if pretrained:
@@ -409,8 +428,7 @@ def text_classifier_learner(
     )
     if pretrained:
         state = load_pretrained_wt103(dls.vocab.itos, pretrained_fnames)
-        enc = {k[2:]: v for k, v in state.items() if k.startswith("0.")}
-        model[0].module.load_state_dict(enc)
+        _load_pretrained(model[0].module, {k[2:]: v for k, v in state.items() if k.startswith("0.")})
     metrics = accuracy if metrics is None else metrics
     learn = TextLearner(dls, model, splitter=awd_lstm_clas_split, metrics=metrics, **kwargs)
     learn.freeze()

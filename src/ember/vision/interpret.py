@@ -60,15 +60,19 @@ class Interpretation:
 
     def _inputs_at(self, idxs: list[int]) -> list[tuple]:
         """The batch elements (decoded for display, on the CPU) of the items at positions `idxs`."""
-        wanted = {i: None for i in idxs}
+        wanted: dict[int, tuple | None] = {i: None for i in idxs}
         start = 0
         for batch in self.dl:
             n = len(batch[0])
-            hits = [i for i in wanted if start <= i < start + n]
+            # Loaders that reorder their items (text batches sorted by length) say where each row came from;
+            # the gathered predictions were put back in item order.
+            order = getattr(self.dl.dataset, "order", None)
+            rows = [int(order[r]) for r in range(start, start + n)] if order is not None else range(start, start + n)
+            hits = [(r, i) for r, i in enumerate(rows) if i in wanted]
             if hits:
                 shown = self.dl.decode(batch)
-                for i in hits:
-                    wanted[i] = tuple(x[i - start] for x in shown)
+                for r, i in hits:
+                    wanted[i] = tuple(x[r] for x in shown)
             start += n
             if all(v is not None for v in wanted.values()):
                 break
@@ -85,7 +89,8 @@ class ClassificationInterpretation(Interpretation):
 
     @property
     def vocab(self) -> list[str]:
-        vocab = getattr(self.learn.dls, "vocab", None)
+        """The class names (the loaders' ``class_names``; numbers when they have none)."""
+        vocab = getattr(self.learn.dls, "class_names", None)
         if vocab is None:
             n = self.preds.shape[-1]
             vocab = [str(i) for i in range(n)]
@@ -145,7 +150,8 @@ class ClassificationInterpretation(Interpretation):
 
     def plot_top_losses(self, k: int = 9, largest: bool = True, fname: str | None = None, ncols: int = 3) -> Any:
         """Draw the `k` items with the largest losses, titled "predicted / actual / loss / probability of
-        the prediction"; returns the Figure."""
+        the prediction"; returns the Figure. For text the items are a table instead (printed, saved as CSV to
+        `fname`, returned as a DataFrame with the columns text, actual, predicted, probability, loss)."""
         import matplotlib.pyplot as plt
 
         if not isinstance(k, int) or k < 1:
@@ -153,6 +159,8 @@ class ClassificationInterpretation(Interpretation):
         losses, idxs = self.top_losses(k, largest=largest)
         idxs_l = idxs.tolist()
         samples = self._inputs_at(idxs_l)
+        if callable(getattr(self.learn.dls, "decode_text", None)):
+            return self._top_losses_table(idxs_l, losses.tolist(), samples, fname)
         blocks = getattr(self.dl, "blocks", None)
         n = len(idxs_l)
         ncols = min(ncols, n)
@@ -177,6 +185,28 @@ class ClassificationInterpretation(Interpretation):
         if fname is not None:
             fig.savefig(fname, dpi=100)
         return fig
+
+    def _top_losses_table(self, idxs: list[int], losses: list[float], samples: list[tuple], fname: Any) -> Any:
+        """Text items: a table (printed, and written to `fname` as CSV) instead of a figure; returns its rows."""
+        import pandas as pd
+
+        vocab, dls = self.vocab, self.learn.dls
+        rows = []
+        for i, loss, sample in zip(idxs, losses, samples):
+            pred, targ = int(self.decoded[i]), int(self.targs[i])
+            text = dls.decode_text(sample[0])
+            rows.append((text, vocab[targ], vocab[pred], float(self.preds[i, pred]), loss))
+        table = pd.DataFrame(rows, columns=["text", "actual", "predicted", "probability", "loss"])
+        if fname is not None:
+            table.to_csv(fname, index=False)
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Table(*table.columns, show_lines=True)
+        for text, actual, predicted, prob, loss in rows:
+            out.add_row(text[:500], actual, predicted, f"{prob:.2f}", f"{loss:.2f}")
+        Console().print(out)
+        return table
 
     def classification_report(self) -> str:
         """Precision, recall, F1 and support per class, and their averages, as a text table."""
