@@ -192,7 +192,11 @@ class _SlicedLoader:
                 yield tuple(t[bounds[0] : bounds[1]] for t in batch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        n = len(self.loader)
+        last = getattr(getattr(self.loader, "dataset", None), "last_batch_size", None)
+        if n and isinstance(last, int) and _chunk_bounds(last, self.rank, self.world) is None:
+            n -= 1  # the last batch is too small to slice: every process skips it
+        return n
 
     def __getattr__(self, name: str) -> Any:  # bs, dataset, kinds, decode … of the wrapped loader
         if name == "loader":

@@ -94,6 +94,18 @@ def test_shard_language_model_loader():
     _slices_cover_the_batches(dls.train, world=2)  # each process keeps its own streams, batch after batch
 
 
+@pytest.mark.parametrize("n", [21, 24])
+def test_shard_text_classifier_loader(n):
+    from ember.text.data import TextDataLoaders
+
+    texts = [" ".join(["word"] * (1 + i % 7)) for i in range(n)]
+    labels = ["a", "b"] * (n // 2) + ["a"] * (n % 2)
+    dls = TextDataLoaders.from_texts(texts, None, labels, bs=8, min_freq=1, n_workers=1, seed=0, device="cpu")
+    assert dls.train.dataset.last_batch_size == (5 if n == 21 else 8)
+    _slices_cover_the_batches(dls.train, world=2)
+    _slices_cover_the_batches(dls.train, world=3)  # 21: the last batch (5 texts) is skipped and not counted
+
+
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     """One launch of two processes that train each kind in turn (starting processes is the slow part)."""

@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from ember.text.tokenize import (
     tokenize_corpus,
 )
 from ember.text.vocab import Vocab
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "LMDataset",
@@ -197,6 +200,11 @@ class ClassificationDataset(IterableDataset):
 
     def __len__(self) -> int:
         return math.ceil(len(self.corpus) / self.bs)
+
+    @property
+    def last_batch_size(self) -> int:
+        """The number of texts in an epoch's last batch (the others hold `bs`)."""
+        return len(self.corpus) - (len(self) - 1) * self.bs if len(self.corpus) else 0
 
     def resized(self, bs: int | None = None) -> ClassificationDataset:
         """The same documents, labels and settings in batches of `bs` (``None``: keep); the shuffling
@@ -370,6 +378,12 @@ class TextDataLoaders(DataLoaders):
     @property
     def c(self) -> int | None:
         return len(self.classes) if self.classes else None
+
+    def items_table(self, samples: Sequence[tuple]) -> pd.DataFrame:
+        """Items as a loader gives them (``(ids, ...)`` each) -> a table with their texts (column ``text``)."""
+        import pandas as pd
+
+        return pd.DataFrame({"text": [self.decode_text(s[0]) for s in samples]})
 
     def decode_text(self, ids: torch.Tensor, max_tokens: int | None = None) -> str:
         """Token ids of one text (one row of a batch) -> the text, padding left out, the last `max_tokens` kept."""

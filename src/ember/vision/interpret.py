@@ -159,7 +159,7 @@ class ClassificationInterpretation(Interpretation):
         losses, idxs = self.top_losses(k, largest=largest)
         idxs_l = idxs.tolist()
         samples = self._inputs_at(idxs_l)
-        if callable(getattr(self.learn.dls, "decode_text", None)):
+        if callable(getattr(self.learn.dls, "items_table", None)):  # text, tables: rows rather than pictures
             return self._top_losses_table(idxs_l, losses.tolist(), samples, fname)
         blocks = getattr(self.dl, "blocks", None)
         n = len(idxs_l)
@@ -187,24 +187,23 @@ class ClassificationInterpretation(Interpretation):
         return fig
 
     def _top_losses_table(self, idxs: list[int], losses: list[float], samples: list[tuple], fname: Any) -> Any:
-        """Text items: a table (printed, and written to `fname` as CSV) instead of a figure; returns its rows."""
-        import pandas as pd
-
-        vocab, dls = self.vocab, self.learn.dls
-        rows = []
-        for i, loss, sample in zip(idxs, losses, samples):
-            pred, targ = int(self.decoded[i]), int(self.targs[i])
-            text = dls.decode_text(sample[0])
-            rows.append((text, vocab[targ], vocab[pred], float(self.preds[i, pred]), loss))
-        table = pd.DataFrame(rows, columns=["text", "actual", "predicted", "probability", "loss"])
+        """The items as a table (the loaders' ``items_table``) with actual, predicted, probability and loss columns:
+        printed, written to `fname` as CSV, returned as a DataFrame."""
+        vocab = self.vocab
+        table = self.learn.dls.items_table(samples).reset_index(drop=True)
+        pred = [int(self.decoded[i]) for i in idxs]
+        table["actual"] = [vocab[int(self.targs[i])] for i in idxs]
+        table["predicted"] = [vocab[p] for p in pred]
+        table["probability"] = [float(self.preds[i, p]) for i, p in zip(idxs, pred)]
+        table["loss"] = losses
         if fname is not None:
             table.to_csv(fname, index=False)
         from rich.console import Console
         from rich.table import Table
 
-        out = Table(*table.columns, show_lines=True)
-        for text, actual, predicted, prob, loss in rows:
-            out.add_row(text[:500], actual, predicted, f"{prob:.2f}", f"{loss:.2f}")
+        out = Table(*map(str, table.columns), show_lines=True)
+        for row in table.itertuples(index=False):
+            out.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v)[:500] for v in row))
         Console().print(out)
         return table
 
