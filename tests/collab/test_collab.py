@@ -157,3 +157,61 @@ def test_nn_learner_trains(ratings):
     with pytest.raises(ConfigError, match="dot-product"):
         learn.top_items()
     assert learn.weight([1, 2]).shape == (2, learn.model_recipe["kwargs"]["emb_szs"][1][1])
+
+
+def test_default_columns_are_the_ones_not_already_named(ratings):
+    reordered = ratings.head(60)[["rating", "user", "item"]]
+    dls = CollabDataLoaders.from_df(reordered, rating_name="rating", user_name="user", bs=16)
+    assert (dls.user_name, dls.item_name, dls.rating_name) == ("user", "item", "rating")
+    dls = CollabDataLoaders.from_df(reordered, rating_name="rating", bs=16)
+    assert (dls.user_name, dls.item_name) == ("user", "item")
+    with pytest.raises(DataError, match=r"`user_name` and `item_name` are both the column 'user'"):
+        CollabDataLoaders.from_df(ratings, user_name="user", item_name="user")
+    with pytest.raises(DataError, match=r"`item_name` and `rating_name` are both"):
+        CollabDataLoaders.from_df(ratings, item_name="rating", rating_name="rating")
+    with pytest.raises(DataError, match=r"no column for `rating_name`"):
+        CollabDataLoaders.from_df(ratings[["user", "item"]])
+    with pytest.raises(DataError, match=r"`rating_name`.*'stars'"):
+        CollabDataLoaders.from_df(ratings, rating_name="stars")
+
+
+def test_test_dl_scores_a_held_out_table_and_predict_batch_matches_predict(trained, ratings):
+    held = ratings.iloc[:7]
+    dl = trained.dls.test_dl(held)
+    preds, targs = trained.get_preds(dl=dl)
+    np.testing.assert_allclose(preds.reshape(-1).numpy(), trained.predict(held), atol=1e-5)
+    assert torch.allclose(targs, torch.tensor(held["rating"].to_numpy(), dtype=torch.float32))
+    unlabelled = trained.test_dl(held.drop(columns="rating"), bs=3)
+    assert len(unlabelled) == 3 and len(unlabelled.one_batch()) == 1
+    assert trained.get_preds(dl=unlabelled)[1] is None
+    shown = trained.show_results(dl=unlabelled, print_out=False)
+    assert list(shown.columns) == ["user", "item", "rating_pred"]
+    ans, dec, out = trained.predict_batch([(1, 2), (3, 4)])
+    assert ans == pytest.approx(trained.predict([(1, 2), (3, 4)]).tolist(), abs=1e-6) and dec.shape == out.shape == (2,)
+    with pytest.raises(DataError, match=r"Unknown user \[9999\].*Drop those rows"):
+        trained.dls.test_dl(pd.DataFrame({"user": [1, 9999], "item": [2, 3]}))
+    with pytest.raises(DataError, match=r"`user` holds str values.*number"):
+        trained.dls.test_dl(held.astype({"user": str}))
+
+
+def test_from_csv_passes_read_csv_options_on(ratings, tmp_path):
+    path = tmp_path / "u.data"
+    ratings.head(100).to_csv(path, sep="\t", header=False, index=False)
+    dls = CollabDataLoaders.from_csv(path, sep="\t", header=None, names=["user", "item", "rating"], bs=16)
+    assert dls.one_batch()[0].shape == (16, 2) and dls.rating_name == "rating"
+    with pytest.raises(ConfigError, match=r"unknown keyword.*\['foo'\]"):
+        CollabDataLoaders.from_df(ratings, foo=1)
+
+
+def test_bad_arguments_are_named(trained):
+    dls = trained.dls
+    with pytest.raises(ConfigError, match=r"`config`.*\['foo'\]"):
+        collab_learner(dls, use_nn=True, config={"foo": 1})
+    with pytest.raises(ConfigError, match=r"`emb_szs`.*\['usr'\].*'user', 'item'"):
+        collab_learner(dls, use_nn=True, emb_szs={"usr": 5})
+    with pytest.raises(ConfigError, match="y_range"):
+        collab_learner(dls, y_range=5)
+    with pytest.raises(DataError, match=r"a list of items.*\[1\]"):
+        trained.bias(1)
+    with pytest.raises(ConfigError, match="components"):
+        trained.plot_item_pca(components=(0, 1))

@@ -135,3 +135,17 @@ def test_a_fresh_process_loads_and_predicts(exported, ratings):
     assert out[0] == "CollabLearner"
     assert float(out[1]) == pytest.approx(learn.predict((user, item)), abs=1e-6)
     assert out[2] == str(learn.top_items(1)["item"].iloc[0])
+
+
+def test_a_loaded_learner_refuses_to_train_and_scores_new_ratings(exported, ratings):
+    learn, _, loaded = exported
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    with pytest.raises(DataError, match=r"needs training rows.*CollabDataLoaders.from_df"):
+        loaded.fit(1)
+    with pytest.raises(DataError, match="needs training rows"):
+        loaded.lr_find(show_plot=False)
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    dl = loaded.dls.test_dl(ratings.head(9))
+    preds, targs = loaded.get_preds(dl=dl)
+    assert torch.allclose(preds, learn.get_preds(dl=learn.dls.test_dl(ratings.head(9)))[0], atol=1e-6)
+    assert targs.shape == (9,) and len(loaded.show_results(dl=dl, print_out=False)) == 9

@@ -223,3 +223,56 @@ def test_valid_idx_is_sorted_and_deduplicated_and_checked():
     assert dls.tabular.splits[0].tolist() == [i for i in range(200) if i not in (0, 3, 5)]
     with pytest.raises(DataError, match="positions"):
         _dls(valid_idx=[3, 200])
+
+
+def test_sampler_of_no_rows_yields_no_batch():
+    assert list(BatchIndexSampler(0, 4)) == [] and len(BatchIndexSampler(0, 4)) == 0
+    assert list(BatchIndexSampler(3, 4, drop_last=True)) == []  # fewer rows than one batch, dropped
+    empty = SliceLoader(tensor_loader((torch.zeros(0, 2), torch.zeros(0)), bs=8))
+    assert list(empty) == [] and list(empty.dl) == []
+    assert BatchIndexSampler(10, np.int64(4)).bs == 4  # numpy integers are integers
+    with pytest.raises(ConfigError, match="bs"):
+        BatchIndexSampler(10, True)
+
+
+def test_valid_idx_and_splits_accept_a_boolean_mask_of_the_rows():
+    df = _table()
+    dls = _dls(df, valid_idx=(df.index >= 150).tolist())  # a mask, not the positions 0 and 1
+    assert dls.tabular.splits[1].tolist() == list(range(150, 200)) and len(dls.tabular.valid[0]) == 50
+    assert (
+        _dls(df, valid_idx=df["cat1"] == "a").tabular.splits[1].tolist() == np.flatnonzero(df["cat1"] == "a").tolist()
+    )
+    to = TabularPandas(df, PROCS, ["cat1"], ["num1"], "label", splits=(df.num2 > 0, df.num2 <= 0))
+    assert len(to.train[0]) == int((df.num2 > 0).sum()) and len(to.valid[0]) == int((df.num2 <= 0).sum())
+    with pytest.raises(DataError, match=r"`valid_idx` is a boolean mask of 3 values.*200 rows"):
+        _dls(df, valid_idx=[True, False, True])
+    with pytest.raises(DataError, match=r"`valid_idx` holds 'a'"):
+        _dls(df, valid_idx=["a", "b"])
+
+
+def test_from_df_refuses_unknown_options_and_no_input_columns():
+    df = _table()
+    with pytest.raises(ConfigError, match=r"unknown keyword argument\(s\) \['foo'\]"):
+        _dls(df, foo=1)
+    with pytest.raises(ConfigError, match="cat_names.*cont_names"):
+        TabularDataLoaders.from_df(df, y_names="label")
+    assert _dls(df, bs=np.int64(16)).bs == 16
+
+
+def test_from_csv_passes_read_csv_options_on(tmp_path):
+    path = tmp_path / "t.tsv"
+    _table().to_csv(path, sep="\t", index=False)
+    dls = TabularDataLoaders.from_csv(
+        path, sep="\t", y_names="label", cat_names=["cat1"], cont_names=["num1"], procs=PROCS, bs=16
+    )
+    assert dls.bs == 16 and dls.cat_names == ["cat1", "num1_na"]
+
+
+def test_each_loader_shows_its_batch_as_a_table():
+    dls = _dls()
+    shown = dls.valid.show_batch(max_n=3, print_out=False)
+    assert list(shown.columns) == ["cat1", "cat2", "num1_na", "num1", "num2", "label"] and len(shown) == 3
+    pd.testing.assert_frame_equal(shown, dls.show_batch(max_n=3, dl=dls.valid, print_out=False))
+    new = dls.test_dl(_table(5, seed=1).drop(columns="label"))
+    assert list(new.show_batch(print_out=False).columns) == ["cat1", "cat2", "num1_na", "num1", "num2"]
+    assert new.new(bs=2).show_batch(print_out=False).shape == (2, 5)

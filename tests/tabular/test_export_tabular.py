@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ember
-from ember.core.errors import ConfigError, ExportError
+from ember.core.errors import ConfigError, DataError, ExportError
 from ember.core.recipe import dump, load
 from ember.data.builtin import penguins
 from ember.learner.export import read_recipe
@@ -184,3 +184,24 @@ def test_a_fresh_process_loads_and_predicts(exported):
     label, idx, probs = learn.predict(penguins().iloc[200])
     assert out[:3] == ["TabularLearner", label, str(idx)]
     assert [float(p) for p in out[3:]] == pytest.approx(probs.tolist(), abs=1e-5)
+
+
+def test_a_loaded_learner_refuses_to_train_and_keeps_its_weights(exported):
+    _, _, loaded = exported
+    assert len(loaded.dls.train) == 0 and list(loaded.dls.train) == []  # no empty batch either
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    ref = loaded.predict_df(penguins().head(3))
+    for train in (lambda: loaded.fit(1), lambda: loaded.fit_one_cycle(1), lambda: loaded.lr_find(show_plot=False)):
+        with pytest.raises(DataError, match=r"needs training rows.*load_learner.*from_df"):
+            train()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    pd.testing.assert_frame_equal(loaded.predict_df(penguins().head(3)), ref)
+
+
+def test_date_categories_export_and_predict_the_same(tmp_path):
+    df = pd.DataFrame({"when": pd.date_range("2020-01-01", periods=40), "x": np.arange(40.0), "y": ["a", "b"] * 20})
+    dls = TabularDataLoaders.from_df(df, y_names="y", cat_names=["when"], cont_names=["x"], seed=0, device="cpu")
+    learn = tabular_learner(dls, layers=[4], path=tmp_path)
+    loaded = ember.load_learner(learn.export("dates.ember", verbose=False))
+    pd.testing.assert_frame_equal(loaded.predict_df(df), learn.predict_df(df))
+    assert loaded.processor.proc(Categorify).vocabs["when"][1] == pd.Timestamp("2020-01-01")

@@ -155,3 +155,44 @@ def test_tabular_learner_rejects_other_loaders_and_bad_config(penguin_learner, t
         tabular_learner(tiny_dls)
     with pytest.raises(ConfigError, match="config"):
         tabular_learner(penguin_learner.dls, config={"dropout": 0.5})
+
+
+def test_predict_batch_takes_a_dataframe_or_rows_and_matches_predict_df(penguin_learner):
+    df = penguins().iloc[[0, 3, 150, 300]]  # row 3 has missing values
+    ref = penguin_learner.predict_df(df)
+    labels, idx, probs = penguin_learner.predict_batch(df)
+    assert labels == ref["species_pred"].tolist() and idx.shape == (4,) and probs.shape == (4, 3)
+    np.testing.assert_allclose(probs.numpy(), ref[["p_Adelie", "p_Chinstrap", "p_Gentoo"]].to_numpy(), atol=1e-6)
+    for rows in ([df.iloc[i] for i in range(4)], df.to_dict("records")):
+        labels2, idx2, probs2 = penguin_learner.predict_batch(rows, bs=3)
+        assert labels2 == labels and torch.equal(idx2, idx) and torch.allclose(probs2, probs, atol=1e-6)
+    pd.testing.assert_frame_equal(penguin_learner.predict_df(df.to_dict("records")), ref.reset_index(drop=True))
+    with pytest.raises(DataError, match="pandas DataFrame"):
+        penguin_learner.test_dl([1, 2])
+    with pytest.raises(DataError, match="a list of rows"):
+        penguin_learner.predict_batch("island")
+
+
+def test_regression_predict_batch_gives_floats():
+    df = pd.DataFrame({"x": np.linspace(0, 1, 64), "c": ["a", "b"] * 32})
+    df["y"] = df.x * 2.0
+    dls = TabularDataLoaders.from_df(df, y_names="y", cat_names=["c"], cont_names=["x"], bs=16, seed=0, device="cpu")
+    learn = tabular_learner(dls, layers=[4])
+    values, enc, _ = learn.predict_batch(df.head(3))
+    assert all(isinstance(v, float) for v in values) and enc.shape == (3, 1)
+    np.testing.assert_allclose(values, learn.predict_df(df.head(3))["y_pred"], rtol=1e-6)
+
+
+def test_n_out_below_the_classes_and_batches_of_one_row_are_refused_before_training(penguin_learner):
+    with pytest.raises(ConfigError, match=r"`n_out=1` is fewer than the 3 classes"):
+        tabular_learner(penguin_learner.dls, n_out=1)
+    df = penguins().dropna().iloc[:40]
+    dls = TabularDataLoaders.from_df(df, y_names="species", cont_names=CONTS, procs=PROCS, bs=1, device="cpu")
+    learn = tabular_learner(dls, layers=[4])
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(DataError, match=r"BatchNorm.*bs=1"):
+        learn.fit(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    learn = tabular_learner(dls, layers=[4], config={"use_bn": False, "bn_cont": False})
+    learn.silent = True
+    learn.fit(1)  # no BatchNorm: a batch of one is fine

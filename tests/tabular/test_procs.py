@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,10 @@ def test_categorify_is_added_when_missing_from_procs():
     proc = TabularProcessor(["color"], [], "y", procs=[])
     cats, _, _ = proc.setup(_df())
     assert isinstance(proc.procs[0], Categorify) and cats.max() == 3
+    # FillMissing's indicator columns need one too, even without categorical columns of the table.
+    proc = TabularProcessor([], ["x"], "y", procs=[FillMissing])
+    cats, _, _ = proc.setup(_df())
+    assert proc.cat_names == ["x_na"] and proc.proc(Categorify).n_classes("x_na") == 3 and cats.max() == 2
 
 
 @pytest.mark.parametrize("obj", [Categorify(), FillMissing("constant", 2.0), Normalize()])
@@ -279,3 +284,127 @@ def test_user_procs_get_dataframes_and_the_input_is_left_alone():
     assert torch.allclose(x2[:, 1], x1[:, 1] + 1000.0)
     assert torch.allclose(custom.process(df)[1], x2)
     pd.testing.assert_frame_equal(df, before)
+
+
+def test_normalize_keeps_the_resolution_of_columns_far_from_zero():
+    # Unix times a second apart: float32 has a spacing of 128 there, so the mean must be taken off in float64.
+    df = pd.DataFrame({"t": 1_700_000_000 + np.arange(200), "big": 2**40 + np.arange(200) % 3, "y": ["a", "b"] * 100})
+    _, conts, _ = TabularProcessor([], ["t", "big"], "y", procs=[Normalize]).setup(df)
+    assert conts.dtype == torch.float32
+    assert len(np.unique(conts[:, 0].numpy())) == 200 and len(np.unique(conts[:, 1].numpy())) == 3
+
+
+@pytest.mark.parametrize(
+    "col",
+    [pd.Series(pd.date_range("2020-01-01", periods=6)), pd.Series(pd.to_timedelta(np.arange(6), unit="D"))],
+    ids=["dates", "durations"],
+)
+def test_dates_and_durations_in_cont_names_are_refused(col):
+    df = _df().assign(when=col)
+    df.loc[3, "when"] = pd.NaT  # would otherwise become -9.2e18 and swamp the column
+    with pytest.raises(DataError, match=r"`when`.*add_datepart"):
+        TabularProcessor([], ["when"], "y", procs=[FillMissing, Normalize]).setup(df)
+
+
+def test_proc_instances_are_copied_so_tables_never_share_fitted_state():
+    procs = [Categorify(max_vocab=50), FillMissing(add_col=False), Normalize()]
+    first = TabularProcessor(["color"], ["z"], "y", procs=procs)
+    first.setup(_df())
+    other = pd.DataFrame({"color": ["cyan", "teal"], "z": [1000.0, 2000.0], "y": ["a", "b"]})
+    TabularProcessor(["color"], ["z"], "y", procs=procs).setup(other)
+    assert first.proc(Categorify).vocabs["color"] == [NA_TOKEN, "blue", "green", "red"]
+    assert first.proc(Normalize).stats["z"][0] == pytest.approx(35.0)
+    assert first.proc(Categorify).max_vocab == 50 and not first.proc(FillMissing).add_col  # settings kept
+    assert procs[0].vocabs == {} and procs[2].stats == {}  # the caller's procs stay unfitted
+    # One proc class (not in a list) is fine too.
+    assert isinstance(TabularProcessor([], ["z"], "y", procs=Normalize).procs[0], Normalize)
+    with pytest.raises(ConfigError, match="procs"):
+        TabularProcessor([], ["z"], "y", procs="Normalize")
+
+
+def test_names_listed_twice_are_refused():
+    with pytest.raises(ConfigError, match=r"`cat_names`.*'color'.*more than once"):
+        TabularProcessor(["color", "color"], ["x"], "y")
+    with pytest.raises(ConfigError, match=r"`cont_names`"):
+        TabularProcessor([], ["x", "x"], "y")
+
+
+def test_duplicate_columns_of_the_dataframe_are_named():
+    df = pd.concat([_df(), _df()[["x"]]], axis=1)
+    with pytest.raises(DataError, match=r"2 columns named 'x'.*duplicated"):
+        TabularProcessor(["color"], ["x"], "y").setup(df)
+
+
+def test_an_integer_target_with_many_values_warns_and_stays_a_category():
+    df = pd.DataFrame({"x": np.arange(100.0), "price": np.arange(100) % 30})
+    with pytest.warns(UserWarning, match=r"`price` has 30 distinct values.*y_block=\"regression\""):
+        proc = TabularProcessor([], ["x"], "price")
+        proc.setup(df)
+    assert proc.y_kind == "category" and proc.n_out == 30  # the documented rule holds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TabularProcessor([], ["x"], "price", y_kind="category").setup(df)  # asked for: no warning
+        TabularProcessor([], ["x"], "price").setup(df.assign(price=np.arange(100) % 5))  # few classes
+        TabularProcessor([], ["x"], "price").setup(pd.concat([df] * 8))  # 30 classes in 800 rows: under 5%
+
+
+def test_new_categories_of_another_type_than_the_vocabulary_are_named():
+    df = pd.DataFrame({"code": [1, 2, 3, 1], "flag": [True, False, True, True], "x": [0.1, 0.2, 0.3, 0.4]})
+    proc = TabularProcessor(["code", "flag"], ["x"], procs=[Categorify])
+    proc.setup(df)
+    with pytest.raises(DataError, match=r"`code` holds str values \(e.g. '2'\).*int|`code`.*number.*pd.to_numeric"):
+        proc.process(pd.DataFrame({"code": ["2", "3"], "flag": [True, True], "x": [0.1, 0.2]}))
+    with pytest.raises(DataError, match=r"`flag` holds str values.*bool"):
+        proc.process(pd.DataFrame({"code": [2], "flag": ["True"], "x": [0.1]}))
+    # Unseen values of the right type, and missing ones, are still just unknown (#na#).
+    cats, _, _ = proc.process(pd.DataFrame({"code": [7, None], "flag": [None, None], "x": [0.1, 0.2]}))
+    assert cats.tolist() == [[0, 0], [0, 0]]
+
+
+def test_unhashable_categories_are_named():
+    df = _df().astype({"color": object})
+    df.at[2, "color"] = ["red", "blue"]
+    with pytest.raises(DataError, match=r"`color` holds the value \['red', 'blue'\] \(a list\)"):
+        TabularProcessor(["color"], [], "y").setup(df)
+    proc = TabularProcessor(["color"], [], "y")
+    proc.setup(_df())
+    with pytest.raises(DataError, match=r"`color`.*a list"):
+        proc.process(df)
+
+
+def test_infinities_are_named_with_their_row_in_training_and_new_rows():
+    df = _df()
+    df.loc[4, "z"] = np.inf
+    with pytest.raises(DataError, match=r"`z`.*inf at row 4.*replace"):
+        TabularProcessor([], ["x", "z"], "y", procs=[FillMissing, Normalize]).setup(df)
+    proc = TabularProcessor([], ["x", "z"], "y", procs=[FillMissing, Normalize])
+    proc.setup(_df(), train_idx=[0, 1, 2])
+    with pytest.raises(DataError, match=r"`z`.*-inf at row 'r2'"):
+        proc.process(pd.DataFrame({"x": [1.0, 2.0], "z": [1.0, -np.inf]}, index=["r1", "r2"]))
+    with pytest.raises(DataError, match=r"`x`.*inf at row 1"):  # an object column of numbers too
+        proc.process(pd.DataFrame({"x": [1.0, np.inf], "z": [1.0, 2.0]}).astype(object))
+    with pytest.raises(DataError, match=r"`v`.*y_names.*inf"):
+        TabularProcessor([], ["z"], "v").setup(_df().assign(v=[1.0, 2.0, np.inf, 4.0, 5.0, 6.0]))
+
+
+def test_process_needs_a_dataframe_and_an_empty_target_column_is_no_label():
+    proc = TabularProcessor(["color"], ["x"], "y", procs=[Categorify, FillMissing])
+    proc.setup(_df())
+    with pytest.raises(DataError, match=r"a pandas DataFrame.*'list'.*pd.DataFrame\(rows\)"):
+        proc.process([{"color": "red", "x": 1.0}])
+    test = _df().assign(y=pd.Series([None] * 6, dtype=object))  # a test table whose target is to be filled in
+    assert proc.process(test)[2] is None
+    test.loc[0, "y"] = "a"
+    with pytest.raises(DataError, match="with_labels=False"):
+        proc.process(test)
+
+
+@pytest.mark.parametrize("unit", ["ns", "us"])
+def test_date_categories_round_trip_through_json(unit):
+    when = pd.Series(pd.date_range("2020-01-01", periods=6)).astype(f"datetime64[{unit}]")
+    df = _df().assign(when=when, lag=pd.to_timedelta(np.arange(6) % 2, unit="h"), day=[d.date() for d in when])
+    proc = TabularProcessor(["when", "lag", "day"], ["z"], "y", procs=[Categorify])
+    cats, _, _ = proc.setup(df, train_idx=[0, 1, 2, 3])
+    assert proc.proc(Categorify).vocabs["when"][1] == pd.Timestamp("2020-01-01")
+    back = _roundtrip(proc)  # an ExportError before dates could be written
+    assert torch.equal(back.process(df)[0], cats) and cats[:4].min() > 0 and cats[4:, 0].tolist() == [0, 0]

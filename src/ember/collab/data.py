@@ -11,6 +11,7 @@ come from a vocabulary of every user and every item of the table, with ``#na#`` 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,20 @@ import pandas as pd
 import torch
 
 from ember.core.device import default_device
-from ember.core.errors import ConfigError, DataError, ExportError, expected
+from ember.core.errors import DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders
-from ember.tabular.data import SliceLoader, print_table, random_split_idx, tensor_loader
-from ember.tabular.procs import Categorify, TabularProcessor, lookup
+from ember.tabular.data import (
+    SliceLoader,
+    check_bs,
+    check_dl_kwargs,
+    print_table,
+    random_split_idx,
+    read_csv,
+    split_read_csv_kwargs,
+    tensor_loader,
+)
+from ember.tabular.procs import Categorify, TabularProcessor, _check_frame, _missing_col, check_numeric, lookup
 
 __all__ = ["CollabDataLoaders"]
 
@@ -65,26 +75,21 @@ class CollabDataLoaders(DataLoaders):
         Args:
             ratings: one row per rating.
             valid_pct: the share of rows held out for validation.
-            user_name, item_name, rating_name: the columns; default the first, second and third.
+            user_name, item_name, rating_name: the columns; those not given are the first columns not already
+                named, in order (the defaults of a ``user, item, rating, ...`` table).
             seed: makes the split and the shuffling repeatable.
             bs: training batch size (validation: `val_bs`, default ``2 * bs``).
 
         Raises:
-            DataError: a column is missing, a rating is missing or not a number.
+            DataError: a column is missing, one column is named for two roles, a rating is missing or not a number.
         """
         if not isinstance(ratings, pd.DataFrame):
             raise DataError(expected("a pandas DataFrame", "ratings", type(ratings).__name__))
-        cols = list(ratings.columns)
-        if len(cols) < 3 and None in (user_name, item_name, rating_name):
-            raise DataError(
-                f"Expected a ratings table with user, item and rating columns; received columns {cols}. "
-                "Name them with user_name=, item_name=, rating_name=."
-            )
-        user_name = cols[0] if user_name is None else user_name
-        item_name = cols[1] if item_name is None else item_name
-        rating_name = cols[2] if rating_name is None else rating_name
-        if not isinstance(bs, int) or bs < 1:
-            raise ConfigError(expected("a positive int", "bs", bs))
+        user_name, item_name, rating_name = _column_names(ratings, user_name, item_name, rating_name)
+        bs = check_bs(bs)
+        val_bs = None if val_bs is None else check_bs(val_bs, "val_bs")
+        check_dl_kwargs(dl_kwargs, "CollabDataLoaders.from_df")
+        check_numeric(ratings, rating_name, "rating_name")
         # Users and items are identifiers by nature: no cap on their number.
         cat = Categorify(max_vocab=10**9)
         proc = TabularProcessor([user_name, item_name], y_names=rating_name, procs=[cat], y_kind="regression")
@@ -122,6 +127,8 @@ class CollabDataLoaders(DataLoaders):
         dls = cls(train, valid, device=device, n_inp=1)
         dls.processor = proc
         dls.user_name, dls.item_name, dls.rating_name = user_name, item_name, rating_name
+        for dl in dls.loaders:
+            dl.to_table = dls._batch_table
         dls.rating_mean = float(ys[t_idx].mean())
         dls.item_counts = np.bincount(cats[:, 1].numpy(), minlength=dls.n_items)
         dls.path = path
@@ -129,10 +136,13 @@ class CollabDataLoaders(DataLoaders):
 
     @classmethod
     def from_csv(cls, csv: str | os.PathLike, **kwargs: Any) -> CollabDataLoaders:
-        """Read a CSV file with pandas and call :meth:`from_df`."""
-        if not os.path.isfile(csv):
-            raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
-        return cls.from_df(pd.read_csv(csv), **kwargs)
+        """Read a CSV file with pandas and call :meth:`from_df`.
+
+        Keyword arguments of ``pandas.read_csv`` that :meth:`from_df` does not take (``sep="\\t"``, ``header``,
+        ``names``, ``encoding``, …) go to ``read_csv``; the others to :meth:`from_df`.
+        """
+        read_kwargs = split_read_csv_kwargs(kwargs, cls.from_df)
+        return cls.from_df(read_csv(csv, **read_kwargs), **kwargs)
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -165,17 +175,80 @@ class CollabDataLoaders(DataLoaders):
         cat = self.processor.proc(Categorify)
         return cat.decode(self.item_name if is_item else self.user_name, codes)
 
+    def unknown_message(self, users: pd.Series, items: pd.Series, u: np.ndarray, i: np.ndarray) -> str | None:
+        """The DataError message naming users (code `u` 0) and items (code `i` 0) not in the vocabulary, or None."""
+        bad_u = list(dict.fromkeys(pd.Series(users)[u == 0].tolist()))[:5]
+        bad_i = list(dict.fromkeys(pd.Series(items)[i == 0].tolist()))[:5]
+        named = ((self.user_name, bad_u), (self.item_name, bad_i))
+        parts = [f"{name} {bad!r}" for name, bad in named if bad]
+        if not parts:
+            return None
+        users_known = self.classes[self.user_name]
+        example = f"known {self.user_name}s look like {users_known[1]!r}" if len(users_known) > 1 else ""
+        return (
+            f"Unknown {' and '.join(parts)}: the model has no factors for them (check the type too"
+            f"{': ' + example if example else ''})."
+        )
+
+    def test_dl(self, ratings: pd.DataFrame, with_labels: bool | None = None, bs: int | None = None) -> SliceLoader:
+        """A loader over new (user, item[, rating]) rows, coded as the training rows were, for
+        ``learn.get_preds(dl=...)``: batches are ``(x,)``, or ``(x, y)`` with the ratings.
+
+        Args:
+            ratings: a DataFrame with the user and item columns (and the rating column for `with_labels`).
+            with_labels: keep the ratings (for a test loss); default: when the rating column is there and not empty.
+
+        Raises:
+            DataError: a column is missing, or a user or item is not in the vocabulary (the model has no factors
+                for it: drop those rows, or use ``learn.predict(ratings, unknown="mean")``).
+        """
+        _check_frame(ratings)
+        for arg, c in (("user_name", self.user_name), ("item_name", self.item_name)):
+            if c not in ratings.columns:
+                raise DataError(_missing_col(arg, c, ratings))
+        r = self.rating_name
+        if with_labels is None:
+            with_labels = r in ratings.columns and not ratings[r].isna().all()
+        elif with_labels and r not in ratings.columns:
+            raise DataError(_missing_col("rating_name", r, ratings))
+        if with_labels:
+            check_numeric(ratings, r, "rating_name")
+        cats, _, ys = self.processor.process(ratings, with_y=bool(with_labels))
+        u, i = cats[:, 0].numpy(), cats[:, 1].numpy()
+        msg = self.unknown_message(ratings[self.user_name], ratings[self.item_name], u, i)
+        if msg:
+            u_in, i_in = (
+                f"ratings[{self.user_name!r}].isin(known_users)",
+                f"ratings[{self.item_name!r}].isin(known_items)",
+            )
+            keep = f"ratings[{u_in} & {i_in}]"
+            raise DataError(
+                f"{msg} Drop those rows first ({keep}, the known ones in dls.classes), or use "
+                'learn.predict(ratings, unknown="mean").'
+            )
+        tensors = (cats,) if ys is None else (cats, ys)
+        kinds = ("tabular_cat", "regression")[: len(tensors)]
+        dl = SliceLoader(
+            tensor_loader(tensors, check_bs(bs or 2 * (self.bs or 32)), shuffle=False),
+            device=self.device,
+            n_inp=1,
+            kinds=kinds,
+            split=1,
+        )
+        dl.to_table = self._batch_table
+        return dl
+
+    def _batch_table(self, batch: Sequence[torch.Tensor], max_n: int | None = None) -> pd.DataFrame:
+        """A batch ``(x[, y])`` as a table: user, item (and rating)."""
+        x = batch[0][:max_n].cpu()
+        df = pd.DataFrame({self.user_name: self.decode(x[:, 0], is_item=False), self.item_name: self.decode(x[:, 1])})
+        if len(batch) > 1:
+            df[self.rating_name] = batch[1][:max_n].cpu().float().numpy()
+        return df
+
     def show_batch(self, max_n: int = 10, print_out: bool = True) -> pd.DataFrame:
         """The first `max_n` ratings of a training batch as a table (user, item, rating)."""
-        x, y = self.train.one_batch()
-        x, y = x[:max_n].cpu(), y[:max_n].cpu()
-        df = pd.DataFrame(
-            {
-                self.user_name: self.decode(x[:, 0], is_item=False),
-                self.item_name: self.decode(x[:, 1]),
-                self.rating_name: y.numpy(),
-            }
-        )
+        df = self._batch_table(self.train.one_batch(), max_n)
         if print_out:
             print_table(df)
         return df
@@ -207,6 +280,7 @@ class CollabDataLoaders(DataLoaders):
         dls = cls(train, None, device="cpu", n_inp=1)
         dls.processor = proc
         dls.user_name, dls.item_name, dls.rating_name = data["names"]
+        train.to_table = dls._batch_table
         dls.rating_mean = float(data["rating_mean"])
         dls.item_counts = np.asarray(data["item_counts"], dtype=np.int64)
         if len(dls.item_counts) != dls.n_items:
@@ -215,3 +289,40 @@ class CollabDataLoaders(DataLoaders):
                 "the file is inconsistent."
             )
         return dls
+
+
+def _column_names(
+    ratings: pd.DataFrame, user_name: str | None, item_name: str | None, rating_name: str | None
+) -> tuple[Any, Any, Any]:
+    """The user, item and rating columns: those given, the others the first columns not already named, in order.
+
+    Raises:
+        DataError: a named column is missing, the table has too few columns, or one column is named for two roles.
+    """
+    given = {"user_name": user_name, "item_name": item_name, "rating_name": rating_name}
+    for arg, c in given.items():
+        if c is not None and c not in ratings.columns:
+            raise DataError(_missing_col(arg, c, ratings))
+    taken = {c for c in given.values() if c is not None}
+    free = [c for c in ratings.columns if c not in taken]
+    names = {}
+    for arg, c in given.items():
+        if c is None:
+            if not free:
+                raise DataError(
+                    f"Expected a ratings table with user, item and rating columns; received columns "
+                    f"{list(ratings.columns)}, which leave no column for `{arg}`. Name the columns with user_name=, "
+                    "item_name=, rating_name=."
+                )
+            c = free.pop(0)
+        names[arg] = c
+    args = list(names)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            if names[args[a]] == names[args[b]]:
+                raise DataError(
+                    f"`{args[a]}` and `{args[b]}` are both the column {names[args[a]]!r}: a rating pairs a user with "
+                    "an item, so each role needs its own column. Name the right ones with user_name=, item_name=, "
+                    "rating_name=."
+                )
+    return names["user_name"], names["item_name"], names["rating_name"]

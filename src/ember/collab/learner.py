@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from ember.collab.model import EmbeddingDotBias, embedding_dot_bias, embedding_n
 from ember.core.errors import ConfigError, DataError, expected
 from ember.learner.export import register_learner
 from ember.learner.learner import Learner
-from ember.tabular.data import print_table
+from ember.tabular.data import SliceLoader, print_table
+from ember.tabular.learner import TrainableCheck, check_y_range
 from ember.tabular.model import emb_sz_rule
 
 __all__ = ["CollabLearner", "collab_learner"]
@@ -29,7 +30,7 @@ UNKNOWN = ("error", "mean")
 
 
 @register_learner
-class CollabLearner(Learner):
+class CollabLearner(TrainableCheck, Learner):
     """A :class:`~ember.learner.Learner` for ratings, with prediction for (user, item) pairs and analysis helpers.
 
     ``learn.export(path)`` writes the weights, the model recipe and the coding of users and items;
@@ -42,6 +43,7 @@ class CollabLearner(Learner):
 
     dls: CollabDataLoaders
     model_recipe: dict[str, Any] | None = None
+    _how_to_build = "CollabDataLoaders.from_df and collab_learner"
 
     # -- prediction ---------------------------------------------------------------------------------
     def _pairs(self, pairs: Any) -> tuple[pd.Series, pd.Series, bool]:
@@ -71,52 +73,62 @@ class CollabLearner(Learner):
         Returns:
             A float for one pair, else an array with one rating per pair.
         """
+        preds, single = self._predict(pairs, unknown)
+        return float(preds[0]) if single else preds
+
+    def _predict(self, pairs: Any, unknown: str, bs: int = 8192) -> tuple[np.ndarray, bool]:
         if unknown not in UNKNOWN:
             raise ConfigError(expected("one of the policies", "unknown", unknown, UNKNOWN))
         users, items, single = self._pairs(pairs)
         u, i = self.dls.encode(users, is_item=False), self.dls.encode(items, is_item=True)
         missing = (u == 0) | (i == 0)
         if missing.any() and unknown == "error":
-            bad_u = list(dict.fromkeys(users[u == 0].tolist()))[:5]
-            bad_i = list(dict.fromkeys(items[i == 0].tolist()))[:5]
-            named = ((self.dls.user_name, bad_u), (self.dls.item_name, bad_i))
-            parts = [f"{name} {bad!r}" for name, bad in named if bad]
-            raise DataError(
-                f"Unknown {' and '.join(parts)}: the model has no factors for them (check the type too: "
-                f"known {self.dls.user_name}s look like {self.dls.classes[self.dls.user_name][1]!r}). "
-                "Pass unknown='mean' to give such pairs the mean rating."
-            )
+            msg = self.dls.unknown_message(users, items, u, i)
+            raise DataError(f"{msg} Pass unknown='mean' to give such pairs the mean rating.")
         x = torch.from_numpy(np.stack([u, i], axis=1))  # (N, 2)
-        out = torch.cat([self.predict_tensor(x[s : s + 8192]) for s in range(0, len(x), 8192)]).float().reshape(-1)
-        preds = out.numpy().astype(np.float64)
+        outs = [self.predict_tensor(x[s : s + bs]).float().reshape(-1) for s in range(0, len(x), bs)]
+        preds = (torch.cat(outs) if outs else torch.zeros(0)).numpy().astype(np.float64)
         preds[missing] = self.dls.rating_mean
-        return float(preds[0]) if single else preds
+        return preds, single
+
+    def predict_batch(
+        self, pairs: Any, bs: int = 8192, unknown: str = "error"
+    ) -> tuple[list[float], torch.Tensor, torch.Tensor]:
+        """Predicted ratings of many (user, item) pairs (a list of pairs or a DataFrame), as :meth:`predict` gives
+        them: ``(ratings (a list of floats), ratings (N,), ratings (N,))``, in the form every learner's
+        ``predict_batch`` returns (answers, decoded tensor, model outputs)."""
+        preds, _ = self._predict(pairs, unknown, bs=bs)
+        t = torch.from_numpy(preds.astype(np.float32))
+        return preds.tolist(), t, t.clone()
+
+    def test_dl(self, ratings: pd.DataFrame, with_labels: bool | None = None, bs: int | None = None) -> SliceLoader:
+        """A loader over new ratings for ``get_preds(dl=...)`` (see ``CollabDataLoaders.test_dl``)."""
+        return self.dls.test_dl(ratings, with_labels=with_labels, bs=bs)
 
     def show_results(self, max_n: int = 10, dl: Any = None, print_out: bool = True) -> pd.DataFrame:
-        """User, item, actual and predicted rating for `max_n` validation ratings, as a table."""
-        x, y = self._as_loader(dl).one_batch()
-        x, y = x[:max_n], y[:max_n]
-        pred = self.predict_tensor(x).float().reshape(-1)
-        x = x.cpu()
-        df = pd.DataFrame(
-            {
-                self.dls.user_name: self.dls.decode(x[:, 0], is_item=False),
-                self.dls.item_name: self.dls.decode(x[:, 1]),
-                self.dls.rating_name: y.cpu().numpy(),
-                f"{self.dls.rating_name}_pred": pred.numpy(),
-            }
-        )
+        """User, item, actual and predicted rating for `max_n` validation ratings (or those of `dl`, e.g.
+        ``learn.test_dl(ratings)``), as a table."""
+        batch = self._as_loader(dl).one_batch()
+        batch = tuple(t[:max_n] for t in batch)
+        pred = self.predict_tensor(batch[0]).float().reshape(-1)
+        df = self.dls._batch_table(batch)
+        df[f"{self.dls.rating_name}_pred"] = pred.numpy()
         if print_out:
             print_table(df, title="Results")
         return df
 
     # -- analysis -----------------------------------------------------------------------------------
     def _codes(self, values: Sequence[Any], is_item: bool) -> torch.Tensor:
+        kind = self.dls.item_name if is_item else self.dls.user_name
+        if isinstance(values, (str, bytes, tuple)) or not isinstance(values, Iterable):
+            hint = f"Pass a list of {kind}s, e.g. [{values!r}]."
+            raise DataError(expected(f"a list of {kind}s", "items", values, hint=hint))
+        values = list(values)
         codes = self.dls.encode(values, is_item=is_item)
         if (codes == 0).any():
             bad = [v for v, c in zip(values, codes) if c == 0][:5]
             kind = self.dls.item_name if is_item else self.dls.user_name
-            raise DataError(f"Unknown {kind} {bad!r}: not in the training data.")
+            raise DataError(f"Unknown {kind} {bad!r}: not in the training data (check the type too).")
         return torch.from_numpy(codes).to(self.dls.device)
 
     def bias(self, items: Sequence[Any], is_item: bool = True) -> torch.Tensor:
@@ -210,6 +222,14 @@ class CollabLearner(Learner):
         """
         import matplotlib.pyplot as plt
 
+        if (
+            not isinstance(components, (tuple, list))
+            or len(components) != 2
+            or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in components)
+        ):
+            raise ConfigError(
+                expected("two component numbers, counted from 1", "components", components, hint="e.g. (1, 2).")
+            )
         if items is None:
             codes = np.argsort(-self.dls.item_counts, kind="stable")
             codes = codes[codes > 0][:n_items]
@@ -251,10 +271,25 @@ def collab_learner(
     """
     if not isinstance(dls, CollabDataLoaders):
         raise ConfigError(expected("CollabDataLoaders", "dls", type(dls).__name__))
-    yr = None if y_range is None else [float(y_range[0]), float(y_range[1])]
+    yr = check_y_range(y_range)
+    yr = None if yr is None else list(yr)
+    if isinstance(n_factors, bool) or not isinstance(n_factors, (int, np.integer)) or n_factors < 1:
+        raise ConfigError(expected("a positive int", "n_factors", n_factors))
+    names = (dls.user_name, dls.item_name)
+    if emb_szs is not None and not use_nn:
+        raise ConfigError("`emb_szs` sizes the MLP model's embeddings: pass use_nn=True, or n_factors= instead.")
+    bad = sorted(set(emb_szs or {}) - set(names), key=str)
+    if bad:
+        raise ConfigError(expected("the user or item column", "emb_szs", bad, valid=names))
+    bad = sorted(set(config or {}) - {"ps", "embed_p", "use_bn", "bn_final", "bn_cont"})
+    if bad:
+        raise ConfigError(
+            expected("MLP model arguments", "config", bad, valid=["ps", "embed_p", "use_bn", "bn_final", "bn_cont"])
+        )
+    if config and not use_nn:
+        raise ConfigError("`config` sets the MLP model's arguments: pass use_nn=True as well.")
     if use_nn:
         sz = emb_szs or {}
-        names = (dls.user_name, dls.item_name)
         sizes = (dls.n_users, dls.n_items)
         kwargs: dict[str, Any] = {
             "emb_szs": [[n, int(sz.get(c, emb_sz_rule(n)))] for c, n in zip(names, sizes)],

@@ -13,8 +13,11 @@ workers, pinned memory and distributed samplers still behave as PyTorch users ex
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,7 @@ from ember.core.device import default_device
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders, DeviceLoader
-from ember.tabular.procs import TabularProc, TabularProcessor
+from ember.tabular.procs import TabularProc, TabularProcessor, _check_frame
 
 __all__ = [
     "TabularPandas",
@@ -68,6 +71,82 @@ class TensorBatches(Dataset):
         return self
 
 
+def check_bs(bs: Any, name: str = "bs") -> int:
+    """`bs` as an int (numpy integers are fine); ConfigError unless it is a positive integer."""
+    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
+        raise ConfigError(expected("a positive int", name, bs))
+    return int(bs)
+
+
+# What torch's DataLoader takes besides what the slicing loaders set themselves.
+_DL_ARGS = frozenset(inspect.signature(DataLoader.__init__).parameters) - {
+    "self",
+    "dataset",
+    "batch_size",
+    "shuffle",
+    "sampler",
+    "batch_sampler",
+    "collate_fn",
+    "drop_last",
+    "generator",
+}
+
+
+def check_dl_kwargs(dl_kwargs: dict[str, Any], where: str) -> None:
+    """ConfigError naming the keyword arguments that neither `where` nor torch's DataLoader knows."""
+    bad = sorted(set(dl_kwargs) - _DL_ARGS)
+    if bad:
+        raise ConfigError(
+            f"{where} got unknown keyword argument(s) {bad}: besides its own arguments it only passes torch "
+            f"DataLoader options on ({', '.join(sorted(_DL_ARGS))}). Check the spelling."
+        )
+
+
+def split_read_csv_kwargs(kwargs: dict[str, Any], own: Callable[..., Any]) -> dict[str, Any]:
+    """Take out of `kwargs` (in place) the options of pandas.read_csv that `own` (a from_df) does not take."""
+    csv_args = set(inspect.signature(pd.read_csv).parameters) - set(inspect.signature(own).parameters)
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in csv_args}
+
+
+def read_csv(csv: str | os.PathLike, **read_kwargs: Any) -> pd.DataFrame:
+    """pandas.read_csv with a DataError naming the file when it is missing or cannot be read."""
+    if not os.path.isfile(csv):
+        raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
+    try:
+        return pd.read_csv(csv, **read_kwargs)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataError(f"Cannot read the CSV file {os.fspath(csv)!r}: {e}") from e
+
+
+def as_positions(idx: Any, n: int, name: str) -> np.ndarray:
+    """Row positions from positions or a boolean mask of the `n` rows (``df.year == 2020``): int64, 1-d.
+
+    Raises:
+        DataError: a boolean mask of another length, or values that are not integers.
+    """
+    arr = np.asarray(idx.to_numpy() if isinstance(idx, (pd.Series, pd.Index)) else idx)
+    if arr.dtype == bool:
+        if arr.ndim != 1 or len(arr) != n:
+            raise DataError(
+                f"`{name}` is a boolean mask of {arr.size} values, but the DataFrame has {n} rows: a mask needs one "
+                "value per row (or give row positions, 0 to len(df) - 1)."
+            )
+        return np.flatnonzero(arr).astype(np.int64)
+    arr = arr.reshape(-1)
+    if len(arr) == 0:
+        return arr.astype(np.int64)
+    whole = arr.dtype.kind in "iu" or (
+        arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr) & (arr == np.round(arr))))
+    )
+    if not whole:
+        bad = next((v for v in arr.tolist() if not isinstance(v, numbers.Integral)), arr[0])
+        raise DataError(
+            f"`{name}` holds {bad!r}: expected row positions (integers, 0 to len(df) - 1) or a boolean mask with one "
+            "value per row."
+        )
+    return arr.astype(np.int64)
+
+
 class BatchIndexSampler(Sampler):
     """Yield batches of positions as int64 tensors: slices of one permutation per epoch (or of ``arange``).
 
@@ -82,13 +161,14 @@ class BatchIndexSampler(Sampler):
     def __init__(
         self, n: int, bs: int, shuffle: bool = True, drop_last: bool = False, generator: torch.Generator | None = None
     ) -> None:
-        if not isinstance(bs, int) or bs < 1:
-            raise ConfigError(expected("a positive int", "bs", bs))
+        bs = check_bs(bs)
         self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         stop = self.n - self.n % self.bs if self.drop_last else self.n
+        if stop <= 0:
+            return  # no rows (an inference-only loader), or fewer than one batch with drop_last: no batch at all
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         yield from order[:stop].split(self.bs)
 
     def __len__(self) -> int:
@@ -116,7 +196,25 @@ def tensor_loader(
 
 class SliceLoader(DeviceLoader):
     """A :class:`DeviceLoader` over a :func:`tensor_loader`: it knows its batch size, and `new`/`to` keep
-    the slicing design (``to`` also moves the preprocessed tensors when they live on an accelerator)."""
+    the slicing design (``to`` also moves the preprocessed tensors when they live on an accelerator).
+
+    Attributes:
+        to_table: ``(batch, max_n) -> DataFrame``, the decoding of a batch as a readable table (set by the tabular
+            and ratings loaders), which :meth:`show_batch` prints.
+    """
+
+    to_table: Callable[[Sequence[torch.Tensor], int], pd.DataFrame] | None = None
+
+    def show_batch(
+        self, batch: Sequence[torch.Tensor] | None = None, max_n: int = 10, print_out: bool = True, **kwargs: Any
+    ) -> Any:
+        """The first `max_n` rows of `batch` (default: the first batch) as a readable table, printed and returned."""
+        if self.to_table is None:
+            return super().show_batch(batch, max_n=max_n, **kwargs)
+        df = self.to_table(batch if batch is not None else self.one_batch(), max_n)
+        if print_out:
+            print_table(df)
+        return df
 
     def __iter__(self) -> Iterator[tuple]:
         dl = self.dl
@@ -173,9 +271,11 @@ class SliceLoader(DeviceLoader):
                 pin_memory=kwargs.pop("pin_memory", self.dl.pin_memory),
                 **kwargs,
             )
-        return type(self)(
+        out = type(self)(
             dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp, kinds=self.kinds, split=self.split
         )
+        out.to_table = self.to_table
+        return out
 
 
 def random_split_idx(n: int, valid_pct: float = 0.2, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +317,8 @@ class TabularPandas:
             training rows only.
         cat_names, cont_names, y_names: the columns' roles.
         y_block: ``"category"``, ``"regression"`` (or the blocks of those names); default: from the target.
-        splits: ``(train_idx, valid_idx)``, positions in `df`; default: every row is training data.
+        splits: ``(train_idx, valid_idx)``, positions in `df` or boolean masks of its rows; default: every row
+            is training data.
 
     Attributes:
         processor: the fitted processing (what inference and export need).
@@ -234,11 +335,19 @@ class TabularPandas:
         y_block: Any = None,
         splits: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> None:
+        _check_frame(df)
         self.processor = TabularProcessor(cat_names, cont_names, y_names, procs, y_kind=_y_kind(y_block))
+        if not self.processor.cat_names and not self.processor.cont_names:
+            raise ConfigError(
+                "No input columns: name the model's inputs with `cat_names` and/or `cont_names` (cont_cat_split(df, "
+                "dep_var=...) picks them from the column types)."
+            )
         n = len(df)
         if splits is None:
             splits = (np.arange(n), np.arange(0))
-        train_idx, valid_idx = (np.asarray(s, dtype=np.int64).reshape(-1) for s in splits)
+        if len(splits) != 2:
+            raise ConfigError(expected("a pair (train_idx, valid_idx)", "splits", type(splits).__name__))
+        train_idx, valid_idx = (as_positions(s, n, name) for s, name in zip(splits, ("splits[0]", "splits[1]")))
         for name, idx in (("train", train_idx), ("valid", valid_idx)):
             if len(idx) and (idx.min() < 0 or idx.max() >= n):
                 raise DataError(
@@ -310,8 +419,9 @@ class TabularDataLoaders(DataLoaders):
         **dl_kwargs: Any,
     ) -> TabularDataLoaders:
         """Loaders over the tensors of a :class:`TabularPandas`."""
-        if not isinstance(bs, int) or bs < 1:
-            raise ConfigError(expected("a positive int", "bs", bs))
+        bs = check_bs(bs)
+        val_bs = None if val_bs is None else check_bs(val_bs, "val_bs")
+        check_dl_kwargs(dl_kwargs, "TabularDataLoaders")
         proc = to.processor
         if not proc.y_names:
             raise ConfigError("Training loaders need a target: pass `y_names`.")
@@ -342,6 +452,9 @@ class TabularDataLoaders(DataLoaders):
                 kinds=kinds,
                 split=1,
             )
+        for dl in (train, valid):
+            if dl is not None:
+                dl.to_table = partial(decode_batch, proc)
         dls = cls(train, valid, device=device, n_inp=2)
         dls.processor = proc
         dls.tabular = to
@@ -374,11 +487,14 @@ class TabularDataLoaders(DataLoaders):
                 classification, unless `y_block` says otherwise.
             cat_names, cont_names: categorical and continuous input columns (see
                 :func:`~ember.tabular.procs.cont_cat_split` to pick them).
-            procs: e.g. ``[Categorify, FillMissing, Normalize]`` (classes or configured instances).
-            valid_idx: positions of the validation rows. Else `splitter(range(len(df)))` returns
-                ``(train_idx, valid_idx)``; else a random `valid_pct` of the rows (with `seed`).
+            procs: e.g. ``[Categorify, FillMissing, Normalize]`` (classes or configured instances; instances are
+                copied, so one list can serve several tables).
+            valid_idx: positions of the validation rows, or a boolean mask with one value per row
+                (``df.year == 2020``). Else `splitter(range(len(df)))` returns ``(train_idx, valid_idx)``; else a
+                random `valid_pct` of the rows (with `seed`).
             y_block: ``"category"`` or ``"regression"`` (or CategoryBlock/RegressionBlock).
             bs: training batch size (validation uses `val_bs`, default ``2 * bs``).
+            dl_kwargs: torch DataLoader options (``num_workers``, ``pin_memory``, …).
 
         Raises:
             DataError: a named column is missing, a target has missing values, a continuous column is
@@ -390,7 +506,7 @@ class TabularDataLoaders(DataLoaders):
             raise ConfigError(expected("the target column name(s)", "y_names", y_names))
         n = len(df)
         if valid_idx is not None:
-            v = np.asarray(valid_idx, dtype=np.int64).reshape(-1)
+            v = as_positions(valid_idx, n, "valid_idx")
             if len(v) and (v.min() < 0 or v.max() >= n):
                 splits = (np.arange(n), np.unique(v))  # TabularPandas names the problem
             else:
@@ -408,10 +524,14 @@ class TabularDataLoaders(DataLoaders):
 
     @classmethod
     def from_csv(cls, csv: str | os.PathLike, skipinitialspace: bool = True, **kwargs: Any) -> TabularDataLoaders:
-        """Read a CSV file with pandas (``skipinitialspace`` by default) and call :meth:`from_df`."""
-        if not os.path.isfile(csv):
-            raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
-        return cls.from_df(pd.read_csv(csv, skipinitialspace=skipinitialspace), **kwargs)
+        """Read a CSV file with pandas (``skipinitialspace`` by default) and call :meth:`from_df`.
+
+        Keyword arguments of ``pandas.read_csv`` that :meth:`from_df` does not take (``sep``, ``header``,
+        ``names``, ``dtype``, ``encoding``, …) go to ``read_csv``; the others to :meth:`from_df`.
+        """
+        read_kwargs = split_read_csv_kwargs(kwargs, cls.from_df)
+        df = read_csv(csv, skipinitialspace=skipinitialspace, **read_kwargs)
+        return cls.from_df(df, **kwargs)
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -482,6 +602,7 @@ class TabularDataLoaders(DataLoaders):
         )
         kinds = ("tabular_cat", "tabular_cont", proc.y_kind)
         train = SliceLoader(tensor_loader(tensors, bs, shuffle=False), device="cpu", n_inp=2, kinds=kinds, split=0)
+        train.to_table = partial(decode_batch, proc)
         dls = cls(train, None, device="cpu", n_inp=2)
         dls.processor = proc
         return dls
@@ -498,7 +619,9 @@ def tabular_test_dl(
     cats, conts, ys = processor.process(df, with_y=with_labels)
     tensors = (cats, conts) if ys is None else (cats, conts, ys)
     kinds = ("tabular_cat", "tabular_cont", processor.y_kind)[: len(tensors)]
-    return SliceLoader(tensor_loader(tensors, bs, shuffle=False), device=device, n_inp=2, kinds=kinds, split=1)
+    dl = SliceLoader(tensor_loader(tensors, check_bs(bs), shuffle=False), device=device, n_inp=2, kinds=kinds, split=1)
+    dl.to_table = partial(decode_batch, processor)
+    return dl
 
 
 def decode_batch(processor: TabularProcessor, batch: Sequence[torch.Tensor], max_n: int | None = None) -> pd.DataFrame:

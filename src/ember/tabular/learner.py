@@ -13,21 +13,85 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ember.core.errors import ConfigError, DataError, expected
 from ember.learner.export import register_learner
 from ember.learner.learner import Learner
-from ember.tabular.data import SliceLoader, TabularDataLoaders, decode_batch, print_table, tabular_test_dl
+from ember.tabular.data import (
+    BatchIndexSampler,
+    SliceLoader,
+    TabularDataLoaders,
+    decode_batch,
+    print_table,
+    tabular_test_dl,
+)
 from ember.tabular.model import get_emb_sz, tabular_model
 from ember.tabular.procs import TabularProcessor
 
-__all__ = ["TabularLearner", "tabular_learner"]
+__all__ = ["TabularLearner", "tabular_learner", "TrainableCheck"]
+
+
+class TrainableCheck:
+    """Refuse to train (``fit``, the ``fit_*`` policies, ``fine_tune``, ``lr_find``) when the training loader has no
+    rows, as a learner from ``load_learner`` has, or would give BatchNorm a batch of one row: a clear error before
+    the optimizer takes a step, so the trained weights are never changed by a step on nothing."""
+
+    _how_to_build = "TabularDataLoaders.from_df and tabular_learner"
+
+    def _check_trainable(self, what: str) -> None:
+        train = self.dls.train
+        sampler = getattr(getattr(train, "dl", None), "sampler", None)
+        if len(train) == 0:
+            raise DataError(
+                f"`{what}` needs training rows, and this learner's training loader has none (a learner from "
+                "ember.load_learner is for prediction only, and its weights are left as they are). To train, build "
+                f"a learner from the data ({self._how_to_build})."
+            )
+        if not isinstance(sampler, BatchIndexSampler) or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
+        ):
+            return
+        n, bs = sampler.n, sampler.bs
+        if bs == 1 or (not sampler.drop_last and n % bs == 1):
+            size = "bs=1" if bs == 1 else "one training row" if n == 1 else f"{n} training rows with bs={bs}"
+            raise DataError(
+                f"`{what}` would give the model's BatchNorm layers a batch of one row ({size}); it needs at least "
+                "2. Use a larger `bs`, add training rows, or build the model without BatchNorm (config={'use_bn': "
+                "False, 'bn_cont': False})."
+            )
+
+    def fit(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
+        self._check_trainable("fit")
+        return super().fit(n_epoch, *args, **kwargs)
+
+    def fit_one_cycle(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
+        self._check_trainable("fit_one_cycle")
+        return super().fit_one_cycle(n_epoch, *args, **kwargs)
+
+    def fit_flat_cos(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
+        self._check_trainable("fit_flat_cos")
+        return super().fit_flat_cos(n_epoch, *args, **kwargs)
+
+    def fine_tune(self, epochs: int, *args: Any, **kwargs: Any) -> None:
+        self._check_trainable("fine_tune")
+        return super().fine_tune(epochs, *args, **kwargs)
+
+    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_trainable("lr_find")
+        return super().lr_find(*args, **kwargs)
+
+    fit.__doc__ = Learner.fit.__doc__
+    fit_one_cycle.__doc__ = Learner.fit_one_cycle.__doc__
+    fit_flat_cos.__doc__ = Learner.fit_flat_cos.__doc__
+    fine_tune.__doc__ = Learner.fine_tune.__doc__
+    lr_find.__doc__ = Learner.lr_find.__doc__
 
 
 @register_learner
-class TabularLearner(Learner):
+class TabularLearner(TrainableCheck, Learner):
     """A :class:`~ember.learner.Learner` for tables: adds :meth:`predict` (one row), :meth:`predict_df`
-    (many), :meth:`test_dl` and :meth:`show_results`.
+    and :meth:`predict_batch` (many), :meth:`test_dl` and :meth:`show_results`.
 
     ``learn.export(path)`` writes the weights, the model recipe and the loaders' processing;
     ``ember.load_learner(path)`` gives back a ``TabularLearner`` whose ``predict``, ``predict_df`` and
@@ -70,6 +134,19 @@ class TabularLearner(Learner):
             return row
         raise DataError(expected("a dict or a pandas Series (one row)", "row", type(row).__name__))
 
+    @staticmethod
+    def _table(rows: Any, name: str = "df") -> pd.DataFrame:
+        """A DataFrame, or a list of rows (dicts or Series) as one."""
+        if isinstance(rows, pd.DataFrame):
+            return rows
+        if isinstance(rows, (list, tuple)) and all(isinstance(r, (dict, pd.Series)) for r in rows):
+            df = pd.DataFrame([r.to_dict() if isinstance(r, pd.Series) else r for r in rows]).infer_objects()
+            if rows and all(isinstance(r, pd.Series) for r in rows):
+                df.index = [r.name for r in rows]  # rows of a DataFrame keep their labels (errors name them)
+            return df
+        hint = "Pass a DataFrame, or a list of rows (dicts or Series)."
+        raise DataError(expected("a table of rows", name, type(rows).__name__, hint=hint))
+
     def _decode_preds(self, preds: torch.Tensor) -> tuple[Any, torch.Tensor]:
         """``preds`` (activated outputs, ``(N, out)``) -> (decoded values per row, encoded tensor)."""
         proc = self.processor
@@ -96,18 +173,36 @@ class TabularLearner(Learner):
         value = float(decoded[0][0]) if decoded.shape[1] == 1 else [float(v) for v in decoded[0]]
         return value, enc[0], preds[0]
 
-    def _predict_tensors(self, df: pd.DataFrame) -> torch.Tensor:
+    def _predict_tensors(self, df: pd.DataFrame, bs: int = 4096) -> torch.Tensor:
         cats, conts, _ = self.processor.process(df, with_y=False)
         from ember.losses import loss_activation
 
         out = []
-        for i in range(0, max(len(cats), 1), 4096):  # an empty table still gives (0, n_out) predictions
-            out.append(self.predict_tensor((cats[i : i + 4096], conts[i : i + 4096])))
+        for i in range(0, max(len(cats), 1), bs):  # an empty table still gives (0, n_out) predictions
+            out.append(self.predict_tensor((cats[i : i + bs], conts[i : i + bs])))
         return loss_activation(self.loss_func)(torch.cat(out))
 
+    def predict_batch(self, items: Any, bs: int = 4096) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """Predict many rows at once: a DataFrame or a list of rows (dicts or Series).
+
+        Returns:
+            ``(answers, encoded, outputs)``, one entry per row, in order. Classification: the labels, the class
+            indices ``(N,)`` and the probabilities ``(N, n_classes)``. Regression: the values (a float per row, a
+            list with several targets), the values ``(N, n_targets)`` and the raw outputs. The answers are
+            :meth:`predict_df`'s ``<target>_pred`` column.
+        """
+        df = self._table(items, "items")
+        preds = self._predict_tensors(df, bs=bs)
+        decoded, enc = self._decode_preds(preds)
+        if self.processor.y_kind == "category":
+            return list(decoded), enc, preds
+        answers = [float(v[0]) if len(v) == 1 else [float(x) for x in v] for v in decoded]
+        return answers, enc, preds
+
     def predict_df(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for every row of `df` (one vectorized pass): a DataFrame with ``<target>_pred``
-        columns, plus one probability column per class for classification."""
+        """Predictions for every row of `df` (one vectorized pass; a list of rows is fine too): a DataFrame with
+        ``<target>_pred`` columns, plus one probability column per class for classification."""
+        df = self._table(df)
         preds = self._predict_tensors(df)
         decoded, _ = self._decode_preds(preds)
         proc, out = self.processor, pd.DataFrame(index=df.index)
@@ -142,6 +237,19 @@ class TabularLearner(Learner):
         return df
 
 
+def check_y_range(y_range: Any) -> tuple[float, float] | None:
+    """`y_range` as ``(low, high)`` floats; ConfigError unless it is None or two numbers, low below high."""
+    if y_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in y_range)
+    except (TypeError, ValueError):
+        raise ConfigError(expected("a pair of numbers (low, high)", "y_range", y_range)) from None
+    if not low < high:
+        raise ConfigError(expected("a pair of numbers (low, high) with low < high", "y_range", y_range))
+    return low, high
+
+
 def tabular_learner(
     dls: TabularDataLoaders,
     layers: Sequence[int] | None = None,
@@ -168,8 +276,15 @@ def tabular_learner(
     bad = set(config) - {"ps", "embed_p", "use_bn", "bn_final", "bn_cont"}
     if bad:
         raise ConfigError(expected("TabularModel arguments", "config", sorted(bad)))
-    if y_range is not None:
-        y_range = (float(y_range[0]), float(y_range[1]))
+    y_range = check_y_range(y_range)
+    if n_out is not None:
+        if isinstance(n_out, bool) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
+            raise ConfigError(expected("a positive int", "n_out", n_out))
+        if dls.processor.y_kind == "category" and n_out < dls.c and "loss_func" not in learner_kwargs:
+            raise ConfigError(
+                f"`n_out={n_out}` is fewer than the {dls.c} classes of `{dls.y_names[0]}`: leave `n_out` out (it "
+                'defaults to the number of classes), or pass y_block="regression" to predict a number.'
+            )
     kwargs = {
         "emb_szs": [list(e) for e in get_emb_sz(dls, emb_szs)],
         "n_cont": len(dls.cont_names),

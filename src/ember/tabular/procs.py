@@ -15,7 +15,10 @@ with it processes new rows exactly as it did its training rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import copy
+import datetime
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,16 +44,52 @@ NA_TOKEN = "#na#"
 Y_KINDS = ("category", "regression")
 
 
-def _json_scalar(v: Any, where: str) -> Any:
-    """A category value as a JSON value (numpy scalars become Python ones); ExportError otherwise."""
+def _scalar(v: Any) -> Any:
+    """A category value as a plain Python value: numpy scalars become Python ones, dates Timestamps (``.item()`` of a
+    nanosecond datetime64 would give an int), durations Timedeltas."""
+    if isinstance(v, np.datetime64):
+        return pd.Timestamp(v)
+    if isinstance(v, np.timedelta64):
+        return pd.Timedelta(v)
     if isinstance(v, np.generic):
-        v = v.item()
+        return v.item()
+    if isinstance(v, datetime.datetime) and not isinstance(v, pd.Timestamp):
+        return pd.Timestamp(v)
+    return v
+
+
+def _json_scalar(v: Any, where: str) -> Any:
+    """A category value as a JSON value: numpy scalars become Python ones, dates ``{"timestamp": ISO string}`` (or
+    ``{"date": ...}`` for ``datetime.date``) and durations ``{"timedelta": ISO string}`` (:func:`_from_json_scalar`
+    reads them back); ExportError otherwise."""
+    v = _scalar(v)
     if v is None or isinstance(v, (str, bool, int, float)):
         return v
+    if isinstance(v, pd.Timestamp):
+        return {"timestamp": v.isoformat()}
+    if isinstance(v, pd.Timedelta):
+        return {"timedelta": v.isoformat()}
+    if isinstance(v, datetime.timedelta):
+        return {"timedelta": pd.Timedelta(v).isoformat()}
+    if isinstance(v, datetime.date):
+        return {"date": v.isoformat()}
     raise ExportError(
-        f"Cannot export the category {v!r} of {where}: only strings, numbers and booleans can be written to JSON. "
-        "Convert the column to strings before building the data."
+        f"Cannot export the category {v!r} of {where}: only strings, numbers, booleans and dates can be written to "
+        "JSON. Convert the column to strings before building the data."
     )
+
+
+def _from_json_scalar(v: Any) -> Any:
+    """The inverse of :func:`_json_scalar`."""
+    if isinstance(v, dict):
+        if "timestamp" in v:
+            return pd.Timestamp(v["timestamp"])
+        if "timedelta" in v:
+            return pd.Timedelta(v["timedelta"])
+        if "date" in v:
+            return datetime.date.fromisoformat(v["date"])
+        raise ExportError(f"Unknown category value {v!r} in the model file; the file is damaged or from a newer ember.")
+    return v
 
 
 def _names(x: str | Sequence[str] | None) -> list[str]:
@@ -65,25 +104,64 @@ def _first_bad_row(df: pd.DataFrame, mask: np.ndarray) -> Any:
     return df.index[int(np.flatnonzero(mask)[0])]
 
 
-def check_numeric(df: pd.DataFrame, col: str) -> None:
-    """Raise a DataError naming `col` (and a row) when it is not a numeric column."""
+def check_numeric(df: pd.DataFrame, col: str, arg: str = "cont_names") -> None:
+    """Raise a DataError naming `col` (and a row) when it is not a numeric column, or holds infinities.
+
+    Args:
+        arg: the argument that named the column (for the message).
+    """
     s = df[col]
-    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+        raise DataError(
+            expected(
+                "a continuous column of numbers",
+                arg,
+                col,
+                hint=f"Column `{col}` holds {'dates' if pd.api.types.is_datetime64_any_dtype(s) else 'durations'} "
+                f"({s.dtype}). Expand dates into numbers with add_datepart(df, {col!r}) (or convert the column to "
+                "numbers yourself, e.g. durations with .dt.total_seconds()).",
+            )
+        )
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
+        return  # no missing values or infinities to look for
+    if pd.api.types.is_numeric_dtype(s):
+        x = (
+            s.to_numpy(dtype=np.float64, na_value=np.nan)
+            if isinstance(s.dtype, pd.api.extensions.ExtensionDtype)
+            else s.to_numpy()
+        )
+        _check_finite(df, col, x, arg)
         return
     coerced = pd.to_numeric(s, errors="coerce")
     bad = coerced.isna().to_numpy() & s.notna().to_numpy()
-    if not bad.any() and not pd.api.types.is_string_dtype(s.dtype) or s.isna().all():
-        return  # an object column of numbers and None (a row built by hand) is fine
+    if not bad.any() and not pd.api.types.is_string_dtype(s) or s.isna().all():
+        # An object column of numbers and None (a row built by hand) is fine.
+        _check_finite(df, col, coerced.to_numpy(dtype=np.float64, na_value=np.nan), arg)
+        return
     where = f" (row {_first_bad_row(df, bad)!r} holds {s[bad].iloc[0]!r})" if bad.any() else ""
     raise DataError(
         expected(
             "a continuous column of numbers",
-            "cont_names",
+            arg,
             col,
             hint=f"Column `{col}` has dtype {s.dtype}{where}. Convert it with pd.to_numeric, or list it in "
             "`cat_names` if it is a category.",
         )
     )
+
+
+def _check_finite(df: pd.DataFrame, col: str, x: np.ndarray, arg: str) -> None:
+    """DataError naming `col` and its first row holding an infinity."""
+    if x.dtype.kind != "f":
+        return
+    inf = np.isinf(x)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise DataError(
+            f"Column `{col}` (in `{arg}`) holds {float(x[i])} at row {df.index[i]!r} ({int(inf.sum())} infinite "
+            "value(s)): a model cannot learn from infinities. Replace them, e.g. df.replace([np.inf, -np.inf], np.nan) "
+            "(FillMissing then fills them), or clip the column."
+        )
 
 
 def lookup(vocab: Sequence[Any], values: Any) -> np.ndarray:
@@ -294,7 +372,10 @@ class Categorify(TabularProc):
     def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
         self.vocabs = {}
         for c in cat_names:
-            values = pd.unique(df[c])  # in order of appearance
+            try:
+                values = pd.unique(df[c])  # in order of appearance
+            except TypeError as e:
+                raise DataError(_unhashable(c, df[c])) from e
             values = values[~_isna(values)]
             n = len(values)
             if n > self.max_vocab:
@@ -307,12 +388,25 @@ class Categorify(TabularProc):
                 values = sorted(values)
             except TypeError:  # mixed types: keep the order of appearance
                 values = list(values)
-            self.vocabs[c] = [NA_TOKEN, *(v.item() if isinstance(v, np.generic) else v for v in values)]
+            self.vocabs[c] = [NA_TOKEN, *(_scalar(v) for v in values)]
 
     def process(self, df: pd.DataFrame) -> None:
+        """Codes of every categorical column.
+
+        Raises:
+            DataError: a column holds unhashable values (lists), or none of its values is known and they are of
+                another type than the vocabulary's (e.g. the strings "2" for the integer 2).
+        """
         for c, vocab in self.vocabs.items():
+            x = df[c]
             # A hash lookup per value: missing and unseen values give -1, hence +1 -> 0 (#na#).
-            df[c] = lookup(vocab[1:], df[c]) + 1
+            try:
+                codes = lookup(vocab[1:], x) + 1
+            except TypeError as e:
+                raise DataError(_unhashable(c, x)) from e
+            if len(vocab) > 1 and len(codes) and not codes.any():
+                _check_value_type(c, vocab[1:], x)
+            df[c] = codes
 
     def n_classes(self, col: str) -> int:
         """Size of the vocabulary of `col`, ``#na#`` included (the rows of its embedding)."""
@@ -333,7 +427,7 @@ class Categorify(TabularProc):
     @classmethod
     def from_recipe(cls, data: dict[str, Any]) -> Categorify:
         out = cls(data["max_vocab"])
-        out.vocabs = {c: list(v) for c, v in data["vocabs"].items()}
+        out.vocabs = {c: [_from_json_scalar(x) for x in v] for c, v in data["vocabs"].items()}
         return out
 
     def __repr__(self) -> str:
@@ -364,9 +458,11 @@ class Normalize(TabularProc):
 
     def process(self, df: pd.DataFrame) -> None:
         for c, (mean, std) in self.stats.items():
-            x = _floats(df[c], np.float32) - np.float32(mean)  # a new array: the input is never written to
-            x /= np.float32(std)
-            df[c] = x
+            # In float64, cast at the end: a column far from zero (dates in seconds, counters) keeps its
+            # resolution, which float32 would lose before the mean is subtracted.
+            x = _floats(df[c], np.float64) - mean  # a new array: the input is never written to
+            x /= std
+            df[c] = x.astype(np.float32)
 
     def decode(self, col: str, values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Normalized values of `col` back to the original scale."""
@@ -382,6 +478,57 @@ class Normalize(TabularProc):
         out = cls()
         out.stats = {c: (float(m), float(s)) for c, (m, s) in data["stats"].items()}
         return out
+
+
+def _unhashable(col: str, x: Any) -> str:
+    """The message of a categorical column holding values that cannot be categories (lists, dicts, sets)."""
+    for v in pd.Series(x, copy=False):
+        try:
+            hash(v)
+        except TypeError:
+            return (
+                f"Categorical column `{col}` holds the value {v!r} (a {type(v).__name__}), which cannot be a category: "
+                f"categories are strings, numbers, booleans or dates. Convert such cells (e.g. df[{col!r}] = "
+                f"df[{col!r}].astype(str)) or leave the column out of `cat_names`."
+            )
+    return f"Categorical column `{col}` holds values that cannot be categories (they are not hashable)."
+
+
+def _value_kind(v: Any) -> str:
+    v = _scalar(v)
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return type(v).__name__
+
+
+_TYPE_HINTS = {
+    "number": "pd.to_numeric(df[{c!r}])",
+    "str": "df[{c!r}].astype(str)",
+    "bool": 'df[{c!r}].map({{"True": True, "False": False}})',
+}
+
+
+def _check_value_type(col: str, vocab: Sequence[Any], x: Any) -> None:
+    """DataError when the values `x` of `col`, none of them in `vocab`, are of another type than the vocabulary's (a
+    model trained on the integers 1, 2, 3 given the strings "1", "2", "3" would read every row as unknown)."""
+    na = _isna(x)
+    if na.all():
+        return
+    first = pd.Series(x, copy=False).iloc[int(np.flatnonzero(~na)[0])]
+    kinds = {_value_kind(v) for v in vocab}
+    kind = _value_kind(first)
+    if kind in kinds:
+        return  # categories of the right type, only not seen in training
+    known = next(iter(kinds)) if len(kinds) == 1 else " / ".join(sorted(kinds))
+    fix = _TYPE_HINTS.get(known)
+    how = f"e.g. {fix.format(c=col)}" if fix else "the type it had in the training data"
+    raise DataError(
+        f"Categorical column `{col}` holds {kind} values (e.g. {first!r}) but the model's categories of `{col}` are "
+        f"{known} values (e.g. {vocab[0]!r}): no value matches, so every row would be read as unknown. Convert the "
+        f"column first ({how})."
+    )
 
 
 # Procs whose setup/process take a mapping of column arrays as well as a DataFrame (subclasses may not).
@@ -410,16 +557,31 @@ def _rows_of(columns: list[np.ndarray], rows: np.ndarray | None, m: int, dtype: 
     return np.ascontiguousarray(out.T)  # (m, n_columns)
 
 
-def _as_procs(procs: Sequence[TabularProc | type[TabularProc]] | None) -> list[TabularProc]:
+def _as_procs(procs: Any) -> list[TabularProc]:
+    """Fresh procs: classes are instantiated and instances copied, so that two tables given the same procs never
+    share the state fitted on either."""
+    hint = "e.g. [Categorify, FillMissing, Normalize]"
+    if isinstance(procs, TabularProc) or (isinstance(procs, type) and issubclass(procs, TabularProc)):
+        procs = [procs]
+    elif procs is not None and (isinstance(procs, (str, Mapping)) or not isinstance(procs, Iterable)):
+        raise ConfigError(expected("a list of TabularProc instances or classes", "procs", procs, hint=hint))
     out = []
     for p in procs or []:
         if isinstance(p, type) and issubclass(p, TabularProc):
             p = p()
-        if not isinstance(p, TabularProc):
-            hint = "e.g. [Categorify, FillMissing, Normalize]"
+        elif isinstance(p, TabularProc):
+            p = copy.deepcopy(p)
+        else:
             raise ConfigError(expected("TabularProc instances or classes", "procs", p, hint=hint))
         out.append(p)
     return sorted(out, key=lambda p: p.order)
+
+
+def _check_unique(arg: str, names: list[str]) -> None:
+    seen: set[Any] = set()
+    dup = [c for c in names if c in seen or seen.add(c)]
+    if dup:
+        raise ConfigError(f"`{arg}` names the column(s) {sorted(set(dup), key=str)} more than once; list each once.")
 
 
 @register_recipe("tabular.TabularProcessor")
@@ -430,10 +592,13 @@ class TabularProcessor:
         cat_names: categorical columns (embedded by the model).
         cont_names: continuous columns.
         y_names: the target column(s); none for unlabelled data.
-        procs: :class:`TabularProc` instances or classes. A :class:`Categorify` is added when there are
-            categorical columns and none is given (the model needs codes).
+        procs: :class:`TabularProc` instances or classes. Instances are copied (their settings kept): the
+            processor fits its own procs, so a list of procs can serve several tables. A :class:`Categorify` is
+            added when there are categorical columns (or a FillMissing that adds indicator columns) and none is
+            given (the model needs codes).
         y_kind: ``"category"`` (classification) or ``"regression"``; ``None`` picks regression for float
-            targets or several targets, classification otherwise.
+            targets or several targets, classification otherwise (with a warning for an integer target with many
+            distinct values).
     """
 
     def __init__(
@@ -449,12 +614,16 @@ class TabularProcessor:
         self.cat_names = _names(cat_names)
         self.cont_names = _names(cont_names)
         self.y_names = _names(y_names)
+        for arg, names in (("cat_names", self.cat_names), ("cont_names", self.cont_names), ("y_names", self.y_names)):
+            _check_unique(arg, names)
         inputs = set(self.cat_names + self.cont_names)
         overlap = (set(self.cat_names) & set(self.cont_names)) | (inputs & set(self.y_names))
         if overlap:
             raise ConfigError(f"Columns {sorted(overlap)} are named in more than one of cat_names/cont_names/y_names.")
         self.procs = _as_procs(procs)
-        if self.cat_names and not any(isinstance(p, Categorify) for p in self.procs):
+        # FillMissing's `<col>_na` indicators are categorical columns too.
+        indicators = any(isinstance(p, FillMissing) and p.add_col for p in self.procs)
+        if (self.cat_names or indicators) and not any(isinstance(p, Categorify) for p in self.procs):
             self.procs = _as_procs([*self.procs, Categorify()])
         self.y_kind = y_kind
         self.y_vocab: list[Any] | None = None
@@ -464,30 +633,35 @@ class TabularProcessor:
     # -- validation -----------------------------------------------------------------------------
     def check_columns(self, df: pd.DataFrame, with_y: bool) -> None:
         """DataError naming any column that `df` lacks, or a continuous column that is not numeric."""
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(expected("a pandas DataFrame", "df", type(df).__name__))
-        for arg, cols in (("cat_names", self.input_cat_names), ("cont_names", self.cont_names)):
+        _check_frame(df)
+        named = [("cat_names", self.input_cat_names), ("cont_names", self.cont_names)]
+        if with_y:
+            named.append(("y_names", self.y_names))
+        dup = set(df.columns[df.columns.duplicated()]) if not df.columns.is_unique else set()
+        for arg, cols in named:
             for c in cols:
                 if c not in df.columns:
                     raise DataError(_missing_col(arg, c, df))
-        if with_y:
-            for c in self.y_names:
-                if c not in df.columns:
-                    raise DataError(_missing_col("y_names", c, df))
+                if c in dup:
+                    raise DataError(
+                        f"The DataFrame has {int((df.columns == c).sum())} columns named {c!r} (in `{arg}`): rename "
+                        "or drop the copies, e.g. df = df.loc[:, ~df.columns.duplicated()]."
+                    )
         for c in self.cont_names:
             check_numeric(df, c)
 
-    def _check_y(self, df: pd.DataFrame) -> None:
+    def _check_y(self, df: pd.DataFrame, new_rows: bool = False) -> None:
         for c in self.y_names:
             na = df[c].isna().to_numpy()
             if na.any():
+                other = " or pass with_labels=False to ignore the target" if new_rows else ""
                 raise DataError(
                     f"The target column `{c}` has {int(na.sum())} missing value(s) (first at row "
-                    f"{_first_bad_row(df, na)!r}). Drop those rows (df.dropna(subset=[{c!r}])) or fill them."
+                    f"{_first_bad_row(df, na)!r}). Drop those rows (df.dropna(subset=[{c!r}])), fill them{other}."
                 )
         if self.y_kind == "regression":
             for c in self.y_names:
-                check_numeric(df, c)
+                check_numeric(df, c, "y_names")
 
     # -- setup / process ------------------------------------------------------------------------
     def setup(self, df: pd.DataFrame, train_idx: Sequence[int] | np.ndarray | None = None) -> tuple:
@@ -503,11 +677,12 @@ class TabularProcessor:
         """
         self.check_columns(df, with_y=True)
         if self.y_names:
-            self._check_y(df)
-            if self.y_kind is None:
+            inferred = self.y_kind is None
+            if inferred:
                 ys = df[self.y_names]
                 is_float = all(pd.api.types.is_float_dtype(ys[c]) for c in self.y_names)
                 self.y_kind = "regression" if (is_float or len(self.y_names) > 1) else "category"
+            self._check_y(df)  # once the kind is known: a regression target must be finite numbers
             if self.y_kind == "category":
                 if len(self.y_names) > 1:
                     raise ConfigError(
@@ -520,7 +695,9 @@ class TabularProcessor:
                     labels = sorted(labels)
                 except TypeError:
                     labels = list(labels)
-                self.y_vocab = [v.item() if isinstance(v, np.generic) else v for v in labels]
+                self.y_vocab = [_scalar(v) for v in labels]
+                if inferred:
+                    _warn_many_int_classes(df, self.y_names[0], len(self.y_vocab))
         cat_names = list(self.input_cat_names)
         cols = self._columns(df)
         idx = None if train_idx is None else np.asarray(train_idx, dtype=np.int64)
@@ -548,11 +725,13 @@ class TabularProcessor:
         """
         if not self.is_setup:
             raise ConfigError("This TabularProcessor is not set up yet: call `setup(train_df)` first.")
+        _check_frame(df)
         if with_y is None:
-            with_y = bool(self.y_names) and all(c in df.columns for c in self.y_names)
+            # A target column that is there but entirely empty (a test table to fill in) is no label.
+            with_y = bool(self.y_names) and all(c in df.columns and not df[c].isna().all() for c in self.y_names)
         self.check_columns(df, with_y=with_y)
         if with_y:
-            self._check_y(df)
+            self._check_y(df, new_rows=True)
         cols = self._columns(df)
         for p in self.procs:
             if type(p) in _ARRAY_PROCS:
@@ -691,7 +870,7 @@ class TabularProcessor:
         out = cls(data["cat_names"], data["cont_names"], data["y_names"], procs=procs, y_kind=data["y_kind"])
         out.procs = procs  # exactly the exported ones (no Categorify added)
         out.cat_names = list(data["all_cat_names"])
-        out.y_vocab = data["y_vocab"]
+        out.y_vocab = None if data["y_vocab"] is None else [_from_json_scalar(v) for v in data["y_vocab"]]
         out.is_setup = data["is_setup"]
         return out
 
@@ -699,6 +878,30 @@ class TabularProcessor:
         return (
             f"TabularProcessor(cat_names={self.cat_names}, cont_names={self.cont_names}, y_names={self.y_names}, "
             f"y_kind={self.y_kind!r}, procs={self.procs})"
+        )
+
+
+def _check_frame(df: Any) -> None:
+    if not isinstance(df, pd.DataFrame):
+        hint = "Build one from rows with pd.DataFrame(rows) (a list of dicts or Series)."
+        raise DataError(expected("a pandas DataFrame", "df", type(df).__name__, hint=hint))
+
+
+# An integer target with more distinct values than this (and than MANY_CLASSES_PCT of the rows) is probably a quantity.
+MANY_CLASSES, MANY_CLASSES_PCT = 20, 0.05
+
+
+def _warn_many_int_classes(df: pd.DataFrame, col: str, n_classes: int) -> None:
+    s = df[col]
+    if not pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return
+    if n_classes > MANY_CLASSES and n_classes > MANY_CLASSES_PCT * len(df):
+        warnings.warn(
+            f"The integer target `{col}` has {n_classes} distinct values and is treated as {n_classes} classes; "
+            f'if it is a quantity, pass y_block="regression" (or y_block="category" to keep classes and silence '
+            "this warning).",
+            UserWarning,
+            stacklevel=5,
         )
 
 
