@@ -196,3 +196,17 @@ def test_n_out_below_the_classes_and_batches_of_one_row_are_refused_before_train
     learn = tabular_learner(dls, layers=[4], config={"use_bn": False, "bn_cont": False})
     learn.silent = True
     learn.fit(1)  # no BatchNorm: a batch of one is fine
+
+
+def test_interpretation_lists_the_worst_rows(penguin_learner, tmp_path):
+    from ember.vision import ClassificationInterpretation
+
+    interp = ClassificationInterpretation.from_learner(penguin_learner)
+    assert interp.vocab == list(penguin_learner.dls.class_names)
+    table = interp.plot_top_losses(5, fname=tmp_path / "top.csv")
+    assert list(table.columns[-4:]) == ["actual", "predicted", "probability", "loss"]
+    assert {"island", "bill_length_mm"} <= set(table.columns) and table["loss"].is_monotonic_decreasing
+    # each row is the item whose loss it shows: the same values as the validation rows, decoded
+    valid = penguin_learner.dls.items_table(list(zip(*penguin_learner.dls.valid.dataset.tensors[:2])))
+    _, idxs = interp.top_losses(5)
+    assert table["island"].tolist() == valid["island"].iloc[idxs.tolist()].tolist()

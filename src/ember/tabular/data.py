@@ -575,6 +575,12 @@ class TabularDataLoaders(DataLoaders):
             print_table(df)
         return df
 
+    def items_table(self, samples: Sequence[tuple]) -> pd.DataFrame:
+        """Rows as a loader gives them (``(x_cat, x_cont, ...)`` each) -> their values, the processing undone."""
+        cats = torch.stack([s[0] for s in samples]) if samples else torch.zeros(0, len(self.cat_names))
+        conts = torch.stack([s[1] for s in samples]) if samples else torch.zeros(0, len(self.cont_names))
+        return self.processor.decode(cats.cpu(), conts.cpu())
+
     # -- export ---------------------------------------------------------------------------------------
     def to_recipe(self) -> dict[str, Any]:
         """What inference needs, as JSON values: the fitted processing and the batch size (no rows)."""
