@@ -213,3 +213,23 @@ def test_dice_loss_square_in_union_and_gradient(gen: torch.Generator) -> None:
     assert torch.allclose(loss, expect, atol=1e-6)
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_torch_cross_entropy_activation_and_decodes_use_the_class_axis(gen: torch.Generator) -> None:
+    from torch import nn
+
+    from ember.losses import loss_activation, loss_decodes
+
+    for loss in (nn.CrossEntropyLoss(), nn.NLLLoss()):
+        act, dec = loss_activation(loss), loss_decodes(loss)
+        seg = torch.randn(2, 4, 5, 7, generator=gen)  # (B, C, H, W): the classes are on axis 1
+        if isinstance(loss, nn.NLLLoss):
+            seg = seg.log_softmax(1)
+        probs = act(seg)
+        assert torch.allclose(probs.sum(1), torch.ones(2, 5, 7), atol=1e-6)
+        assert torch.equal(dec(probs), seg.argmax(1)) and dec(probs).shape == (2, 5, 7)
+    flat = torch.randn(3, 4, generator=gen)  # (B, C) and one unbatched item (C,)
+    ce = nn.CrossEntropyLoss()
+    assert torch.allclose(loss_activation(ce)(flat), flat.softmax(-1))
+    assert torch.equal(loss_decodes(ce)(flat.softmax(-1)), flat.argmax(-1))
+    assert torch.allclose(loss_activation(ce)(flat[0]), flat[0].softmax(0))

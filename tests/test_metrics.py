@@ -473,3 +473,26 @@ def test_segmentation_metrics_edge_cases() -> None:
         run(DiceMulti(), [(seg_logits(background, 2), background), (seg_logits(background, 3), background)])
     with pytest.raises(DataError, match="pred.shape"):
         run(DiceMulti(), [(torch.randn(1, 3, 2, 2), torch.zeros(1, 3, 3, dtype=torch.long))])
+
+
+def test_metrics_declare_which_way_they_improve() -> None:
+    from ember.metrics import Dice, DiceMulti, foreground_acc, lower_is_better
+
+    for m in (rmse, mae, mse, msle, exp_rmspe, Perplexity, error_rate, functools.partial(mae)):
+        metric = as_metric(m)
+        assert metric.lower_is_better is True and lower_is_better(metric.name, metric)
+    for m in (accuracy, top_k_accuracy, accuracy_multi, F1Score, R2Score, Precision, foreground_acc, Dice, DiceMulti):
+        metric = as_metric(m)
+        assert metric.lower_is_better is False and not lower_is_better(metric.name, metric)
+    # undeclared: the name decides; a declaration wins over the name
+    assert lower_is_better("my_rmse") and lower_is_better("val_error") and not lower_is_better("my_score")
+    assert not lower_is_better("rmse_gain", AvgMetric(lambda p, t: p.mean(), lower_is_better=False))
+
+    class TM:  # what torchmetrics objects say
+        higher_is_better = False
+
+        def update(self, *a): ...
+        def compute(self): ...
+        def reset(self): ...
+
+    assert as_metric(TM()).lower_is_better is True

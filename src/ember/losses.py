@@ -409,17 +409,26 @@ class DiceLoss(nn.Module):
         return out.argmax(dim=self.axis)
 
 
+def _torch_class_axis(out: torch.Tensor) -> int:
+    """The class axis of torch's ``CrossEntropyLoss``/``NLLLoss`` inputs: 1, or the only axis of one unbatched item."""
+    return 1 if out.ndim >= 2 else -1
+
+
 def loss_activation(loss_func: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function that turns raw outputs into answers' scores for `loss_func`.
 
     ember's losses say it themselves (``loss.activation``); for torch's own losses the usual pairing
-    is used (softmax for cross-entropy, sigmoid for BCE-with-logits); otherwise the identity.
+    is used (softmax for cross-entropy, sigmoid for BCE-with-logits); otherwise the identity. torch's
+    ``CrossEntropyLoss`` and ``NLLLoss`` take the classes on axis 1 (``(B, C)``, ``(B, C, T)``,
+    ``(B, C, H, W)``), so the softmax runs over that axis.
     """
     act = getattr(loss_func, "activation", None)
     if callable(act):
         return act
-    if isinstance(loss_func, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return lambda out: torch.softmax(out, dim=-1) if isinstance(loss_func, nn.CrossEntropyLoss) else out.exp()
+    if isinstance(loss_func, nn.CrossEntropyLoss):
+        return lambda out: torch.softmax(out, dim=_torch_class_axis(out))
+    if isinstance(loss_func, nn.NLLLoss):
+        return lambda out: out.exp()
     if isinstance(loss_func, nn.BCEWithLogitsLoss):
         return torch.sigmoid
     return lambda out: out
@@ -431,7 +440,7 @@ def loss_decodes(loss_func: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     if callable(dec):
         return dec
     if isinstance(loss_func, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return lambda probs: probs.argmax(dim=-1)
+        return lambda probs: probs.argmax(dim=_torch_class_axis(probs))
     if isinstance(loss_func, (nn.BCEWithLogitsLoss, nn.BCELoss)):
         return lambda probs: probs > 0.5
     return lambda out: out

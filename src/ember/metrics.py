@@ -25,6 +25,7 @@ __all__ = [
     "AvgMetric",
     "AccumMetric",
     "as_metric",
+    "lower_is_better",
     "accuracy",
     "error_rate",
     "top_k_accuracy",
@@ -82,10 +83,15 @@ class Metric:
 
     A metric that reports on training rather than on the validation set (``from_training = True``) is also
     computed at the end of an epoch that had no validation.
+
+    ``lower_is_better`` says which way the metric improves (``True`` for errors, ``False`` for scores), so that
+    the callbacks that watch a metric (early stopping, saving the best model) know; ``None`` leaves it to the
+    name (see :func:`lower_is_better`).
     """
 
     _default_name: str | None = None
     from_training = False
+    lower_is_better: bool | None = None
 
     def __init__(self, name: str | None = None) -> None:
         self._name = name
@@ -122,8 +128,9 @@ class AvgMetric(Metric):
     the others.
     """
 
-    def __init__(self, func: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, func: Callable[..., Any], name: str | None = None, lower_is_better: bool | None = None) -> None:
         self.func = func
+        self.lower_is_better = lower_is_better if lower_is_better is not None else _declared_direction(func)
         super().__init__(name=name or _func_name(func))
 
     def reset(self) -> None:
@@ -159,6 +166,8 @@ class AccumMetric(Metric):
         thresh: turn predictions into booleans with ``pred > thresh`` (after the activation).
         to_np: hand numpy arrays (on the CPU) to ``func``.
         invert_arg: pass the targets first.
+        lower_is_better: whether a lower value is better (default: ``func``'s own ``lower_is_better`` attribute,
+            else decided from the name, see :func:`lower_is_better`).
         **kwargs: passed on to ``func``.
 
     >>> from sklearn.metrics import matthews_corrcoef  # doctest: +SKIP
@@ -175,6 +184,7 @@ class AccumMetric(Metric):
         thresh: float | None = None,
         to_np: bool = False,
         invert_arg: bool = False,
+        lower_is_better: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if activation is not None and not callable(activation) and activation not in _ACTIVATIONS:
@@ -183,6 +193,7 @@ class AccumMetric(Metric):
             )
         self.func, self.flatten, self.activation, self.kwargs = func, flatten, activation, kwargs
         self.dim_argmax, self.thresh, self.to_np, self.invert_arg = dim_argmax, thresh, to_np, invert_arg
+        self.lower_is_better = lower_is_better if lower_is_better is not None else _declared_direction(func)
         super().__init__(name=name or _func_name(func))
 
     def reset(self) -> None:
@@ -222,6 +233,8 @@ class _ExternalMetric(Metric):
     def __init__(self, obj: Any) -> None:
         self.obj = obj
         self._device: torch.device | None = None
+        higher = getattr(obj, "higher_is_better", None)  # what torchmetrics objects declare
+        self.lower_is_better = (not higher) if isinstance(higher, bool) else _declared_direction(obj)
         super().__init__(name=_snake_case(type(obj).__name__))
 
     def reset(self) -> None:
@@ -244,6 +257,32 @@ class _ExternalMetric(Metric):
                 expected("a metric that computes one number", "metric", type(self.obj).__name__, hint=hint)
             )
         return float(value)
+
+
+def _declared_direction(func: Any) -> bool | None:
+    """The ``lower_is_better`` attribute of a function (through any ``functools.partial``), or None."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    value = getattr(func, "lower_is_better", None)
+    return value if isinstance(value, bool) else None
+
+
+# Name fragments of values that improve downwards: losses, errors and distances.
+_LOWER_NAMES = ("loss", "error", "rmse", "mse", "mae", "msle", "rmspe", "mape", "perplexity", "distance")
+
+
+def lower_is_better(name: str, metric: Any = None) -> bool:
+    """Whether a lower value of the recorded column `name` is better.
+
+    The metric's own ``lower_is_better`` (ember's metrics declare it; torchmetrics objects declare
+    ``higher_is_better``) decides; without one, names that contain "loss", "error", "rmse", "mae", "mse",
+    "msle", "rmspe", "mape", "perplexity" or "distance" are lower-is-better and every other one higher-is-better.
+    """
+    declared = getattr(metric, "lower_is_better", None) if metric is not None else None
+    if isinstance(declared, bool):
+        return declared
+    lowered = name.lower()
+    return any(part in lowered for part in _LOWER_NAMES)
 
 
 def _set_level(func: Callable[..., Any]) -> Metric | None:
@@ -346,6 +385,12 @@ def msle(inp: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(torch.log1p(inp.reshape(-1).float()), torch.log1p(targ.reshape(-1).float()))
 
 
+for _f in (mse, mae, msle, error_rate):
+    _f.lower_is_better = True  # type: ignore[attr-defined]
+for _f in (accuracy, top_k_accuracy, accuracy_multi):
+    _f.lower_is_better = False  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Set-level metrics: accumulate sufficient statistics on the device, finish once in compute().
 
@@ -382,6 +427,8 @@ class _ElementMean(Metric):
 
 
 class _RootMean(_ElementMean):
+    lower_is_better = True
+
     def _finish(self, mean: float) -> float:
         return math.sqrt(mean)
 
@@ -428,6 +475,8 @@ class Perplexity(_ElementMean):
     to ``ignore_index`` are left out.
     """
 
+    lower_is_better = True
+
     def __init__(self, ignore_index: int = -100, name: str | None = None) -> None:
         self.ignore_index = ignore_index
         super().__init__(name=name)
@@ -450,6 +499,7 @@ class R2Score(Metric):
     """
 
     _default_name = "r2_score"
+    lower_is_better = False
 
     def reset(self) -> None:
         self.sums: torch.Tensor | None = None  # (3,): sum y, sum y², sum (y - p)²
@@ -484,6 +534,8 @@ class _ConfusionMetric(Metric):
     column (``(B,)`` or ``(B, 1)``) is binary, positive when ``sigmoid(pred) > thresh``. Targets outside
     ``[0, C)`` (e.g. an ignore index of -100) are left out.
     """
+
+    lower_is_better = False
 
     def __init__(
         self,
@@ -671,6 +723,7 @@ class _ForegroundAcc(_ElementMean):
     """The set-level :func:`foreground_acc`: correct foreground pixels over all foreground pixels of the set."""
 
     _default_name = "foreground_acc"
+    lower_is_better = False
 
     def __init__(self, bkg_idx: int = 0, axis: int = 1, name: str | None = None) -> None:
         self.bkg_idx, self.axis = bkg_idx, axis
@@ -681,6 +734,7 @@ class _ForegroundAcc(_ElementMean):
 
 
 foreground_acc.set_metric = _ForegroundAcc  # type: ignore[attr-defined]
+foreground_acc.lower_is_better = False  # type: ignore[attr-defined]
 
 
 class Dice(Metric):
@@ -695,6 +749,8 @@ class Dice(Metric):
     Args:
         axis: the class axis of the predictions.
     """
+
+    lower_is_better = False
 
     def __init__(self, axis: int = 1, name: str | None = None) -> None:
         self.axis = axis
@@ -742,6 +798,8 @@ class DiceMulti(Metric):
     Args:
         axis: the class axis of the predictions.
     """
+
+    lower_is_better = False
 
     def __init__(self, axis: int = 1, name: str | None = None) -> None:
         self.axis = axis

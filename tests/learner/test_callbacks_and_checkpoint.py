@@ -221,3 +221,131 @@ def test_a_skipped_batch_records_no_loss_and_cleanup_runs_after_an_error(tmp_pat
     with pytest.raises(CallbackError, match="boom"):
         learn.fit(1, 1e-3, cbs=tidy)
     assert tidy.cleaned and not tidy.after
+
+
+def regression_learner(tmp_path, **kwargs):
+    set_seed(0)
+    x = torch.randn(96, 4, generator=torch.Generator().manual_seed(0))
+    y = x.sum(1, keepdim=True)
+    dls = DataLoaders.from_tensors((x[:64], y[:64]), (x[64:], y[64:]), bs=16, device="cpu")
+    learn = Learner(dls, nn.Linear(4, 1), loss_func=nn.MSELoss(), path=tmp_path, **kwargs)
+    learn.silent = True
+    return learn
+
+
+def test_trackers_know_that_error_metrics_improve_downwards(tmp_path):
+    import operator
+
+    from ember.metrics import mae, rmse
+
+    learn = regression_learner(tmp_path, metrics=[rmse, mae, accuracy])
+    save = SaveModelCallback(monitor="rmse", fname="best")
+    stop = EarlyStoppingCallback(monitor="mae", patience=1)
+    learn.fit(4, 0.05, cbs=[save, stop])
+    rmses = [row[2] for row in learn.recorder.values]
+    assert len(rmses) == 4 and rmses[-1] < rmses[0]  # improving: early stopping on mae did not fire
+    assert save.best == min(rmses)
+    assert learn.validate()[1] == pytest.approx(min(rmses))  # the best (lowest rmse) weights were loaded back
+    learn.add_cb(acc := EarlyStoppingCallback(monitor="accuracy"))
+    assert acc.comp is operator.gt and save.comp is operator.lt
+    assert EarlyStoppingCallback(monitor="rmse", comp=operator.gt).comp is operator.gt  # `comp` overrides
+
+
+def test_early_stopping_lets_loggers_and_the_checkpoint_record_the_last_epoch(tmp_path):
+    learn = make_learner(tmp_path, metrics=accuracy)
+    learn.fit(20, lr=0.0, cbs=[EarlyStoppingCallback(patience=2), CSVLogger()], checkpoint="ck")
+    import pandas as pd
+
+    from ember.learner.checkpoint import safe_load
+
+    assert len(learn.recorder.values) == 3  # epoch 2 triggered the stop ...
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 3  # ... and is in the log
+    assert safe_load(learn.checkpoint_path("ck"))["epoch"] == 2  # ... and in the checkpoint
+
+
+def test_metrics_with_the_same_name_get_their_own_columns(tmp_path):
+    from ember.metrics import F1Score
+
+    learn = make_learner(tmp_path, metrics=[F1Score(average="macro"), F1Score(average="micro"), accuracy])
+    cb = CSVLogger()
+    learn.fit(1, lr=1e-2, cbs=[cb, EarlyStoppingCallback(monitor="f1_score_2", patience=5)])
+    names = ["epoch", "train_loss", "valid_loss", "f1_score", "f1_score_2", "accuracy", "time"]
+    assert learn.recorder.metric_names == names
+    df = cb.read_log()
+    assert list(df.columns) == names
+    values = learn.recorder.values[-1]
+    assert df["f1_score"].iloc[0] == pytest.approx(values[2]) and df["f1_score_2"].iloc[0] == pytest.approx(values[3])
+    assert learn.recorder.log["f1_score_2"] == values[3] and values[2] != values[3]
+
+
+def test_checkpoint_keeps_the_state_of_each_callback_of_a_class(tmp_path):
+    from ember.learner.checkpoint import restore_state, safe_load
+
+    def trackers():
+        return [SaveModelCallback(monitor="valid_loss", fname="l"), SaveModelCallback(monitor="accuracy", fname="a")]
+
+    learn = make_learner(tmp_path, metrics=accuracy)
+    cbs = trackers()
+    learn.fit(2, lr=0.05, cbs=cbs, checkpoint="ck")
+    state = safe_load(learn.checkpoint_path("ck"))
+    assert state["callbacks"]["SaveModelCallback"]["best"] == cbs[0].best
+    assert state["callbacks"]["SaveModelCallback_2"]["best"] == cbs[1].best
+    fresh = make_learner(tmp_path, metrics=accuracy)
+    new = trackers()
+    fresh.add_cbs(new)
+    fresh.create_opt()
+    fresh.n_epoch = 2
+    restore_state(fresh, state, learn.checkpoint_path("ck"))
+    assert [c.best for c in new] == [c.best for c in cbs] and cbs[0].best != cbs[1].best
+
+
+def test_resume_into_a_changed_model_or_optimizer_is_a_clear_error(tmp_path):
+    learn = make_learner(tmp_path)
+    learn.fit(1, lr=1e-2, checkpoint="ck")
+    changed = make_learner(tmp_path)
+    changed.model[-1] = nn.Linear(16, 3)
+    before = {k: v.clone() for k, v in changed.model.state_dict().items()}
+    with pytest.raises(EmberError, match="do not fit this model.*3.weight"):
+        changed.fit(1, lr=1e-2, checkpoint="ck", resume=True)
+    assert all(torch.equal(v, before[k]) for k, v in changed.model.state_dict().items())
+    with pytest.raises(EmberError, match="optimizer state does not fit.*SGD"):
+        make_learner(tmp_path, opt_func=SGD).fit(1, lr=1e-2, checkpoint="ck", resume=True)
+
+
+def test_trackers_and_activation_stats_survive_a_fit_cancelled_in_before_fit(tmp_path):
+    from ember.learner import ActivationStats, CancelFitException
+
+    class Skip(Callback):
+        order = -1
+
+        def before_fit(self):
+            raise CancelFitException()
+
+    learn = make_learner(tmp_path)
+    learn.fit(1, lr=1e-2, cbs=[Skip(), SaveModelCallback(), ActivationStats()])  # no error
+
+
+def test_save_model_reset_on_fit(tmp_path):
+    learn = make_learner(tmp_path, metrics=accuracy)
+    keep = SaveModelCallback(fname="keep", reset_on_fit=False)
+    learn.fit(1, lr=0.05, cbs=keep)
+    saved = torch.load(tmp_path / "models" / "keep.pth", weights_only=True)["model"]
+    keep.best = 1e-9  # a best that the next fit cannot beat
+    learn.fit(1, lr=0.05, cbs=keep)
+    assert keep.best == 1e-9  # kept across fits, and the first fit's best model is what is loaded
+    assert all(torch.equal(v, saved[k]) for k, v in learn.model.state_dict().items())
+    keep.reset_on_fit = True
+    learn.fit(1, lr=0.05, cbs=keep)
+    assert keep.best == pytest.approx(learn.recorder.values[-1][1])
+
+
+def test_csv_logger_closes_its_file_after_an_error(tmp_path):
+    class Boom(Callback):
+        def after_batch(self):
+            raise ValueError("boom")
+
+    learn = make_learner(tmp_path)
+    log = CSVLogger()
+    with pytest.raises(CallbackError, match="boom"):
+        learn.fit(1, lr=1e-2, cbs=[log, Boom()])
+    assert log._file is None

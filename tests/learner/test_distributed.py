@@ -80,7 +80,9 @@ def test_shard_table_loader():
     from ember.tabular import TabularDataLoaders
 
     df = pd.DataFrame({"a": range(50), "c": ["x", "y"] * 25, "y": range(50)})
-    dls = TabularDataLoaders.from_df(df, y_names="y", cat_names=["c"], cont_names=["a"], bs=16, seed=0, device="cpu")
+    dls = TabularDataLoaders.from_df(
+        df, y_names="y", cat_names=["c"], cont_names=["a"], bs=16, seed=0, device="cpu", y_block="regression"
+    )
     sharded = shard_loader(dls.train, 0, 2)
     assert type(sharded) is type(dls.train) and sharded.bs == dls.train.bs
     _slices_cover_the_batches(dls.train, world=2)

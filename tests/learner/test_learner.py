@@ -368,3 +368,127 @@ def test_precision_shortcuts_switch_autocast_and_scaler(tiny_learner):
     assert learn.to_fp32().precision == "32" and learn.scaler is None
     learn.fit(1, 1e-2)
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_train_only_and_valid_only_callbacks_get_every_epoch_event():
+    class TrainOnly(EventLog):
+        run_valid = False
+
+    class ValidOnly(EventLog):
+        run_train = False
+
+    train_only, valid_only = TrainOnly(), ValidOnly()
+    quiet_learner().fit(2, cbs=[train_only, valid_only])
+    for log in (train_only, valid_only):
+        for e in ("before_epoch", "after_epoch", "before_train", "after_train", "before_validate", "after_validate"):
+            assert log.events.count(e) == 2, (type(log).__name__, e)
+    assert train_only.events.count("before_batch") == 4 and train_only.events.count("before_step") == 4
+    assert valid_only.events.count("before_batch") == 2 and "before_step" not in valid_only.events
+
+
+def test_a_callback_class_for_one_fit_leaves_the_learners_own_instance():
+    from ember.learner import GradientClip
+
+    own = GradientClip(0.5)
+    learn = quiet_learner(cbs=own)
+    learn.fit(1, cbs=GradientClip)
+    assert learn.get_cb(GradientClip) is own
+    learn.fit(1, cbs=own)  # the learner's own instance passed again: still there afterwards
+    assert learn.get_cb(GradientClip) is own and learn.cbs.count(own) == 1
+
+
+def test_get_preds_gives_dataset_order_for_a_shuffling_loader():
+    x, y = make_classification(80)
+    dls = DataLoaders.from_tensors((x[:50], y[:50]), (x[50:], y[50:]), bs=16, device="cpu")
+    gen = torch.Generator().manual_seed(1)
+    dls.train.dl = torch.utils.data.DataLoader(
+        dls.train.dataset, batch_size=16, shuffle=True, drop_last=True, generator=gen
+    )
+    learn = quiet_learner(dls)
+    state = gen.get_state()
+    preds, targs, inputs = learn.get_preds(dl=0, with_input=True)
+    assert torch.equal(targs, y[:50]) and torch.equal(inputs, x[:50])  # every item (no batch dropped), in order
+    assert torch.allclose(preds, learn.get_preds(dl=dls.train)[0])
+    assert torch.equal(gen.get_state(), state)  # the training order is not disturbed
+    shuffled = learn.get_preds(dl=0, reorder=False)[1]
+    assert len(shuffled) == 48 and not torch.equal(shuffled, y[:48])  # as the loader gives them
+    with pytest.raises(ConfigError, match="dl.*5"):
+        learn.get_preds(dl=5)
+
+
+def test_learning_rates_accept_numeric_scalars_and_refuse_the_rest():
+    import numpy as np
+
+    learn = quiet_learner()
+    learn.fit_one_cycle(1, np.float32(1e-3))
+    learn.fit_one_cycle(1, torch.tensor(1e-3))
+    learn.fit(1, slice(np.float64(1e-4), torch.tensor(1e-3)))
+    weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    for kwargs, name in (
+        ({"lr_max": "1e-3"}, "lr_max"),
+        ({"lr_max": -1.0}, "lr_max"),
+        ({"lr_max": 1e-3, "div": 0}, "div"),
+        ({"lr_max": 1e-3, "div_final": 0.0}, "div_final"),
+    ):
+        with pytest.raises(ConfigError, match=f"`{name}`"):
+            learn.fit_one_cycle(1, **kwargs)
+    with pytest.raises(ConfigError, match="`lr`"):
+        learn.fit(1, -1.0)
+    with pytest.raises(ConfigError, match="`lr`"):
+        learn.fit(1, "1e-3")
+    assert all(torch.equal(v, weights[k]) for k, v in learn.model.state_dict().items())
+    with pytest.raises(ConfigError, match="loss_func"):
+        quiet_learner(loss_func="ce")
+
+
+def test_load_refuses_an_optimizer_state_that_does_not_fit(tiny_learner):
+    learn = tiny_learner
+    learn.fit(1, 1e-2)
+    learn.save("adam")
+    sgd = quiet_learner(tiny_learner.dls, opt_func=SGD, path=learn.path)
+    before = {k: v.clone() for k, v in sgd.model.state_dict().items()}
+    with pytest.raises(ConfigError, match="AdamW.*SGD.*with_opt=False"):
+        sgd.load("adam")
+    assert all(torch.equal(v, before[k]) for k, v in sgd.model.state_dict().items())  # nothing changed
+    sgd.load("adam", with_opt=False)
+    with pytest.warns(UserWarning, match="optimizer state"):
+        sgd.load("adam", strict=False)
+    sgd.fit(1, 1e-2)  # its own optimizer state still works
+    two_groups = quiet_learner(
+        tiny_learner.dls, path=learn.path, splitter=lambda m: [list(m[0].parameters()), list(m[2:].parameters())]
+    )
+    with pytest.raises(ConfigError, match="parameter groups"):
+        two_groups.load("adam")
+
+
+def test_an_interrupted_fit_stops_the_live_display():
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from ember.learner import ProgressCallback
+
+    class Interrupt(Callback):
+        def after_batch(self):
+            raise KeyboardInterrupt
+
+    learn = quiet_learner()
+    learn.silent = False
+    bar = learn.get_cb(ProgressCallback)
+    bar.console = Console(file=io.StringIO(), force_terminal=True)
+    stdout = sys.stdout
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(1, cbs=Interrupt())
+    assert sys.stdout is stdout and bar._live is None
+
+
+def test_predict_tensor_is_float32_under_mixed_precision():
+    learn = quiet_learner(precision="bf16-mixed")
+    assert learn.predict_tensor(torch.randn(4, 8)).dtype == torch.float32
+
+
+def test_summary_counts_frozen_groups(tiny_dls):
+    learn = quiet_learner(tiny_dls, splitter=lambda m: [list(m[0].parameters()), list(m[2:].parameters())])
+    learn.freeze()
+    assert "first 1 of 2 parameter groups" in learn.summary(print_out=False)

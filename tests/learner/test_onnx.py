@@ -57,7 +57,9 @@ def make_learner(tmp_path, normalize=True):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_onnx_matches_the_model(tmp_path, normalize):
     learn, x = make_learner(tmp_path, normalize)
+    learn.model.train()
     path = learn.export_onnx("net.onnx", dynamo=False)
+    assert learn.model.training  # the export leaves the model as it was
     sess = ort.InferenceSession(str(path))
     out = sess.run(None, {"input": x[:5].numpy()})[0]  # raw images in [0, 1]; the graph normalizes
     xb = x[:5]

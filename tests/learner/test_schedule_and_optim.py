@@ -163,7 +163,8 @@ def test_lr_find_restores_the_model_and_suggests_rates(tiny_learner):
     for name in ("valley", "steep", "minimum", "slide"):
         v = getattr(sugg, name)
         assert 1e-7 <= v <= 10 and math.isfinite(v)
-    assert sugg.minimum == pytest.approx(lrs[int(np.argmin(losses))] / 10)
+    kept = slice(40 // 10, len(lrs) - 5)  # the first tenth and the last 5 points are left out
+    assert sugg.minimum == pytest.approx(lrs[kept][int(np.argmin(losses[kept]))] / 10)
     fig = learn.recorder.plot_lr_find()
     assert len(fig.axes[0].lines) == 5  # the curve and one marker per suggestion
 
@@ -176,3 +177,75 @@ def test_lr_find_does_not_stop_early_on_a_negative_loss(tiny_learner):
     learn.lr_find(start_lr=1e-7, end_lr=1e-4, num_it=30, show_plot=False)  # rates too small to diverge
     lrs, losses = learn.recorder.lr_find_results
     assert len(lrs) == 30 and max(losses) < 0
+
+
+def test_one_cycle_leaves_momentum_off_where_the_optimizer_has_none(tiny_dls, tmp_path):
+    from functools import partial
+
+    for opt_func in (partial(SGD, mom=0.0), RMSprop):
+        learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=opt_func, path=tmp_path)
+        learn.silent = True
+        learn.fit_one_cycle(1, 1e-3)
+        assert get_hyper(learn.opt, "mom") == [0.0] and set(learn.recorder.moms) == {0.0}
+    learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=SGD, path=tmp_path)
+    learn.silent = True
+    learn.fit_one_cycle(1, 1e-3)
+    assert min(learn.recorder.moms) < 0.9 < max(learn.recorder.moms)  # SGD with momentum: cycled
+
+
+def test_lr_find_leaves_out_trackers_and_loggers(tiny_dls, tmp_path):
+    from ember.learner import CSVLogger, EarlyStoppingCallback
+
+    learn = Learner(
+        tiny_dls,
+        tiny_model(),
+        loss_func=nn.CrossEntropyLoss(),
+        path=tmp_path,
+        cbs=[EarlyStoppingCallback(patience=1), CSVLogger()],
+    )
+    learn.silent = True
+    learn.fit(1, 1e-2)
+    log = (tmp_path / "history.csv").read_text()
+    learn.lr_find(num_it=20, end_lr=1e-2, show_plot=False)
+    assert len(learn.recorder.lr_find_results[0]) == 20  # not stopped by the early stopping callback
+    assert (tmp_path / "history.csv").read_text() == log  # the training log is untouched
+    assert len(learn.cbs) == 4
+
+
+def test_an_interrupted_lr_find_restores_the_model_and_optimizer(tiny_learner):
+    from ember.core.errors import CallbackError
+    from ember.learner import Callback
+
+    class Boom(Callback):
+        def after_batch(self):
+            if self.learn.iter == 3:
+                raise RuntimeError("boom")
+
+    learn = tiny_learner
+    learn.fit(1, 1e-2)
+    weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    opt_state = {k: v.clone() for k, v in learn.opt.state[learn.opt.param_groups[0]["params"][0]].items()}
+    learn.add_cb(Boom())
+    with pytest.raises(CallbackError, match="boom"):
+        learn.lr_find(show_plot=False)
+    assert all(torch.equal(v, weights[k]) for k, v in learn.model.state_dict().items())
+    restored = learn.opt.state[learn.opt.param_groups[0]["params"][0]]
+    assert all(torch.equal(restored[k], v) for k, v in opt_state.items())
+
+
+def test_lr_find_suggestions_follow_the_usual_rules():
+    from ember.learner.lr_find import suggest_lrs
+
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    losses = 1.2 - 0.5 / (1 + np.exp(-(x + 3) * 2)) + 0.002 * np.sin(7 * x)
+    losses = losses + np.where(x > -0.5, (x + 0.5) ** 2 * 2, 0)
+    losses[:4] = [1.6, 1.3, 1.1, 1.5]  # the noisy average of the first few batches
+    sugg = suggest_lrs(lrs, losses, skip_start=10)
+    # the values fastai's valley, steep, minimum and slide give on this curve
+    assert sugg.valley == pytest.approx(6.280291441834259e-04)
+    assert sugg.steep == pytest.approx(7.56463327554629e-04)  # not the noise at the start
+    assert sugg.minimum == pytest.approx(2.915053062825182e-02)
+    assert sugg.slide == pytest.approx(1.788649529057435e-02)
+    losses[50] = np.nan  # what follows a NaN is left out
+    assert suggest_lrs(lrs, losses, ("minimum",), skip_start=10).minimum < lrs[50] / 10

@@ -118,8 +118,11 @@ class Callback:
     Attributes:
         learn: the learner, set when the callback is added.
         order: position among callbacks (lower first).
-        run_train: whether the callback runs during training.
-        run_valid: whether the callback runs during validation (and `get_preds`).
+        run_train: whether the callback sees the batches of training (the batch-loop events, from
+            ``before_batch`` to ``after_batch``); the fit, epoch and phase events always reach it.
+        run_valid: whether the callback sees the batches of validation (and of `get_preds`).
+        run_in_lr_find: whether the callback takes part in ``learn.lr_find()`` (trackers, loggers and
+            checkpoints do not).
         main_process_only: in a distributed run (see :mod:`ember.distributed`), run in process 0 alone
             (callbacks that write files: logs).
     """
@@ -127,6 +130,7 @@ class Callback:
     order: ClassVar[int] = 0
     run_train: bool = True
     run_valid: bool = True
+    run_in_lr_find: bool = True
     main_process_only: ClassVar[bool] = False
     learn: Learner
 

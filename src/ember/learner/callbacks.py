@@ -215,30 +215,71 @@ class TrackerCallback(Callback):
 
     Args:
         monitor: a column of the recorder's table (``"valid_loss"``, ``"train_loss"``, a metric name).
-        comp: ``operator.lt`` or ``operator.gt``; default: lower is better for names containing
-            "loss" or "error", higher for the rest.
+        comp: ``operator.lt`` (lower is better) or ``operator.gt`` (higher is better). By default the metric's
+            own direction decides (its ``lower_is_better``: ember's error metrics such as ``rmse``, ``mae`` or
+            ``Perplexity`` are lower-is-better, scores such as ``accuracy`` or ``F1Score`` higher-is-better);
+            losses and, for metrics that declare nothing, names with "loss", "error", "rmse", "mae", "mse" ...
+            are lower-is-better (see :func:`ember.metrics.lower_is_better`).
         min_delta: the smallest change that counts as an improvement.
+        reset_on_fit: forget the best value (and any patience count) at the start of each fit.
+
+    Trackers do not run during ``lr_find``.
     """
 
     order = 80
+    run_in_lr_find = False
 
-    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0) -> None:
-        if comp is None:
-            comp = operator.lt if ("loss" in monitor or "error" in monitor) else operator.gt
-        if comp is operator.lt:
-            min_delta = -min_delta
-        self.monitor, self.comp, self.min_delta = monitor, comp, min_delta
+    def __init__(
+        self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, reset_on_fit: bool = True
+    ) -> None:
+        if not isinstance(monitor, str):
+            raise ConfigError(expected("the name of a recorded value (a str)", "monitor", monitor))
+        if comp is not None and not callable(comp):
+            raise ConfigError(expected("operator.lt, operator.gt or None", "comp", comp))
+        self.monitor, self._comp, self.min_delta, self.reset_on_fit = monitor, comp, abs(min_delta), reset_on_fit
+        self.best: float | None = None
+        self.new_best = False
+
+    @property
+    def comp(self) -> Any:
+        """The comparison in use: the one given, else ``operator.lt`` or ``operator.gt`` from the metric's direction
+        (known once the callback belongs to a learner)."""
+        if self._comp is not None:
+            return self._comp
+        return operator.lt if self._lower_is_better() else operator.gt
+
+    @comp.setter
+    def comp(self, value: Any) -> None:
+        self._comp = value
+
+    def _lower_is_better(self) -> bool:
+        from ember.metrics import lower_is_better
+
+        learn = getattr(self, "learn", None)
+        if learn is None or self.monitor in ("train_loss", "valid_loss"):
+            return lower_is_better(self.monitor)
+        names = learn.recorder.metric_names[3:-1]
+        metric = next((m for n, m in zip(names, learn.metrics) if n == self.monitor), None)
+        return lower_is_better(self.monitor, metric)
 
     def before_fit(self) -> None:
         names = self.learn.recorder.metric_names
         if self.monitor not in names[1:-1]:
             raise ConfigError(expected("a recorded value", "monitor", self.monitor, names[1:-1]))
-        self.best = math.inf if self.comp is operator.lt else -math.inf
+        self._op = self.comp
+        self._lower = bool(self._op(0.0, 1.0))  # operator.lt, operator.le or alike: lower is better
+        if self.reset_on_fit or self.best is None:
+            self.best = math.inf if self._lower else -math.inf
         self.new_best = False
+        self._in_fit = True
+
+    def cleanup_fit(self) -> None:
+        self._in_fit = False
 
     def after_epoch(self) -> None:
         value = self.learn.recorder.log.get(self.monitor)
-        self.new_best = value is not None and self.comp(value - self.min_delta, self.best)
+        delta = -self.min_delta if self._lower else self.min_delta
+        self.new_best = value is not None and not math.isnan(value) and self._op(value - delta, self.best)
         if self.new_best:
             self.best = value
 
@@ -250,24 +291,33 @@ class TrackerCallback(Callback):
 
 
 class EarlyStoppingCallback(TrackerCallback):
-    """Stop training when `monitor` has not improved for `patience` epochs."""
+    """Stop training when `monitor` has not improved for `patience` epochs.
+
+    The fit ends once the epoch is over: the loggers and the checkpoint still record that last epoch."""
 
     def __init__(
-        self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, patience: int = 1
+        self,
+        monitor: str = "valid_loss",
+        comp: Any = None,
+        min_delta: float = 0.0,
+        patience: int = 1,
+        reset_on_fit: bool = True,
     ) -> None:
-        super().__init__(monitor, comp, min_delta)
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
         self.patience = patience
+        self.wait = 0
 
     def before_fit(self) -> None:
         super().before_fit()
-        self.wait = 0
+        if self.reset_on_fit:
+            self.wait = 0
 
     def after_epoch(self) -> None:
         super().after_epoch()
         self.wait = 0 if self.new_best else self.wait + 1
         if self.wait >= self.patience:
             print(f"No improvement of {self.monitor} for {self.wait} epochs: stopping after epoch {self.learn.epoch}.")
-            raise CancelFitException()
+            self.learn.request_stop()
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait}
@@ -282,8 +332,10 @@ class SaveModelCallback(TrackerCallback):
     Args:
         fname: file name under ``learn.path / learn.model_dir`` (``.pth`` added).
         every_epoch: save after every epoch as ``{fname}_{epoch}`` instead of only on improvement.
+        at_end: save once, at the end of the fit, instead of on improvement.
         with_opt: also save the optimizer's state.
-        reset_on_fit: forget the best value at the start of each fit.
+        reset_on_fit: forget the best value at the start of each fit (``False`` keeps the best of earlier
+            fits: a later fit's model is saved, and loaded at the end, only when it beats it).
     """
 
     def __init__(
@@ -295,9 +347,15 @@ class SaveModelCallback(TrackerCallback):
         every_epoch: bool = False,
         at_end: bool = False,
         with_opt: bool = False,
+        reset_on_fit: bool = True,
     ) -> None:
-        super().__init__(monitor, comp, min_delta)
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
         self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
+        self._saved = False
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self._saved = not self.reset_on_fit and self._saved
 
     def after_epoch(self) -> None:
         if self.every_epoch:
@@ -306,12 +364,22 @@ class SaveModelCallback(TrackerCallback):
         super().after_epoch()
         if self.new_best and not self.at_end:
             self.learn.save(self.fname, with_opt=self.with_opt)
+            self._saved = True
 
     def after_fit(self) -> None:
+        if not getattr(self, "_in_fit", False):  # the fit was cancelled before this callback's before_fit
+            return
         if self.at_end:
             self.learn.save(self.fname, with_opt=self.with_opt)
-        elif not self.every_epoch and math.isfinite(self.best):
+        elif not self.every_epoch and self.best is not None and math.isfinite(self.best) and self._saved:
             self.learn.load(self.fname, with_opt=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "saved": self._saved}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+        self._saved = bool(state.get("saved", self.best is not None and math.isfinite(self.best)))
 
 
 class ReduceLROnPlateau(TrackerCallback):
@@ -325,13 +393,16 @@ class ReduceLROnPlateau(TrackerCallback):
         patience: int = 1,
         factor: float = 10.0,
         min_lr: float = 0.0,
+        reset_on_fit: bool = True,
     ) -> None:
-        super().__init__(monitor, comp, min_delta)
+        super().__init__(monitor, comp, min_delta, reset_on_fit)
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
+        self.wait = 0
 
     def before_fit(self) -> None:
         super().before_fit()
-        self.wait = 0
+        if self.reset_on_fit:
+            self.wait = 0
 
     def after_epoch(self) -> None:
         super().after_epoch()
@@ -341,12 +412,19 @@ class ReduceLROnPlateau(TrackerCallback):
             for g in self.learn.opt.param_groups:
                 g["lr"] = max(g["lr"] / self.factor, self.min_lr)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], state.get("wait", 0)
+
 
 class CSVLogger(Callback):
-    """Append each epoch's row of the metrics table to a CSV file (``learn.path / fname``)."""
+    """Append each epoch's row of the metrics table to a CSV file (``learn.path / fname``); not during ``lr_find``."""
 
     order = 85
     main_process_only = True
+    run_in_lr_find = False
 
     def __init__(self, fname: str = "history.csv", append: bool = False) -> None:
         self.fname, self.append = fname, append
@@ -373,6 +451,10 @@ class CSVLogger(Callback):
             self._file.close()
             self._file = None
 
+    def cleanup_fit(self) -> None:
+        """Close the file however the fit ended."""
+        self.after_fit()
+
     def read_log(self) -> Any:
         """The log as a pandas DataFrame."""
         import pandas as pd
@@ -385,6 +467,7 @@ class TensorBoardCallback(Callback):
 
     order = 85
     main_process_only = True
+    run_in_lr_find = False
 
     def __init__(self, log_dir: str | None = None, trace_model: bool = False) -> None:
         try:
@@ -417,6 +500,11 @@ class TensorBoardCallback(Callback):
     def after_fit(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def cleanup_fit(self) -> None:
+        """Close the writer however the fit ended."""
+        self.after_fit()
 
 
 class TerminateOnNaNCallback(Callback):

@@ -190,6 +190,7 @@ class ActivationStats(Callback):
 
     order = 60
     run_valid = False
+    run_in_lr_find = False
 
     def __init__(self, modules: Sequence[nn.Module] | None = None, near_zero: float = 1e-2, every: int = 1) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -201,6 +202,7 @@ class ActivationStats(Callback):
         self.names: list[str] = []
         self._hooks: Hooks | None = None
         self._pending: list[torch.Tensor] = []
+        self._rows: list[torch.Tensor] = []
         self._recording = False
 
     def _stat(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:

@@ -9,6 +9,7 @@ epoch.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,15 @@ from ember.core.device import to_detach
 from ember.core.errors import CallbackError, ConfigError, EmberError, expected
 from ember.data.loaders import DataLoaders, DeviceLoader
 from ember.learner.callback import CANCEL_EXCEPTIONS, EVENTS, Callback
-from ember.learner.checkpoint import CheckpointCallback, atomic_save, restore_state, safe_load
-from ember.learner.optim import Adam, params_of, set_hyper, spread_lr
+from ember.learner.checkpoint import (
+    CheckpointCallback,
+    atomic_save,
+    model_state_problem,
+    opt_state_problem,
+    restore_state,
+    safe_load,
+)
+from ember.learner.optim import Adam, check_rate, get_hyper, params_of, set_hyper, spread_lr
 from ember.learner.progress import ProgressCallback
 from ember.learner.recorder import Recorder
 from ember.learner.schedule import ParamScheduler, flat_cos_scheds, one_cycle_scheds
@@ -30,7 +38,23 @@ from ember.losses import loss_activation, loss_decodes
 __all__ = ["Learner", "PRECISIONS"]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-_FIT_EVENTS = frozenset({"after_create", "before_fit", "after_fit", "after_cancel_fit"})
+# The events of the batch loop: only these follow a callback's `run_train` / `run_valid`; the epoch, phase and
+# fit events reach every callback.
+_BATCH_EVENTS = frozenset(
+    {
+        "before_batch",
+        "after_pred",
+        "after_loss",
+        "before_backward",
+        "after_backward",
+        "before_step",
+        "after_step",
+        "after_batch",
+        "after_cancel_batch",
+        "after_cancel_backward",
+        "after_cancel_step",
+    }
+)
 _CANCELS = tuple(CANCEL_EXCEPTIONS.values())
 
 
@@ -40,6 +64,39 @@ def _listify(x: Any) -> list:
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
+
+
+def _float32(x: Any) -> Any:
+    """Floating tensors (in tuples and lists too) as float32; the rest unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(_float32(v) for v in x)
+    return x
+
+
+def _in_dataset_order(loader: DeviceLoader) -> DeviceLoader:
+    """`loader`, or when it shuffles or drops its last partial batch, a copy that reads every item in order.
+
+    The copy has a generator of its own, so reading it leaves the original loader's shuffling untouched."""
+    dl = loader.dl
+    shuffles = getattr(loader, "shuffle", None)
+    if not isinstance(shuffles, bool):
+        shuffles = isinstance(dl.sampler, torch.utils.data.RandomSampler) and isinstance(
+            dl.batch_sampler, torch.utils.data.BatchSampler
+        )
+    drops = bool(getattr(loader, "drop_last", False))
+    if not (shuffles or drops):
+        return loader
+    try:
+        return loader.new(shuffle=False, drop_last=False, generator=torch.Generator(), persistent_workers=False)
+    except (TypeError, ValueError) as e:
+        warnings.warn(
+            f"Could not read this loader in dataset order ({type(e).__name__}: {e}); the predictions follow the "
+            "loader's own order. Pass an unshuffled loader to get_preds for dataset order.",
+            stacklevel=3,
+        )
+        return loader
 
 
 def _norm_layer(m: nn.Module) -> bool:
@@ -114,6 +171,17 @@ class Learner:
                     "Expected a `loss_func`; received `loss_func=None`, and these DataLoaders do not suggest one. "
                     "Pass e.g. loss_func=nn.CrossEntropyLoss() for classification or nn.MSELoss() for regression."
                 )
+        if not callable(loss_func):
+            raise ConfigError(
+                expected(
+                    "a callable loss_func(pred, *targets) -> scalar",
+                    "loss_func",
+                    loss_func,
+                    hint="For example loss_func=nn.CrossEntropyLoss() or ember.losses.CrossEntropyLossFlat().",
+                )
+            )
+        if not callable(opt_func):
+            raise ConfigError(expected("a callable opt_func(param_groups, lr=...)", "opt_func", opt_func))
         self.dls = dls
         self.model = model.to(dls.device)
         self.loss_func = loss_func
@@ -148,6 +216,7 @@ class Learner:
         self.loss: torch.Tensor | None = None
         self.loss_grad: torch.Tensor | None = None
         self._resume_path: Path | None = None
+        self._stop_requested = False
         self._start_epoch = 0
 
         self.cbs: list[Callback] = []
@@ -190,13 +259,17 @@ class Learner:
 
     @contextlib.contextmanager
     def added_cbs(self, cbs: Callback | Sequence[Callback] | None) -> Iterator[Learner]:
-        """Add callbacks for the duration of a ``with`` block."""
-        cbs = _listify(cbs)
-        self.add_cbs(cbs)
+        """Add callbacks for the duration of a ``with`` block.
+
+        A class is instantiated; only the instances added here are removed at the end (the learner's own
+        callbacks of the same class stay), and an instance the learner already holds is left where it is."""
+        added = [cb() if isinstance(cb, type) else cb for cb in _listify(cbs)]
+        added = [cb for i, cb in enumerate(added) if not any(cb is c for c in self.cbs) and cb not in added[:i]]
+        self.add_cbs(added)
         try:
             yield self
         finally:
-            self.remove_cbs(cbs)
+            self.remove_cbs(added)
 
     @contextlib.contextmanager
     def removed_cbs(self, cbs: Sequence[Callback]) -> Iterator[Learner]:
@@ -260,10 +333,13 @@ class Learner:
         self._by_event = {e: [c for c in active if getattr(type(c), e, None) is not None] for e in EVENTS}
 
     def __call__(self, event: str) -> None:
-        """Fire `event`: call the method of that name on each callback that has one, in order."""
-        fit_level = event in _FIT_EVENTS
+        """Fire `event`: call the method of that name on each callback that has one, in order.
+
+        The batch-loop events skip callbacks whose `run_train` (training) or `run_valid` (validation) is off;
+        the other events reach every callback."""
+        batch_level = event in _BATCH_EVENTS
         for cb in self._by_event[event]:
-            if not fit_level and not (cb.run_train if self.training else cb.run_valid):
+            if batch_level and not (cb.run_train if self.training else cb.run_valid):
                 continue
             try:
                 getattr(cb, event)()
@@ -371,6 +447,14 @@ class Learner:
         for epoch in range(self._start_epoch, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, "epoch")
+            if self._stop_requested:
+                raise CANCEL_EXCEPTIONS["fit"]()
+
+    def request_stop(self) -> None:
+        """End the fit once the current epoch is over: every callback's ``after_epoch`` still runs (the loggers
+        and the checkpoint see the epoch), then ``after_cancel_fit`` and ``after_fit`` (as for a
+        ``CancelFitException``). What :class:`~ember.learner.callbacks.EarlyStoppingCallback` uses."""
+        self._stop_requested = True
 
     # ---------------------------------------------------------------------------------------------
     # optimizer and parameter groups
@@ -448,8 +532,12 @@ class Learner:
             resume: continue from that checkpoint (default name ``"checkpoint"``) at the epoch after
                 the last one completed.
         """
-        if not isinstance(n_epoch, int) or n_epoch < 0:
+        if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 0:
             raise ConfigError(expected("a non-negative int", "n_epoch", n_epoch))
+        if self.opt is not None:  # check the rate before anything changes (a new optimizer checks it itself)
+            spread_lr(self.lr if lr is None else lr, len(self.opt.param_groups))
+        if wd is not None:
+            check_rate(wd, "wd")
         cbs = _listify(cbs)
         if resume:
             checkpoint = checkpoint or "checkpoint"
@@ -466,8 +554,9 @@ class Learner:
         n_groups = len(self.opt.param_groups)
         set_hyper(self.opt, "lr", spread_lr(self.lr if lr is None else lr, n_groups))
         if wd is not None:
-            set_hyper(self.opt, "wd", wd)
+            set_hyper(self.opt, "wd", float(wd))
         self.n_epoch, self.epoch, self.iter, self._start_epoch = n_epoch, 0, 0, 0
+        self._stop_requested = False
         with self.added_cbs(cbs):
             try:
                 self._with_events(self._do_fit, "fit")
@@ -479,10 +568,10 @@ class Learner:
                     if cleanup is not None:
                         cleanup()
 
-    def _group_lrs(self, lr: float | slice | Sequence[float] | None) -> Any:
+    def _group_lrs(self, lr: float | slice | Sequence[float] | None, name: str = "lr") -> Any:
         if self.opt is None:
             self.create_opt()
-        lrs = spread_lr(self.lr if lr is None else lr, len(self.opt.param_groups))
+        lrs = spread_lr(self.lr if lr is None else lr, len(self.opt.param_groups), name=name)
         return lrs[0] if len(lrs) == 1 else lrs
 
     def fit_one_cycle(
@@ -500,9 +589,21 @@ class Learner:
         resume: bool = False,
     ) -> None:
         """Train with the one-cycle policy: the learning rate warms up to `lr_max` along a cosine over
-        `pct_start` of training, then anneals to ``lr_max / div_final``; momentum moves the opposite way."""
-        lrs = self._group_lrs(lr_max)
-        scheds = one_cycle_scheds(lrs, div, div_final, pct_start, moms or self.moms)
+        `pct_start` of training, then anneals to ``lr_max / div_final``; momentum moves the opposite way.
+
+        Momentum is scheduled only for parameter groups that have one: an optimizer without momentum, or built
+        with a momentum of 0 (``SGD(mom=0)``, ember's ``RMSprop``), keeps it at 0."""
+        for value, name in ((div, "div"), (div_final, "div_final")):
+            if check_rate(value, name) == 0:
+                raise ConfigError(expected("a positive number", name, value))
+        lrs = self._group_lrs(lr_max, "lr_max")
+        scheds = one_cycle_scheds(lrs, float(div), float(div_final), pct_start, moms or self.moms)
+        with_mom = [m != 0 for m in get_hyper(self.opt, "mom")]
+        if not any(with_mom):
+            del scheds["mom"]
+        elif not all(with_mom):
+            mom_sched = scheds["mom"]
+            scheds["mom"] = lambda pct: [float(mom_sched(pct)) if on else 0.0 for on in with_mom]
         self.fit(
             n_epoch,
             lr=lr_max,
@@ -526,6 +627,8 @@ class Learner:
         resume: bool = False,
     ) -> None:
         """Train at a flat learning rate for `pct_start` of training, then anneal it along a cosine."""
+        if check_rate(div_final, "div_final") == 0:
+            raise ConfigError(expected("a positive number", "div_final", div_final))
         lrs = self._group_lrs(lr)
         self.fit(
             n_epoch,
@@ -550,6 +653,9 @@ class Learner:
     ) -> None:
         """Transfer learning: train the head with the body frozen for `freeze_epochs`, then unfreeze and
         train everything for `epochs` with discriminative rates from ``base_lr/2/lr_mult`` to ``base_lr/2``."""
+        base_lr = check_rate(base_lr, "base_lr")
+        if check_rate(lr_mult, "lr_mult") == 0:
+            raise ConfigError(expected("a positive number", "lr_mult", lr_mult))
         self.freeze()
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, wd=wd, cbs=cbs)
         base_lr /= 2
@@ -567,8 +673,10 @@ class Learner:
     ) -> Any:
         """Train briefly with an exponentially growing learning rate and suggest good rates.
 
-        The model and optimizer are restored afterwards. Returns a ``SuggestedLRs`` named tuple with
-        the requested suggestions; ``learn.recorder.plot_lr_find()`` draws the curve with them marked.
+        The model and optimizer are restored afterwards, however the run ends. Callbacks with
+        ``run_in_lr_find = False`` (early stopping, saving the best model, loggers, checkpoints) sit it out.
+        Returns a ``SuggestedLRs`` named tuple with the requested suggestions; ``learn.recorder.plot_lr_find()``
+        draws the curve with them marked.
         """
         from ember.learner.lr_find import run_lr_find
 
@@ -586,8 +694,11 @@ class Learner:
             return dl.to(self.dls.device) if dl.device is None else dl
         if isinstance(dl, torch.utils.data.DataLoader):
             return DeviceLoader(dl, device=self.dls.device, n_inp=self.dls.n_inp, split=1)
-        if isinstance(dl, int):
-            return self.dls[dl]
+        if isinstance(dl, int) and not isinstance(dl, bool):
+            n = len(self.dls.loaders)
+            if not -n <= dl < n:
+                raise ConfigError(expected(f"a loader index below {n} (0: training, 1: validation)", name, dl))
+            return self.dls.loaders[dl]
         raise ConfigError(expected("a DataLoader, a DeviceLoader or a loader index", name, type(dl).__name__))
 
     def _run_inference(self, dl: DeviceLoader, cbs: Sequence[Callback]) -> None:
@@ -623,11 +734,14 @@ class Learner:
         """Predictions (after the loss's activation) and targets for every item of `dl`, on the CPU.
 
         Args:
-            dl: a loader (default: the validation set).
+            dl: a loader, or a loader index (0: training, 1: validation; default: the validation set).
             with_input: also return the inputs (kept only when asked, to save memory).
             with_decoded: also return decoded predictions (the loss's `decodes`, e.g. class indices).
             with_loss: also return the per-item loss.
             act: activation applied to the raw outputs; default the loss's `activation` if it has one.
+            reorder: give every item in dataset order: a loader that shuffles or drops its last partial batch
+                (the training loader) is read through an unshuffled copy that keeps every item. ``False`` reads
+                the loader as it is (in its shuffled order, without any dropped items).
 
         Returns:
             ``(preds, targs)``, then ``decoded``, ``inputs`` and ``losses`` when asked, in that order
@@ -636,6 +750,8 @@ class Learner:
         from ember.learner.callbacks import GatherPreds
 
         loader = self._as_loader(dl)
+        if reorder:
+            loader = _in_dataset_order(loader)
         gather = GatherPreds(with_input=with_input, with_loss=with_loss)
         self._run_inference(loader, [gather])
         preds = gather.preds
@@ -688,7 +804,7 @@ class Learner:
         self.model.eval()
         with torch.no_grad(), self._autocast():
             out = self.model(*[x.to(self.dls.device) for x in xb])
-        return to_detach(out, cpu=True)
+        return _float32(to_detach(out, cpu=True))  # as get_preds: float32 also under mixed precision
 
     def distrib_ctx(
         self, sync_bn: bool = True, backend: str | None = None, **ddp_kwargs: Any
@@ -720,21 +836,52 @@ class Learner:
             state = {"model": self.model.state_dict()}
             if with_opt and self.opt is not None:
                 state["opt"] = self.opt.state_dict()
+                state["opt_class"] = type(self.opt).__name__
             atomic_save(state, path)
         barrier()
         return path
 
     def load(self, name: str, with_opt: bool = True, strict: bool = True) -> Learner:
-        """Load what :meth:`save` wrote (never unpickles: ``weights_only=True``); returns self."""
+        """Load what :meth:`save` wrote (never unpickles: ``weights_only=True``); returns self.
+
+        Everything is checked before anything changes: weights that do not fit the model raise a
+        :class:`~ember.core.errors.ConfigError`, and so does an optimizer state that does not fit this learner's
+        optimizer (another optimizer, other parameter groups); with ``strict=False`` that optimizer state is
+        skipped with a warning instead (and weights missing from the file or the model are left out).
+        """
         path = Path(name) if str(name).endswith(".pth") else self.path / self.model_dir / f"{name}.pth"
         state = safe_load(path, self.dls.device)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ConfigError(
+                f"{path} was not written by Learner.save (it has no 'model' entry). For a bare state dict use "
+                "learn.model.load_state_dict(torch.load(path, weights_only=True))."
+            )
+        problem = model_state_problem(self.model, state["model"], strict)
+        if problem is not None:
+            raise ConfigError(f"The weights in {path} do not fit this model: {problem}")
+        load_opt = with_opt and state.get("opt") is not None
+        if load_opt:
+            if self.opt is None:
+                self.create_opt()
+            problem = opt_state_problem(self.opt, state["opt"], state.get("opt_class"))
+            if problem is not None:
+                if strict:
+                    raise ConfigError(
+                        f"The optimizer state in {path} does not fit this learner's optimizer: {problem}. Load the "
+                        "weights alone with load(name, with_opt=False), or build the learner with the optimizer "
+                        "and splitter that saved it."
+                    )
+                warnings.warn(
+                    f"The optimizer state in {path} does not fit this learner's optimizer ({problem}); "
+                    "only the weights were loaded.",
+                    stacklevel=2,
+                )
+                load_opt = False
         try:
             self.model.load_state_dict(state["model"], strict=strict)
         except RuntimeError as e:
             raise EmberError(f"The weights in {path} do not fit this model: {e}") from e
-        if with_opt and "opt" in state:
-            if self.opt is None:
-                self.create_opt()
+        if load_opt:
             self.opt.load_state_dict(state["opt"])
         return self
 

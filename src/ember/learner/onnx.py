@@ -87,6 +87,7 @@ def export_onnx(
         if learn.dls.n_inp != 1:
             raise ConfigError("export_onnx handles models with one input; pass `example=` for others.")
         example = _denormalized(learn, batch[0][:2])
+    was_training = learn.model.training
     model = nn.Sequential(*_normalizations(learn), learn.model).eval().to("cpu")
     example = example.detach().to("cpu")
     kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"], "dynamo": dynamo}
@@ -101,6 +102,7 @@ def export_onnx(
             torch.onnx.export(model, (example,), str(path), **kwargs)
     finally:
         learn.model.to(learn.dls.device)
+        learn.model.train(was_training)
     return path
 
 

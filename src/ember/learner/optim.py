@@ -9,6 +9,8 @@ one-cycle schedules can move it.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,7 +20,7 @@ from torch import nn
 
 from ember.core.errors import ConfigError, expected
 
-__all__ = ["Adam", "SGD", "RMSprop", "params_of", "spread_lr", "set_hyper", "get_hyper"]
+__all__ = ["Adam", "SGD", "RMSprop", "params_of", "spread_lr", "check_rate", "set_hyper", "get_hyper"]
 
 ParamGroups = list[dict[str, Any]]
 
@@ -100,29 +102,67 @@ def params_of(groups: Sequence[Iterable[nn.Parameter]]) -> ParamGroups:
     return out
 
 
-def spread_lr(lr: float | slice | Sequence[float], n_groups: int) -> list[float]:
+def _scalar(x: Any) -> float | None:
+    """`x` as a float when it is one real number (a python or numpy number, a one-element array or tensor)."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if isinstance(x, (np.generic, np.ndarray)) and np.ndim(x) == 0 and np.asarray(x).dtype.kind in "iuf":
+        return float(x)
+    if isinstance(x, torch.Tensor) and x.ndim == 0 and not x.is_complex() and x.dtype != torch.bool:
+        return float(x.item())
+    return None
+
+
+def check_rate(value: Any, name: str = "lr") -> float:
+    """A learning rate (or other positive factor) as a float: a real, finite, non-negative number.
+
+    Raises:
+        ConfigError: naming `name`, for anything else (a string, a negative or non-finite number).
+    """
+    v = _scalar(value)
+    if v is None:
+        raise ConfigError(
+            expected("a number (a float, a numpy or torch scalar)", name, value, hint="For example lr=1e-3.")
+        )
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(expected("a finite, non-negative number", name, value))
+    return v
+
+
+def spread_lr(lr: float | slice | Sequence[float], n_groups: int, name: str = "lr") -> list[float]:
     """One learning rate per group.
 
-    A float gives every group the same rate; ``slice(lo, hi)`` spreads rates geometrically from `lo`
-    (first group, e.g. the pretrained body) to `hi` (last group, the head); ``slice(hi)`` gives the
-    last group `hi` and the others ``hi / 10``; a sequence is taken as it is.
+    A number (python, numpy or a 0-d tensor) gives every group the same rate; ``slice(lo, hi)`` spreads rates
+    geometrically from `lo` (first group, e.g. the pretrained body) to `hi` (last group, the head);
+    ``slice(hi)`` gives the last group `hi` and the others ``hi / 10``; a sequence is taken as it is.
+
+    Raises:
+        ConfigError: naming `name`, for a rate that is not a finite non-negative number (a string, a negative
+            rate) or a sequence of the wrong length.
     """
     if isinstance(lr, slice):
         if lr.stop is None:
-            raise ConfigError(expected("a slice with a stop value", "lr", lr, hint="Use slice(lo, hi) or slice(hi)."))
-        hi = float(lr.stop)
+            raise ConfigError(expected("a slice with a stop value", name, lr, hint="Use slice(lo, hi) or slice(hi)."))
+        hi = check_rate(lr.stop, name)
         if lr.start is None:
             return [hi / 10] * (n_groups - 1) + [hi]
-        lo = float(lr.start)
+        lo = check_rate(lr.start, name)
         if n_groups == 1:
             return [hi]
+        if lo == 0 or hi == 0:
+            return [float(v) for v in np.linspace(lo, hi, n_groups)]
         return [float(v) for v in np.geomspace(lo, hi, n_groups)]
-    if isinstance(lr, (int, float)):
-        return [float(lr)] * n_groups
-    lrs = [float(v) for v in lr]
+    if _scalar(lr) is not None or isinstance(lr, (str, bytes, bool)) or not isinstance(lr, Iterable):
+        return [check_rate(lr, name)] * n_groups
+    if isinstance(lr, torch.Tensor):
+        lr = lr.reshape(-1).tolist()
+    lrs = [check_rate(v, name) for v in lr]
     if len(lrs) != n_groups:
         raise ConfigError(
-            f"Expected one learning rate per parameter group ({n_groups}); received {len(lrs)} values in `lr={lr!r}`."
+            f"Expected one learning rate per parameter group ({n_groups}); received {len(lrs)} values in "
+            f"`{name}={lr!r}`."
         )
     return lrs
 

@@ -106,6 +106,13 @@ class ProgressCallback(Callback):
     def after_cancel_fit(self) -> None:
         self.after_fit()
 
+    def cleanup_fit(self) -> None:
+        """Stop the live display however the fit ended (an error, Ctrl-C): the terminal gets its output and its
+        cursor back."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
     # -- phases and batches ----------------------------------------------------------------------
     def before_train(self) -> None:
         self._start_phase("train")

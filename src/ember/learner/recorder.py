@@ -24,6 +24,23 @@ def _batch_size(batch: tuple) -> int:
     return 1
 
 
+_FIXED_COLUMNS = ("epoch", "train_loss", "valid_loss", "time")
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """`names` with ``_2``, ``_3`` ... added to repeats (and to names of the table's fixed columns)."""
+    taken = set(_FIXED_COLUMNS)
+    out = []
+    for name in names:
+        unique, k = name, 1
+        while unique in taken:
+            k += 1
+            unique = f"{name}_{k}"
+        taken.add(unique)
+        out.append(unique)
+    return out
+
+
 class Recorder(Callback):
     """Record per-batch training losses, learning rates and momentums, and per-epoch losses and metrics.
 
@@ -59,7 +76,9 @@ class Recorder(Callback):
     # -- names -------------------------------------------------------------------------------------
     @property
     def metric_names(self) -> list[str]:
-        return ["epoch", "train_loss", "valid_loss", *[m.name for m in self.learn.metrics], "time"]
+        """The table's columns. Each metric's column is its name, made unique: a second metric of the same name
+        (``F1Score(average="macro")`` and ``F1Score(average="micro")``) shows as ``f1_score_2``, and so on."""
+        return ["epoch", "train_loss", "valid_loss", *_unique_names([m.name for m in self.learn.metrics]), "time"]
 
     # -- training --------------------------------------------------------------------------------
     def before_fit(self) -> None:

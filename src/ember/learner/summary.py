@@ -85,8 +85,12 @@ def model_summary(learn: Learner, model: nn.Module | None = None, xb: tuple | No
         f"Loss function: {learn.loss_func!r}",
     ]
     if learn.frozen_to is not None:
+        n_groups = len(learn.param_groups())
+        n_frozen = learn.frozen_to if learn.frozen_to >= 0 else n_groups + learn.frozen_to
+        n_frozen = max(0, min(n_frozen, n_groups))
         lines.append(
-            f"Frozen up to parameter group {learn.frozen_to} (normalization layers trainable: {learn.train_bn})"
+            f"Frozen: the first {n_frozen} of {n_groups} parameter groups "
+            f"(normalization layers trainable: {learn.train_bn})"
         )
     lines.append("Callbacks: " + ", ".join(type(c).__name__ for c in learn.cbs))
     return "\n".join(lines)
