@@ -41,7 +41,9 @@ SEEDS_FIGURES = {  # validation accuracy quoted in the lesson
 def loaders(seq_len: int, bs: int = 64, random_seq_len: bool = True) -> TextDataLoaders:
     """Language-model loaders over the corpus: each split is one document, cut into `bs` contiguous streams."""
     path = human_numbers()
-    train, valid = read_text_files([path / "train.txt", path / "valid.txt"])
+    # One number per line; the lesson reads the corpus as one stream of words, so the line breaks (which the
+    # tokenizer would keep as tokens) become spaces.
+    train, valid = (t.replace("\n", " ") for t in read_text_files([path / "train.txt", path / "valid.txt"]))
     return TextDataLoaders.from_texts(
         [train], [valid], is_lm=True, bs=bs, seq_len=seq_len, min_freq=1, seed=42, random_seq_len=random_seq_len
     )

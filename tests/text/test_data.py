@@ -98,6 +98,42 @@ def test_from_df_classifier_and_show_batch():
         TextDataLoaders.from_texts(["a"], ["b"], ["x"], ["y"], min_freq=1, device="cpu")
 
 
+def test_from_df_multi_label_several_text_columns_and_bad_rows():
+    df = pd.DataFrame(
+        {
+            "title": ["Good", "Bad", "Great", "Awful"] * 5,
+            "text": ["good movie", "bad film", "great good", "awful bad"] * 5,
+            "label": ["pos;fun", "neg", "pos", "neg;sad"] * 5,
+            "is_valid": ["False"] * 16 + ["True"] * 4,  # as read back from a CSV file with strings
+        }
+    )
+    dls = TextDataLoaders.from_df(df, ["title", "text"], label_delim=";", bs=4, min_freq=1, device="cpu", seed=0)
+    assert dls.multi_label and dls.classes == ["fun", "neg", "pos", "sad"]
+    assert type(dls.loss_func).__name__ == "BCEWithLogitsLossFlat"
+    assert len(dls.train_ds.corpus) == 16 and len(dls.valid_ds.corpus) == 4
+    assert dls.train_ds.labels[0].tolist() == [1.0, 0.0, 1.0, 0.0]  # "pos;fun"
+    assert dls.vocab.textify(dls.train_ds.corpus[0]) == "xxbos xxfld 1 xxmaj good xxfld 2 good movie"
+    missing = df.copy()
+    missing.loc[3, "label"] = np.nan
+    with pytest.raises(DataError, match="missing label at row 3"):
+        TextDataLoaders.from_df(missing, bs=4, min_freq=1)
+    with pytest.raises(DataError, match="No row is left for training"):
+        TextDataLoaders.from_df(df.assign(is_valid=True), bs=4, min_freq=1)
+    with pytest.raises(DataError, match="row 0 holds 'maybe'"):
+        TextDataLoaders.from_df(df.assign(is_valid="maybe"), bs=4, min_freq=1)
+
+
+def test_loaders_refuse_a_single_string_a_vocab_without_specials_and_unknown_settings(tmp_path):
+    with pytest.raises(DataError, match="single str"):
+        TextDataLoaders.from_texts("hello world", is_lm=True, bs=1, min_freq=1)
+    with pytest.raises(ConfigError, match="xxunk, xxpad"):
+        TextDataLoaders.from_texts(["the movie good"] * 4, ["bad"], ["a"] * 4, ["a"], vocab=Vocab(["the", "movie"]))
+    (tmp_path / "train" / "pos").mkdir(parents=True)
+    (tmp_path / "test" / "pos").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="min_freqq.*'min_freq'"):
+        TextDataLoaders.from_folder(tmp_path, min_freqq=1)
+
+
 def test_from_folder_imdb_layout_lm_and_classifier(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_HOME", str(tmp_path / "home"))
     for split, n in (("train", 6), ("test", 2)):

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from ember.core.errors import ConfigError, DownloadError, EmberError
+from ember.core.errors import ConfigError, DataError, DownloadError, EmberError
 from ember.learner import Callback
 from ember.text.data import TextDataLoaders
 from ember.text.learner import (
@@ -146,6 +146,25 @@ def test_encoder_transfer_splits_and_classifier(lm_dls, tmp_path):
         text_classifier_learner(lm_dls, pretrained=False)
 
 
+def test_load_encoder_refuses_another_vocabulary_of_the_same_size(lm_dls, tmp_path):
+    from ember.text.vocab import Vocab
+
+    lm = _lm(lm_dls, tmp_path)
+    lm.save_encoder("enc")
+    itos = list(lm_dls.vocab.itos)
+    i, j = itos.index("alpha"), itos.index("beta")
+    itos[i], itos[j] = itos[j], itos[i]  # same size, two words swapped
+    clas = text_classifier_learner(_clas_dls(Vocab(itos)), pretrained=False, config=SMALL, seq_len=8, path=tmp_path)
+    before = clas.model[0].module.encoder.weight.clone()
+    with pytest.raises(EmberError, match="another vocabulary.*'alpha'"):
+        clas.load_encoder("enc")
+    assert torch.equal(clas.model[0].module.encoder.weight, before)  # left as it was
+    # A file written before the vocabulary was saved with the encoder still loads.
+    torch.save({"encoder": lm.model[0].state_dict()}, tmp_path / "old.pth")
+    clas.load_encoder(tmp_path / "old.pth")
+    assert torch.equal(clas.model[0].module.encoder.weight, lm.model[0].encoder.weight)
+
+
 def _fastai_layout(lm, module_raw: bool) -> dict:
     """Our language model's weights under fastai's AWD-LSTM key names."""
     sd = lm.state_dict()
@@ -230,3 +249,74 @@ def test_interpretation_names_classes_and_lists_texts(tmp_path):
     for text, actual in zip(table["text"], table["actual"]):
         assert actual == ("pos" if "alpha" in text else "neg")
     assert sorted(map(len, table["text"])) != [len(table["text"][0])] * 8  # texts of several lengths
+
+
+def test_classifier_on_data_block_loaders_with_a_text_block(lm_dls, tmp_path):
+    import pandas as pd
+
+    from ember.data import CategoryBlock, ColReader, ColSplitter, DataBlock, MultiCategoryBlock
+    from ember.text.data import TextBlock
+
+    lm = _lm(lm_dls, tmp_path)
+    lm.save_encoder("enc")
+    df = pd.DataFrame(
+        {
+            "title": ["alpha beta", "epsilon zeta"] * 10,
+            "body": [" ".join(WORDS[:4]), " ".join(WORDS[4:])] * 10,
+            "label": ["a;x", "b"] * 10,
+            "is_valid": [False] * 16 + [True] * 4,
+        }
+    )
+    block = TextBlock.from_df(["title", "body"], vocab=lm_dls.vocab)
+    dls = DataBlock(
+        blocks=(block, MultiCategoryBlock(label_delim=";")),
+        get_y=ColReader("label"),
+        splitter=ColSplitter(),
+    ).dataloaders(df, bs=4, num_workers=0, device="cpu")
+    # The block reads both columns of the row itself ("1" and "2" are not in the language model's vocabulary).
+    assert block.decode(block.encode(df.iloc[0])).startswith("xxbos xxfld xxunk alpha beta xxfld xxunk alpha")
+    clas = text_classifier_learner(dls, pretrained=False, config=SMALL, seq_len=8, path=tmp_path)
+    clas.silent = True
+    clas.load_encoder("enc")  # the block's vocabulary is the language model's
+    assert torch.equal(clas.model[0].module.encoder.weight, lm.model[0].encoder.weight)
+    assert len(clas.param_groups()) == 4
+    clas.fit(1, 1e-3)
+    n = len(block._cache)
+    for i in range(5):
+        clas.predict(pd.Series({"title": f"alpha {i}", "body": "beta gamma"}))
+    assert len(block._cache) == n  # predictions are not kept
+    single = DataBlock(
+        blocks=(TextBlock.from_df("title", min_freq=1), CategoryBlock()),
+        get_y=ColReader("label"),
+        splitter=ColSplitter(),
+    ).dataloaders(df, bs=4, num_workers=0, device="cpu")
+    assert text_classifier_learner(single, pretrained=False, config=SMALL).model[0].module.encoder.num_embeddings
+    with pytest.raises(EmberError, match="another vocabulary"):
+        text_classifier_learner(single, pretrained=False, config=SMALL, path=tmp_path).load_encoder("enc")
+
+
+def test_language_model_get_preds_joins_the_batches_of_each_stream(lm_dls, tmp_path):
+    dls = lm_dls.new(seq_len=10)  # 24 positions per stream: batches of 10, 10 and 4 tokens
+    learn = _lm(dls, tmp_path)
+    ds = dls.valid.dataset
+    L, V = ds.stream_len, len(dls.vocab)
+    assert L % 10
+    preds, targs, inputs, losses = learn.get_preds(with_input=True, with_loss=True)
+    assert preds.shape == (4, L, V) and targs.shape == inputs.shape == losses.shape == (4, L)
+    ids = torch.as_tensor(ds.corpus.ids.astype("int64"))
+    assert torch.equal(inputs[1], ids[L : 2 * L]) and torch.equal(targs[1], ids[L + 1 : 2 * L + 1])
+    assert torch.allclose(preds.sum(-1), torch.ones(4, L), atol=1e-4)  # probabilities
+    assert losses.mean().item() == pytest.approx(learn.validate()[0], rel=1e-3)
+
+
+def test_generation_checks_temperature_and_min_p(lm_dls, tmp_path):
+    learn = _lm(lm_dls, tmp_path)
+    with pytest.raises(ConfigError, match="temperature"):
+        learn.predict("alpha", n_words=2, temperature=-1)
+    with pytest.raises(ConfigError, match="min_p"):
+        learn.predict("alpha", n_words=2, min_p=1.5)
+    with pytest.warns(UserWarning, match="min_p=0.99"):  # no word is that likely: sampled from them all
+        text = learn.predict("alpha", n_words=3, min_p=0.99)
+    assert len(text.split()) == 4
+    with pytest.raises(DataError, match="single str"):
+        learn.predict_batch("alpha beta")

@@ -289,3 +289,5 @@ def test_language_model_predict_writes_plain_text_with_subwords():
     learn.fit(1, 1e-2)
     text = learn.predict("The cat", n_words=6, temperature=0)
     assert "▁" not in text and text.lower().startswith("the cat")
+    # The case marks come back on whole words, with single spaces (the prompt alone: n_words=0).
+    assert learn.predict("The Cat sat WELL", n_words=0) == "The Cat sat WELL"

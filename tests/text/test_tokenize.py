@@ -26,13 +26,80 @@ from ember.text.tokenize import (
 def test_rules_on_whole_strings():
     assert tk.fix_html("a&amp;b #39;x<br />y") == "a&b 'x\ny"
     assert tk.replace_rep("cooool") == f"c {TK_REP} 4 o l"
-    assert tk.replace_rep("cool") == "cool"  # fewer than 4 repeats are left alone
+    assert tk.replace_rep("coool") == f"c {TK_REP} 3 o l"  # from 3 repeats, as in fastai
+    assert tk.replace_rep("cool wait...") == "cool wait..."  # an ellipsis stays one token
     assert tk.replace_wrep("so so so so good") == f"{TK_WREP} 4 so good"
-    assert tk.replace_wrep("so so so good") == "so so so good"
+    assert tk.replace_wrep("so so so good") == f"{TK_WREP} 3 so good"
+    assert tk.replace_wrep("so so good") == "so so good"
+    assert tk.replace_wrep("no no no no!") == f"{TK_WREP} 4 no!"
+    assert tk.replace_wrep("very very very, nice") == f"{TK_WREP} 3 very, nice"
+    assert tk.replace_wrep("no no none") == "no no none"
     assert tk.spec_add_spaces("a/b#c") == "a / b # c"
     assert tk.rm_useless_spaces("a    b  c") == "a b c"
     assert tk.replace_all_caps("I SAID NO") == f"I {TK_UP} SAID {TK_UP} NO"
     assert tk.replace_maj("Hello there Bob") == f"{TK_MAJ} Hello there {TK_MAJ} Bob"
+    assert tk.replace_maj("I saw A cat") == "I saw A cat"  # a single capital gets no mark
+
+
+# Reference tokens from fastai 2.8.12's Tokenizer(WordTokenizer()) (spaCy 3.8), which made the WikiText-103
+# vocabulary of the pretrained language model.
+FASTAI_TOKENS = {
+    "I DON'T LIKE IT": ["i", TK_UP, "do", "n't", TK_UP, "like", TK_UP, "it"],
+    "IT'S BAD": [TK_UP, "it", "'s", TK_UP, "bad"],
+    "WON'T": [TK_UP, "wo", "n't"],
+    "I'M here": [TK_UP, "i", "'m", "here"],
+    "CAN'T": [TK_UP, "ca", "n't"],
+    "O'Brien came": ["o'brien", "came"],
+    "rock'n'roll": ["rock'n'roll"],
+    "students' books": ["students", "'", "books"],
+    "don\u2019t": ["do", "n\u2019t"],
+    "it\u2019s": ["it", "\u2019s"],
+    "DON\u2019T": [TK_UP, "do", "n\u2019t"],
+    "I\u2019m fine": [TK_MAJ, "i", "\u2019m", "fine"],
+    "Don't": [TK_MAJ, "do", "n't"],
+    "I didn't like it": ["i", "did", "n't", "like", "it"],
+    "A cat.": ["a", "cat", "."],
+    "no no no no!": [TK_WREP, "4", "no", "!"],
+    "very very very very, good": [TK_WREP, "4", "very", ",", "good"],
+    "He said no no no.": [TK_MAJ, "he", "said", TK_WREP, "3", "no", "."],
+    "Wow!!!": [TK_MAJ, "wow", TK_REP, "3", "!"],
+    "1000 dollars": ["1", TK_REP, "3", "0", "dollars"],
+    "a <br /><br />b\n\nc": ["a", "\n\n", "b", "\n\n", "c"],
+    "a\nb\tc": ["a", "\n", "b", "\t", "c"],
+    "Hello WORLD, it's grrrreat!": [
+        TK_MAJ,
+        "hello",
+        TK_UP,
+        "world",
+        ",",
+        "it",
+        "'s",
+        "g",
+        TK_REP,
+        "4",
+        "r",
+        "eat",
+        "!",
+    ],
+}
+
+
+@pytest.mark.parametrize("text", list(FASTAI_TOKENS))
+def test_tokens_match_fastai(text):
+    assert Tokenizer()([text])[0] == [BOS, *FASTAI_TOKENS[text]]
+
+
+def test_combining_marks_stay_within_words():
+    word = WordTokenizer()
+    assert word(["\u0939\u093f\u0928\u094d\u0926\u0940 \u092d\u093e\u0937\u093e"])[0] == [
+        "\u0939\u093f\u0928\u094d\u0926\u0940",
+        "\u092d\u093e\u0937\u093e",
+    ]  # Hindi: vowel signs and virama
+    assert word(["\u0645\u064f\u062d\u064e\u0645\u0651\u064e\u062f"])[0] == [
+        "\u0645\u064f\u062d\u064e\u0645\u0651\u064e\u062f"
+    ]  # vowelled Arabic
+    assert Tokenizer()(["cafe\u0301 CAFE\u0301"])[0] == [BOS, "cafe\u0301", TK_UP, "cafe\u0301"]  # NFD accents
+    assert Tokenizer()(["\u0130stanbul"])[0] == [BOS, TK_MAJ, "i\u0307stanbul"]
 
 
 def test_case_rules_are_unicode_aware():
@@ -58,6 +125,10 @@ def test_tokenizer_rejects_non_strings():
         Tokenizer()(["ok", 3])
     with pytest.raises(ConfigError):
         Tokenizer(tok=42)
+    with pytest.raises(DataError, match="single str"):
+        Tokenizer()("hello world")
+    with pytest.raises(DataError, match="single str"):
+        tokenize_texts("hello world")
 
 
 def test_parallel_tokenization_matches_serial(monkeypatch):
@@ -74,10 +145,29 @@ def test_parallel_tokenization_matches_serial(monkeypatch):
     assert parallel == tokenize_texts(texts, n_workers=0)
 
 
+class _WholeText:
+    """A word tokenizer whose tokens hold spaces (and, for one text, the NUL character)."""
+
+    def __call__(self, texts):
+        return [[t.strip()] if t.strip() else [] for t in texts]
+
+
+def test_parallel_tokenization_keeps_any_token_and_falls_back_for_unpicklable(monkeypatch):
+    monkeypatch.setattr(tk, "_PARALLEL_MIN_CHARS", 10)
+    texts = [f"Hello WORLD, it's text {i}" for i in range(20)] + ["a\x00b c", ""]
+    tok = Tokenizer(tok=_WholeText(), rules=[])
+    assert tokenize_texts(texts, tok=tok, n_workers=2) == tokenize_texts(texts, tok=tok, n_workers=0)
+    assert tokenize_texts(texts, tok=tok, n_workers=2)[0] == [BOS, "Hello WORLD, it's text 0"]
+    local = Tokenizer(tok=lambda xs: [x.split() for x in xs])  # cannot be sent to a worker process
+    with pytest.warns(UserWarning, match="not picklable"):
+        out = tokenize_texts(texts, tok=local, n_workers=2)
+    assert out == tokenize_texts(texts, tok=local, n_workers=0)
+
+
 def test_tokenize_df_marks_fields_and_reports_missing():
     df = pd.DataFrame({"title": ["A b"], "body": ["c d"]})
     toks = tokenize_df(df, ["title", "body"], n_workers=0)[0]
-    assert toks == [BOS, "xxfld", "1", TK_MAJ, "a", "b", "xxfld", "2", "c", "d"]
+    assert toks == [BOS, "xxfld", "1", "a", "b", "xxfld", "2", "c", "d"]
     assert tokenize_df(df, "body", n_workers=0) == [[BOS, "c", "d"]]
     with pytest.raises(DataError, match="nope"):
         tokenize_df(df, "nope")
@@ -129,3 +219,35 @@ def test_corpus_cache_from_files_tracks_changes(tmp_path):
     f.write_text("one two three four")
     c2 = tokenize_corpus(files=[f], min_freq=1, cache_dir=tmp_path / "cache")
     assert len(c1.ids) == 3 and len(c2.ids) == 5
+
+
+def _shout_rule(t):
+    return t.replace("good", "GOODWORD")
+
+
+def _other_rule(t):
+    return t.replace("good", "zyx")
+
+
+def test_cache_key_follows_the_code_of_rules_and_tokenizers(tmp_path):
+    texts = ["a good film", "good good"]
+    a = tokenize_corpus(texts, tok=Tokenizer(rules=[_shout_rule, *tk.DEFAULT_RULES]), min_freq=1, cache_dir=tmp_path)
+    # The same name with another body, as when a function is redefined in a notebook: another key.
+    _other_rule.__name__ = _other_rule.__qualname__ = _shout_rule.__qualname__
+    b = tokenize_corpus(texts, tok=Tokenizer(rules=[_other_rule, *tk.DEFAULT_RULES]), min_freq=1, cache_dir=tmp_path)
+    assert "goodword" in a.vocab.itos and "zyx" in b.vocab.itos and "goodword" not in b.vocab.itos
+    assert len(list(tmp_path.iterdir())) == 2
+
+    # Lambdas, closures and objects without settings() cannot be identified: tokenized every time, never cached.
+    for tok in (
+        Tokenizer(rules=[lambda t: t.replace("good", "yxw"), *tk.DEFAULT_RULES]),
+        Tokenizer(tok=lambda xs: [list(x) for x in xs]),
+        Tokenizer(tok=_WholeText()),
+    ):
+        assert not tok.cacheable
+        with pytest.warns(UserWarning, match="not cached"):
+            c = tokenize_corpus(texts, tok=tok, min_freq=1, cache_dir=tmp_path)
+        assert c.vocab != a.vocab
+    assert "yxw" in tokenize_corpus(texts, tok=Tokenizer(rules=[lambda t: t.replace("good", "yxw")]), min_freq=1).vocab
+    assert len(list(tmp_path.iterdir())) == 2
+    assert Tokenizer().cacheable and Tokenizer(rules=[str.lower]).cacheable

@@ -35,6 +35,9 @@ from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders, DeviceLoader
 from ember.text.tokenize import (
+    FLD,
+    PAD,
+    UNK,
     TokenizedCorpus,
     Tokenizer,
     _build_vocab,
@@ -340,6 +343,10 @@ def classification_dataloaders(
         valid_ds = ClassificationDataset(valid, valid_labels, bs * 2, pad_idx=pad, max_len=max_len)
     dls = TextDataLoaders._build(train_ds, valid_ds, device, is_lm=False)
     dls.classes = list(classes)
+    if dls.multi_label:
+        from ember.losses import BCEWithLogitsLossFlat
+
+        dls.loss_func = BCEWithLogitsLossFlat()
     return dls
 
 
@@ -496,6 +503,7 @@ class TextDataLoaders(DataLoaders):
         Raises:
             DataError: an item is not a text, a label is not a class, or there is no text.
         """
+        _check_texts(items, "items")
         items = list(items)
         bs = bs if bs is not None else self.bs or 64
         _check_int("bs", bs)
@@ -563,6 +571,10 @@ class TextDataLoaders(DataLoaders):
         dls = cls._build(ds, None, "cpu", is_lm=is_lm)
         dls.classes = list(data.get("classes") or [])
         dls.tokenizer = tok
+        if dls.multi_label:
+            from ember.losses import BCEWithLogitsLossFlat
+
+            dls.loss_func = BCEWithLogitsLossFlat()
         return dls
 
     @classmethod
@@ -598,17 +610,34 @@ class TextDataLoaders(DataLoaders):
             seed: seed of the shuffling (``None``: torch's global generator).
         """
         _check_int("bs", bs)
+        for name, value in (("train_texts", train_texts), ("valid_texts", valid_texts)):
+            _check_texts(value, name)
+        if vocab is not None:
+            _check_vocab(vocab)
         kw = {"tok": tok, "min_freq": min_freq, "max_vocab": max_vocab, "n_workers": n_workers, "cache_dir": cache_dir}
-        train = tokenize_corpus(list(train_texts), vocab=vocab, **kw)
+        train_texts = list(train_texts)
+        if not train_texts:
+            raise DataError("There is no training text: `train_texts` is empty.")
+        train = tokenize_corpus(train_texts, vocab=vocab, **kw)
         valid = tokenize_corpus(list(valid_texts), vocab=train.vocab, **kw) if valid_texts is not None else None
         if is_lm:
             dls = lm_dataloaders(train, valid, bs, seq_len, device, seed, random_seq_len)
         else:
             if train_labels is None:
                 raise ConfigError("A classifier needs labels: pass `train_labels` (or use is_lm=True).")
-            classes = sorted({str(c) for c in train_labels})
-            ytrain = _encode_labels(train_labels, classes, "train")
-            yvalid = _encode_labels(valid_labels, classes, "valid") if valid is not None else None
+            train_labels = list(train_labels)
+            _check_labels(train_labels, "train")
+            if valid_labels is not None:
+                valid_labels = list(valid_labels)
+                _check_labels(valid_labels, "valid")
+            if any(isinstance(c, (list, tuple)) for c in train_labels):  # several labels per text
+                classes = sorted({str(c) for cs in train_labels for c in _label_list(cs)})
+                ytrain = _encode_multi_labels(train_labels, classes, "train")
+                yvalid = _encode_multi_labels(valid_labels, classes, "valid") if valid is not None else None
+            else:
+                classes = sorted({str(c) for c in train_labels})
+                ytrain = _encode_labels(train_labels, classes, "train")
+                yvalid = _encode_labels(valid_labels, classes, "valid") if valid is not None else None
             dls = classification_dataloaders(train, ytrain, valid, yvalid, classes, bs, device, max_len, seed)
         dls.tokenizer = tok if tok is not None else Tokenizer()
         return dls
@@ -638,6 +667,13 @@ class TextDataLoaders(DataLoaders):
             kwargs: passed to :meth:`from_texts`-like settings (``tok``, ``vocab``, ``min_freq``, ``max_vocab``,
                 ``max_len``, ``n_workers``, ``device``, ``seed``).
         """
+        unknown = [k for k in kwargs if k not in _FOLDER_SETTINGS]
+        if unknown:
+            raise ConfigError(
+                expected(
+                    "a setting of TextDataLoaders.from_folder", unknown[0], kwargs[unknown[0]], valid=_FOLDER_SETTINGS
+                )
+            )
         path = Path(path)
         for name in (train, valid):
             if not (path / name).is_dir():
@@ -656,6 +692,8 @@ class TextDataLoaders(DataLoaders):
             vfiles = _text_files(path / valid, extensions, classes)
         if not tfiles:
             raise DataError(f"Found no {'/'.join(extensions)} files under {path / train}.")
+        if kwargs.get("vocab") is not None:
+            _check_vocab(kwargs["vocab"])
         corpus_kw = {k: kwargs[k] for k in ("tok", "min_freq", "max_vocab", "n_workers") if k in kwargs}
         tcorpus = tokenize_corpus(files=tfiles, vocab=kwargs.get("vocab"), cache_dir=cache_dir, **corpus_kw)
         vcorpus = tokenize_corpus(files=vfiles, vocab=tcorpus.vocab, cache_dir=cache_dir, **corpus_kw)
@@ -675,33 +713,69 @@ class TextDataLoaders(DataLoaders):
     def from_df(
         cls,
         df: Any,
-        text_col: str = "text",
+        text_col: str | Sequence[str] = "text",
         label_col: str | None = "label",
         is_lm: bool = False,
         valid_col: str | None = "is_valid",
         valid_pct: float = 0.2,
         seed: int | None = None,
+        label_delim: str | None = None,
         **kwargs: Any,
     ) -> TextDataLoaders:
-        """Loaders from a DataFrame: a text column, a label column (classification) and a boolean column saying
-        which rows are for validation (else a random `valid_pct` of the rows, drawn with `seed`)."""
-        if text_col not in df.columns:
-            raise DataError(expected("a column of the DataFrame", "text_col", text_col, valid=list(df.columns)))
+        """Loaders from a DataFrame: text column(s), a label column (classification) and a boolean column saying
+        which rows are for validation (else a random `valid_pct` of the rows, drawn with `seed`).
+
+        Args:
+            text_col: a column, or several: they are joined, each preceded by ``xxfld <n>`` (as in
+                :func:`~ember.text.tokenize.tokenize_df`).
+            valid_col: booleans (or the strings ``"True"``/``"False"``, or 0/1) marking the validation rows.
+            label_delim: multi-label classification: each label is a string of class names joined by this
+                (``"pos;fun"`` with ``";"``); the loss is then binary cross-entropy.
+            kwargs: passed to :meth:`from_texts`.
+
+        Raises:
+            DataError: a column is missing, a row has no text or no label, the validation column is not boolean,
+                or no row is left for training.
+        """
+        cols = [text_col] if isinstance(text_col, str) else list(text_col)
+        missing = [c for c in cols if c not in df.columns]
+        if not cols or missing:
+            raise DataError(expected("columns of the DataFrame", "text_col", text_col, valid=list(df.columns)))
         if valid_col is not None and valid_col in df.columns:
-            is_valid = df[valid_col].astype(bool).to_numpy()
+            is_valid = _bool_column(df[valid_col], valid_col)
         else:
             rng = np.random.default_rng(seed)
             is_valid = np.zeros(len(df), dtype=bool)
             is_valid[rng.permutation(len(df))[: int(round(valid_pct * len(df)))]] = True
-        bad = df[text_col].isna().to_numpy()
-        if bad.any():
-            raise DataError(f"Column {text_col!r} has a missing text at row {df.index[bad.nonzero()[0][0]]!r}.")
-        texts = df[text_col].astype(str).to_numpy()
+        if len(df) and is_valid.all():
+            where = f"column {valid_col!r} marks every row as validation" if valid_col in df.columns else "valid_pct"
+            raise DataError(f"No row is left for training: {where}. Mark some rows False (training).")
+        for c in cols:
+            bad = df[c].isna().to_numpy()
+            if bad.any():
+                raise DataError(f"Column {c!r} has a missing text at row {df.index[bad.nonzero()[0][0]]!r}.")
+        if len(cols) == 1:
+            texts = df[cols[0]].astype(str).to_numpy()
+        else:
+            texts = np.array(
+                [" ".join(f"{FLD} {k + 1} {v}" for k, v in enumerate(row)) for row in df[cols].astype(str).to_numpy()],
+                dtype=object,
+            )
         labels = None
         if not is_lm:
             if label_col is None or label_col not in df.columns:
                 raise DataError(expected("a column of the DataFrame", "label_col", label_col, valid=list(df.columns)))
+            bad = df[label_col].isna().to_numpy()
+            if bad.any():
+                row = df.index[bad.nonzero()[0][0]]
+                raise DataError(f"Column {label_col!r} has a missing label at row {row!r}; fill or drop that row.")
             labels = df[label_col].to_numpy()
+            if label_delim is not None:
+                labels = np.array([[p for p in str(v).split(label_delim) if p] for v in labels] + [None], dtype=object)[
+                    :-1
+                ]
+        elif label_delim is not None:
+            raise ConfigError("`label_delim` applies to classification; a language model (is_lm=True) has no labels.")
         return cls.from_texts(
             texts[~is_valid].tolist(),
             texts[is_valid].tolist() if is_valid.any() else None,
@@ -769,19 +843,58 @@ def _encode_labels(labels: Sequence[Any] | None, classes: Sequence[str], split: 
     return torch.tensor(out, dtype=torch.long)
 
 
-def _encode_multi_labels(labels: Sequence[Any], classes: Sequence[str]) -> torch.Tensor:
+def _label_list(names: Any) -> list[Any]:
+    return [names] if isinstance(names, str) or not isinstance(names, (list, tuple)) else list(names)
+
+
+def _encode_multi_labels(labels: Sequence[Any], classes: Sequence[str], split: str = "test") -> torch.Tensor:
     """Lists of class names -> multi-hot floats ``(N, C)``."""
     index = {c: i for i, c in enumerate(classes)}
     out = torch.zeros(len(labels), len(classes))
     for i, names in enumerate(labels):
-        names = [names] if isinstance(names, str) else list(names)
-        for name in names:
+        for name in _label_list(names):
             j = index.get(str(name))
             if j is None:
                 valid = ", ".join(classes)
-                raise DataError(f"The test label {name!r} (item {i}) is not a training class; valid: {valid}.")
+                raise DataError(f"The {split} label {name!r} (item {i}) is not a training class; valid: {valid}.")
             out[i, j] = 1.0
     return out
+
+
+def _bool_column(col: Any, name: str) -> np.ndarray:
+    """A validation column as booleans: bools, 0/1, or the strings "True"/"False" (any case); DataError otherwise."""
+    if col.dtype == bool:
+        return col.to_numpy()
+    out = []
+    for row, v in zip(col.index, col.tolist()):
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            out.append(v.strip().lower() == "true")
+        elif isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) and v in (0, 1):
+            out.append(bool(v))
+        else:
+            raise DataError(
+                f"Column {name!r} should say which rows are for validation (True/False); row {row!r} holds {v!r}."
+            )
+    return np.array(out, dtype=bool)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _check_labels(labels: Sequence[Any], split: str) -> None:
+    """DataError naming the first missing label (None or NaN: it would otherwise become a class "nan")."""
+    for i, label in enumerate(labels):
+        if _is_missing(label):
+            raise DataError(f"The {split} label of item {i} is missing ({label!r}); fill or drop that row first.")
+
+
+def _check_texts(texts: Any, name: str) -> None:
+    if isinstance(texts, (str, bytes)):
+        raise DataError(
+            f"Expected `{name}` to be a list of texts; received a single {type(texts).__name__} ({texts[:40]!r}). "
+            "Wrap it in a list: [text]."
+        )
 
 
 def _read_text(item: Any, i: int) -> str:
@@ -790,6 +903,23 @@ def _read_text(item: Any, i: int) -> str:
     if isinstance(item, os.PathLike):
         return read_text_files([item])[0]
     raise DataError(f"Expected item {i} to be a text (str) or a text file path; received a {type(item).__name__}.")
+
+
+# The keywords of TextDataLoaders.from_folder besides its own arguments.
+_FOLDER_SETTINGS = ("tok", "vocab", "min_freq", "max_vocab", "max_len", "n_workers", "device", "seed", "random_seq_len")
+
+
+def _check_vocab(vocab: Any) -> None:
+    """ConfigError unless `vocab` is a Vocab holding the unknown and padding tokens (their ids are used everywhere)."""
+    if not isinstance(vocab, Vocab):
+        raise ConfigError(expected("a Vocab", "vocab", type(vocab).__name__))
+    missing = [t for t in (UNK, PAD) if t not in vocab]
+    if missing:
+        raise ConfigError(
+            f"The vocabulary lacks the special token(s) {', '.join(missing)}: unknown words and padding would take "
+            "the ids of real words. Build it with Vocab.from_tokens / Vocab.from_counter (which put the special "
+            "tokens first), or add them: Vocab([*SPECIAL_TOKENS, *words])."
+        )
 
 
 def _cache_dir(cache: bool | str | os.PathLike | None) -> Path | None:
@@ -816,9 +946,10 @@ def _text_block_base() -> type:
 class TextBlock(_text_block_base()):
     """Texts (strings, or paths of text files) as a DataBlock input: token ids, padded at the start per batch.
 
-    :meth:`setup` tokenizes the training texts (on every core) and builds the vocabulary, unless one is given;
-    encoded texts are kept in memory so that each is tokenized once. For language models, and for
-    length-sorted batches, use :class:`TextDataLoaders`.
+    :meth:`setup` tokenizes the training texts (on every core) and builds the vocabulary, unless one is given, and
+    keeps their token ids; any other text (validation, prediction) is tokenized when encoded and not kept (the
+    ``Datasets`` cache keeps the validation set's), so a deployed model's memory does not grow with its requests.
+    For language models, and for length-sorted batches, use :class:`TextDataLoaders`.
 
     Args:
         vocab: a vocabulary to use (e.g. the language model's); ``None`` builds one from the training texts.
@@ -826,6 +957,11 @@ class TextBlock(_text_block_base()):
         min_freq: least count of a word in the built vocabulary.
         max_vocab: most words in the built vocabulary.
         max_len: keep at most the last `max_len` tokens of a text.
+        text_cols: read the text from these column(s) of each item (a DataFrame row); several are joined, each
+            preceded by ``xxfld <n>``, as :func:`~ember.text.tokenize.tokenize_df` does. ``None``: items are texts.
+
+    Raises:
+        ConfigError: `vocab` lacks the special tokens ``xxunk``/``xxpad``.
     """
 
     kind = "text"
@@ -837,18 +973,26 @@ class TextBlock(_text_block_base()):
         min_freq: int = 3,
         max_vocab: int = 60000,
         max_len: int | None = None,
+        text_cols: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if vocab is not None:
+            _check_vocab(vocab)
         self.vocab, self.tok = vocab, tok if tok is not None else Tokenizer()
         self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
-        self._cache: dict[Any, torch.Tensor] = {}
+        if text_cols is not None and not isinstance(text_cols, str):
+            text_cols = list(text_cols)
+            if not text_cols or not all(isinstance(c, str) for c in text_cols):
+                raise ConfigError(expected("a column name or a non-empty list of them", "text_cols", text_cols))
+        self.text_cols = text_cols
+        self._cache: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_df(cls, text_cols: str | Sequence[str] = "text", **kwargs: Any) -> TextBlock:
-        """A block for texts read from DataFrame column(s) (use ``get_x=ColReader(text_cols)`` in the DataBlock)."""
-        block = cls(**kwargs)
-        block.text_cols = text_cols
-        return block
+        """A block for texts in DataFrame column(s): it reads `text_cols` from each row itself (several columns are
+        joined with ``xxfld`` marks), so the DataBlock needs no ``get_x``; a ``get_x`` that gives the text works too.
+        """
+        return cls(text_cols=text_cols, **kwargs)
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> TextBlock:
@@ -857,32 +1001,43 @@ class TextBlock(_text_block_base()):
         block.path = path
         return block
 
-    @staticmethod
-    def _text(value: Any) -> str:
+    def _text(self, value: Any) -> str:
+        if isinstance(value, str):
+            return value
         if isinstance(value, (Path, os.PathLike)):
-            return Path(value).read_text(encoding="utf-8")
-        if not isinstance(value, str):
-            raise DataError(
-                f"Expected a text (str) or a text file path; received {type(value).__name__}: {value!r:.60}"
-            )
-        return value
+            return read_text_files([value])[0]
+        if self.text_cols is not None and hasattr(value, "__getitem__") and not isinstance(value, (list, tuple)):
+            cols = [self.text_cols] if isinstance(self.text_cols, str) else self.text_cols
+            parts = []
+            for c in cols:
+                try:
+                    part = value[c]
+                except (KeyError, IndexError, TypeError) as e:
+                    raise DataError(
+                        f"TextBlock reads the column {c!r} (text_cols={self.text_cols!r}), which this item lacks; "
+                        f"received {type(value).__name__}: {value!r:.80}"
+                    ) from e
+                if part is None or (isinstance(part, float) and math.isnan(part)):
+                    raise DataError(f"The column {c!r} has a missing text in item {value!r:.80}; fill or drop it.")
+                parts.append(str(part))
+            if len(parts) == 1:
+                return parts[0]
+            return " ".join(f"{FLD} {i + 1} {p}" for i, p in enumerate(parts))
+        hint = "" if self.text_cols is not None else " (for DataFrame rows use TextBlock.from_df(text_cols))"
+        raise DataError(
+            f"Expected a text (str) or a text file path{hint}; received {type(value).__name__}: {value!r:.60}"
+        )
 
     def setup(self, train_values: Sequence[Any]) -> None:
         from ember.text.tokenize import tokenize_texts
 
-        values = list(train_values)
-        texts = [self._text(v) for v in values]
+        texts = [self._text(v) for v in train_values]
         if self.vocab is None and getattr(self.tok, "needs_setup", False):
             self.tok.setup(texts)  # a subword model learns its pieces from the training texts only
         tokens = tokenize_texts(texts, tok=self.tok)
         if self.vocab is None:
             self.vocab = _build_vocab(tokens, self.tok, min_freq=self.min_freq, max_vocab=self.max_vocab)
-        for v, toks in zip(values, tokens):
-            self._cache[self._key(v)] = self._ids(toks)
-
-    @staticmethod
-    def _key(value: Any) -> Any:
-        return str(value) if isinstance(value, os.PathLike) else value
+        self._cache = {text: self._ids(toks) for text, toks in zip(texts, tokens)}
 
     def _ids(self, toks: list[str]) -> torch.Tensor:
         ids = self.vocab.numericalize(toks)
@@ -891,11 +1046,9 @@ class TextBlock(_text_block_base()):
     def encode(self, value: Any) -> torch.Tensor:
         if self.vocab is None:
             raise ConfigError("TextBlock has no vocabulary yet: it is built by setup() on the training texts.")
-        key = self._key(value)
-        ids = self._cache.get(key)
-        if ids is None:
-            ids = self._cache[key] = self._ids(self.tok([self._text(value)])[0])
-        return ids
+        text = self._text(value)
+        ids = self._cache.get(text)
+        return ids if ids is not None else self._ids(self.tok([text])[0])
 
     def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Pad at the start to the longest text of the batch: ``(B, T)``."""
@@ -916,6 +1069,7 @@ class TextBlock(_text_block_base()):
             "max_vocab": self.max_vocab,
             "max_len": self.max_len,
             "tok": dump(self.tok),
+            "text_cols": self.text_cols,
         }
 
     @classmethod
@@ -925,4 +1079,4 @@ class TextBlock(_text_block_base()):
             tok = load(data["tok"])
         else:  # the earlier layout: default rules, only the xxbos/xxeos settings written
             tok = Tokenizer(add_bos=data.get("add_bos", True), add_eos=data.get("add_eos", False))
-        return cls(vocab, tok, data["min_freq"], data["max_vocab"], data.get("max_len"))
+        return cls(vocab, tok, data["min_freq"], data["max_vocab"], data.get("max_len"), data.get("text_cols"))

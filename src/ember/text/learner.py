@@ -16,6 +16,7 @@ AR/TAR regularization (:class:`RNNRegularizer`) is added to the training loss.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ember.core.errors import ConfigError, DownloadError, EmberError, expected
+from ember.core.errors import ConfigError, DataError, DownloadError, EmberError, expected
 from ember.learner.callback import Callback
+from ember.learner.callbacks import GatherPreds
 from ember.learner.checkpoint import atomic_save, safe_load
 from ember.learner.export import register_learner
 from ember.learner.learner import Learner
-from ember.text.data import ClassificationDataset, TextDataLoaders
+from ember.losses import loss_activation, loss_decodes
+from ember.text.data import ClassificationDataset, LMDataset, TextBlock, TextDataLoaders
 from ember.text.models import (
     AWD_LSTM,
     LinearDecoder,
@@ -136,6 +139,63 @@ def _encoder_of(model: nn.Module) -> nn.Module:
     return first.module if hasattr(first, "module") and not isinstance(first, AWD_LSTM) else first
 
 
+def _state_problem(module: nn.Module, state: Any) -> str | None:
+    """Why `state` cannot be loaded into `module` (names or shapes that differ), or None; checked before loading,
+    so that a refused file changes nothing."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a state dict"
+    own = module.state_dict()
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} there, {tuple(v.shape)} here"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
+    ]
+    problems = [f"missing {missing[:3]}"] * bool(missing) + [f"unexpected {unexpected[:3]}"] * bool(unexpected)
+    problems += [f"size mismatch for {'; '.join(shapes[:3])}"] * bool(shapes)
+    return "; ".join(problems) or None
+
+
+class _GatherStreams(GatherPreds):
+    """Collect a language model's predictions batch by batch, joined along the time axis (``dim=1``)."""
+
+    def after_pred(self) -> None:
+        pred, (yb,) = self.learn.pred, self.learn.yb
+        self._preds.append(pred.detach().float().cpu())
+        self._targs.append(yb.detach().cpu())
+        if self.with_input:
+            self._inputs.append(self.learn.xb[0].detach().cpu())
+        if self.with_loss:
+            loss_func = self.learn.loss_func
+            old = loss_func.reduction
+            loss_func.reduction = "none"
+            try:
+                loss = loss_func(pred, yb).detach().float().cpu()
+            finally:
+                loss_func.reduction = old
+            self._losses.append(loss.reshape(yb.shape))
+
+    @staticmethod
+    def _join(chunks: list[torch.Tensor]) -> torch.Tensor | None:
+        return torch.cat(chunks, dim=1) if chunks else None
+
+    @property
+    def preds(self) -> Any:
+        return self._join(self._preds)
+
+    @property
+    def targs(self) -> Any:
+        return self._join(self._targs)
+
+    @property
+    def inputs(self) -> Any:
+        return self._join(self._inputs)
+
+    @property
+    def losses(self) -> torch.Tensor | None:
+        return self._join(self._losses)
+
+
 @register_learner
 class TextLearner(Learner):
     """A :class:`~ember.learner.Learner` for RNN text models: resets the hidden state at the right moments, adds
@@ -164,13 +224,20 @@ class TextLearner(Learner):
             self.model_recipe = {"factory": factory[0], "kwargs": dict(factory[1])}
 
     def save_encoder(self, name: str) -> Path:
-        """Save the encoder (embedding and LSTMs) to ``<path>/<model_dir>/<name>.pth``."""
-        return atomic_save(
-            {"encoder": _encoder_of(self.model).state_dict()}, self.path / self.model_dir / f"{name}.pth"
-        )
+        """Save the encoder (embedding and LSTMs) to ``<path>/<model_dir>/<name>.pth``, with the vocabulary it was
+        trained on (its tokens, so that :meth:`load_encoder` can refuse another vocabulary)."""
+        vocab = _token_vocab(self.dls)
+        state: dict[str, Any] = {"encoder": _encoder_of(self.model).state_dict()}
+        if vocab is not None and hasattr(vocab, "itos"):
+            state["vocab"] = list(vocab.itos)
+        return atomic_save(state, self.path / self.model_dir / f"{name}.pth")
 
     def load_encoder(self, name: str) -> TextLearner:
         """Load an encoder saved by :meth:`save_encoder` (e.g. from the fine-tuned language model); returns self.
+
+        The encoder's vocabulary must be these loaders' (the same tokens in the same order): every row of the
+        embedding belongs to one token. Files written before the vocabulary was saved with the encoder are checked
+        by size only. Nothing is changed when the encoder is refused.
 
         Raises:
             EmberError: the file is missing or its encoder does not fit (a different vocabulary or size).
@@ -179,24 +246,88 @@ class TextLearner(Learner):
         if not path.is_file():
             raise EmberError(f"No encoder at {path}; save one with learn.save_encoder({Path(name).stem!r}) first.")
         state = safe_load(path, self.dls.device)
-        try:
-            _encoder_of(self.model).load_state_dict(state["encoder"])
-        except (RuntimeError, KeyError) as e:
+        if not isinstance(state, dict) or "encoder" not in state:
+            raise EmberError(f"{path} holds no encoder; write one with learn.save_encoder().")
+        saved, vocab = state.get("vocab"), _token_vocab(self.dls)
+        if saved is not None and vocab is not None and list(saved) != list(vocab.itos):
+            first = next((i for i, (a, b) in enumerate(zip(saved, vocab.itos)) if a != b), min(len(saved), len(vocab)))
+            where = (
+                f"token {first} is {saved[first]!r} there and {vocab.itos[first]!r} here"
+                if first < min(len(saved), len(vocab))
+                else f"{len(saved)} tokens there, {len(vocab)} here"
+            )
             raise EmberError(
-                f"The encoder in {path} does not fit this model: {e}. Build the classifier's loaders with the "
+                f"The encoder in {path} was trained on another vocabulary ({where}), so its embedding rows belong to "
+                "other words. Build the classifier's loaders with the language model's vocabulary "
+                "(e.g. TextDataLoaders.from_folder(..., vocab=dls_lm.vocab), or TextBlock(vocab=dls_lm.vocab))."
+            )
+        encoder = _encoder_of(self.model)
+        problem = _state_problem(encoder, state["encoder"])
+        if problem is not None:
+            raise EmberError(
+                f"The encoder in {path} does not fit this model: {problem}. Build the classifier's loaders with the "
                 "language model's vocabulary (vocab=dls_lm.vocab) and the same architecture settings."
-            ) from e
+            )
+        encoder.load_state_dict(state["encoder"])
         self.opt = None  # rebuilt on the next fit with the loaded weights
         return self
 
     def get_preds(self, dl: Any = None, *args: Any, reorder: bool = True, **kwargs: Any) -> tuple:
-        """As :meth:`Learner.get_preds`; classifier batches (sorted by length) are put back in dataset order."""
-        out = super().get_preds(dl, *args, **kwargs)
-        ds = self._as_loader(dl).dataset
+        """As :meth:`Learner.get_preds`; classifier batches (sorted by length) are put back in dataset order.
+
+        On language-model loaders (:class:`~ember.text.data.LMDataset`: `bs` contiguous streams read in batches
+        of varying length) the batches are joined along the time axis, stream by stream: predictions
+        ``(bs, L, vocab)``, targets and inputs ``(bs, L)``, per-token losses ``(bs, L)``, where ``L`` is the
+        number of positions of each stream (``dl.dataset.stream_len``). Row ``s`` is stream ``s`` in order.
+        """
+        loader = self._as_loader(dl)
+        if isinstance(loader.dataset, LMDataset):
+            names = ("with_input", "with_decoded", "with_loss", "act")
+            if len(args) > len(names):
+                raise ConfigError(f"get_preds takes at most {len(names) + 1} positional arguments.")
+            opts = {**dict(zip(names, args)), **kwargs}
+            unknown = [k for k in opts if k not in names]
+            if unknown:
+                raise ConfigError(expected("an argument of get_preds", unknown[0], opts[unknown[0]], valid=names))
+            return self._stream_preds(loader, **opts)
+        out = super().get_preds(dl, *args, reorder=reorder, **kwargs)
+        ds = loader.dataset
         if not (reorder and isinstance(ds, ClassificationDataset) and len(ds.order)):
             return out
         inv = torch.from_numpy(np.argsort(ds.order))
         return tuple(x[inv] if isinstance(x, torch.Tensor) and len(x) == len(inv) else x for x in out)
+
+    def _stream_preds(
+        self,
+        loader: Any,
+        with_input: bool = False,
+        with_decoded: bool = False,
+        with_loss: bool = False,
+        act: Any = None,
+    ) -> tuple:
+        gather = _GatherStreams(with_input=with_input, with_loss=with_loss)
+        self._run_inference(loader, [gather])
+        preds = gather.preds
+        act = act if act is not None else loss_activation(self.loss_func)
+        if preds is not None:
+            preds = act(preds)
+        out: list[Any] = [preds, gather.targs]
+        if with_decoded:
+            out.append(loss_decodes(self.loss_func)(preds))
+        if with_input:
+            out.append(gather.inputs)
+        if with_loss:
+            out.append(gather.losses)
+        return tuple(out)
+
+    def predict_batch(self, items: Any, *args: Any, **kwargs: Any) -> Any:
+        """As :meth:`Learner.predict_batch`, for a list of texts (a single str is refused, not read as letters)."""
+        if isinstance(items, (str, bytes)):
+            raise DataError(
+                f"Expected `items` to be a list of texts; received a single str ({items[:40]!r}). Use "
+                "learn.predict(text) for one text, or wrap it in a list."
+            )
+        return super().predict_batch(items, *args, **kwargs)
 
     def _decode_targets(self, decoded: torch.Tensor) -> list[Any]:
         """Class indices ``(N,)`` -> class names; multi-label flags ``(N, C)`` -> lists of class names."""
@@ -242,20 +373,33 @@ class LMLearner(TextLearner):
         Args:
             temperature: divides the logits; lower is more conservative, ``0`` always picks the likeliest word.
             no_unk: never write ``xxunk``.
-            min_p: leave out words less likely than this.
+            min_p: leave out words less likely than this (when no word reaches it, a warning says so and that
+                word is drawn from them all).
             decoder: tokens -> display tokens (default: apply the case marks).
 
         Returns:
             The text followed by the generated words.
+
+        Raises:
+            ConfigError: `n_words`, `temperature` (negative) or `min_p` (outside [0, 1]) is invalid.
         """
-        if not isinstance(n_words, int) or n_words < 0:
+        if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 0:
             raise ConfigError(expected("an int >= 0", "n_words", n_words))
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+            raise ConfigError(expected("a number >= 0 (0: always the likeliest word)", "temperature", temperature))
+        if min_p is not None and (
+            isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= min_p <= 1
+        ):
+            raise ConfigError(expected("None or a probability in [0, 1]", "min_p", min_p))
+        if isinstance(text, (list, tuple)) or not isinstance(text, str):
+            raise DataError(expected("a text (str) to continue", "text", text))
         vocab = self.dls.vocab
         tok = getattr(self.dls, "tokenizer", None) or Tokenizer()
         ids = vocab.numericalize(tok([text])[0]).to(self.dls.device)
         self.model.eval()
         self.model.reset()
         new_ids: list[int] = []
+        warned = False
         # never written: padding and the fillers that round the vocabulary up to a multiple of 8 (``xxunk``
         # too with `no_unk`); an undertrained model may still give them some probability
         banned = [i for i, t in enumerate(vocab.itos) if t == PAD or t.startswith("xxfake")]
@@ -268,17 +412,27 @@ class LMLearner(TextLearner):
                 probs = torch.softmax(logits.float() / max(temperature, 1e-8), dim=-1)
                 probs[banned_t] = 0.0
                 if min_p is not None:
-                    probs[probs < min_p] = 0.0
+                    kept = probs.masked_fill(probs < min_p, 0.0)
+                    if kept.sum() > 0:
+                        probs = kept
+                    elif not warned:  # as fastai: sample from every word rather than fail
+                        warnings.warn(
+                            f"No word is as likely as min_p={min_p}; sampling without min_p for those words.",
+                            stacklevel=2,
+                        )
+                        warned = True
                 nxt = int(probs.argmax()) if temperature == 0 else int(torch.multinomial(probs, 1))
                 new_ids.append(nxt)
                 logits = self.model(torch.tensor([[nxt]], device=self.dls.device))[0, -1]
         self.model.reset()
         toks = [vocab.itos[i] for i in new_ids]
-        out = decoder(toks if only_last_word else [*tok([text])[0], *toks])
+        toks = toks if only_last_word else [*tok([text])[0], *toks]
         inner = getattr(tok, "tok", None)
-        if hasattr(inner, "decode"):  # subword pieces join without spaces ("▁the ▁cat" -> "the cat")
-            return inner.decode([t for t in out if t != BOS])
-        return " ".join(out)
+        if hasattr(inner, "decode"):
+            # Subword pieces join without spaces ("▁the ▁cat" -> "the cat"); the case marks are then words of the
+            # text ("xxmaj the" -> "The"), applied after the pieces are joined.
+            return " ".join(decoder(inner.decode([t for t in toks if t != BOS]).split()))
+        return " ".join(decoder(toks))
 
 
 def pretrained_wt103_files(fnames: Sequence[str | os.PathLike] | None = None) -> tuple[Path, Path]:
@@ -340,9 +494,39 @@ def _load_pretrained(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
         ) from e
 
 
+def _text_block(dls: Any) -> Any:
+    """The :class:`~ember.text.data.TextBlock` input of loaders built by a ``DataBlock``, or None."""
+    blocks = getattr(dls, "blocks", None) or []
+    if getattr(dls, "n_inp", 1) == 1 and blocks and isinstance(blocks[0], TextBlock):
+        return blocks[0]
+    return None
+
+
+def _token_vocab(dls: Any) -> Any:
+    """The token vocabulary of text loaders: ``TextDataLoaders.vocab``, or a DataBlock's TextBlock's."""
+    if isinstance(dls, TextDataLoaders):
+        return dls.vocab
+    block = _text_block(dls)
+    return block.vocab if block is not None else None
+
+
+def _multi_label(dls: Any) -> bool:
+    if isinstance(dls, TextDataLoaders):
+        return dls.multi_label
+    targets = getattr(dls, "target_blocks", None) or []
+    return bool(targets) and getattr(targets[0], "kind", None) == "multicategory"
+
+
 def _check_dls(dls: Any, is_lm: bool) -> None:
+    if not is_lm and not isinstance(dls, TextDataLoaders) and _text_block(dls) is not None:
+        if _token_vocab(dls) is None:
+            raise ConfigError("The loaders' TextBlock has no vocabulary; build them with DataBlock.dataloaders().")
+        return
     if not isinstance(dls, TextDataLoaders):
-        raise ConfigError(expected("TextDataLoaders", "dls", type(dls).__name__))
+        what = (
+            "TextDataLoaders (is_lm=True)" if is_lm else "TextDataLoaders, or DataBlock loaders with a TextBlock input"
+        )
+        raise ConfigError(expected(what, "dls", type(dls).__name__))
     if dls.is_lm != is_lm:
         what = "language-model loaders (is_lm=True)" if is_lm else "classification loaders (is_lm=False)"
         raise ConfigError(f"Expected {what}; received the other kind of TextDataLoaders.")
@@ -410,26 +594,33 @@ def text_classifier_learner(
     Exportable like :func:`language_model_learner`'s; the loaded learner's ``predict(text)`` gives
     ``(label, index, probabilities)``.
 
+    `dls` are classification :class:`~ember.text.data.TextDataLoaders`, or loaders built by a ``DataBlock`` whose
+    input is a :class:`~ember.text.data.TextBlock` (the token vocabulary is the block's; the targets a
+    ``CategoryBlock`` or a ``MultiCategoryBlock``).
+
     Args:
         arch: the encoder class, or its name in :data:`~ember.text.models.TEXT_ARCHS`.
         drop_mult: multiplies every dropout probability.
         max_len: the head pools over the last `max_len` tokens of each document (whole chunks).
-        metrics: default ``accuracy``.
-        n_out: number of classes (default: ``len(dls.classes)``).
+        metrics: default ``accuracy`` (``accuracy_multi`` for multi-label targets).
+        n_out: number of classes (default: ``len(dls.classes)``, or ``dls.c`` for DataBlock loaders).
     """
-    from ember.metrics import accuracy
+    from ember.metrics import accuracy, accuracy_multi
 
     _check_dls(dls, is_lm=False)
-    n_out = n_out if n_out is not None else len(dls.classes)
+    vocab = _token_vocab(dls)
+    if n_out is None:
+        n_out = len(dls.classes) if isinstance(dls, TextDataLoaders) else dls.c
     if not n_out:
         raise ConfigError("Cannot tell the number of classes: these loaders have no `classes`; pass `n_out=`.")
     model = get_text_classifier(
-        len(dls.vocab), n_out, seq_len, config, drop_mult, lin_ftrs, ps, dls.vocab.pad_idx, max_len, arch
+        len(vocab), n_out, seq_len, config, drop_mult, lin_ftrs, ps, vocab.pad_idx, max_len, arch
     )
     if pretrained:
-        state = load_pretrained_wt103(dls.vocab.itos, pretrained_fnames)
+        state = load_pretrained_wt103(vocab.itos, pretrained_fnames)
         _load_pretrained(model[0].module, {k[2:]: v for k, v in state.items() if k.startswith("0.")})
-    metrics = accuracy if metrics is None else metrics
+    if metrics is None:
+        metrics = accuracy_multi if _multi_label(dls) else accuracy
     learn = TextLearner(dls, model, splitter=awd_lstm_clas_split, metrics=metrics, **kwargs)
     learn.freeze()
     return learn

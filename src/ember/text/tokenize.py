@@ -27,6 +27,9 @@ import json
 import os
 import re
 import shutil
+import types
+import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -104,8 +107,8 @@ _HTML_FIXES = {
     "\\": " \\ ",
 }
 _RE_HTML = re.compile("|".join(re.escape(k) for k in sorted(_HTML_FIXES, key=len, reverse=True)))
-_RE_REP = re.compile(r"(\S)(\1{3,})")
-_RE_WREP = re.compile(r"(?<!\S)(\S+)((?:\s+\1){3,})(?!\S)")
+# Dots are left alone: "..." stays one token (an ellipsis), not "xxrep 3 .".
+_RE_REP = re.compile(r"([^\s.])(\1{2,})")
 _RE_SPEC = re.compile(r"([/#\\])")
 _RE_SPACES = re.compile(r" {2,}")
 
@@ -119,13 +122,16 @@ def fix_html(text: str) -> str:
 
 
 def replace_rep(text: str) -> str:
-    """``"grrrrreat"`` -> ``"g xxrep 5 r great"``: a character repeated 4+ times becomes a count."""
+    """``"grrrrreat"`` -> ``"g xxrep 5 r eat"``: a character repeated 3+ times becomes a count (as in fastai)."""
     return _RE_REP.sub(lambda m: f" {TK_REP} {len(m.group(2)) + 1} {m.group(1)} ", text)
 
 
 def replace_wrep(text: str) -> str:
-    """``"very very very very good"`` -> ``"xxwrep 4 very good"``: a word repeated 4+ times becomes a count."""
-    return _RE_WREP.sub(lambda m: f"{TK_WREP} {len(m.group(2).split()) + 1} {m.group(1)}", text)
+    """``"very very very good"`` -> ``"xxwrep 3 very good"``: a word repeated 3+ times becomes a count.
+
+    Punctuation may follow the last repeat (``"no no no!"`` -> ``"xxwrep 3 no!"``), as in fastai.
+    """
+    return _patterns().wrep.sub(lambda m: f"{TK_WREP} {len(m.group(2).split()) + 1} {m.group(1)}", text)
 
 
 def spec_add_spaces(text: str) -> str:
@@ -138,30 +144,87 @@ def rm_useless_spaces(text: str) -> str:
     return _RE_SPACES.sub(" ", text)
 
 
-@lru_cache(maxsize=1)
-def _case_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """Compiled all-caps and capitalized-word patterns, Unicode-aware for Latin, Greek, Cyrillic and more.
+# Apostrophes that may join two parts of a word ("don't", "O'Brien") or start a clitic ("'s"): the ASCII one and
+# the typographic one (U+2019), so that "don’t" is split as "don't" is.
+_APOS = "['\u2019]"
+# The clitics split off their word: 's 'd 'm 're 've 'll (in any case).
+_CLITIC = "(?:[sdmSDM]|[rR][eE]|[vV][eE]|[lL][lL])"
 
-    Python's ``re`` has no ``\\p{Lu}``; the classes are built once from ``str.isupper``/``str.islower`` over the
-    alphabetic scripts below U+2C00 (building them over all of Unicode takes half a second).
+
+@dataclass(frozen=True)
+class _Patterns:
+    all_caps: re.Pattern[str]
+    maj: re.Pattern[str]
+    wrep: re.Pattern[str]
+    nt: re.Pattern[str]
+    token: re.Pattern[str]
+
+
+def _mark_class() -> str:
+    """Character-class body of the Unicode combining marks (categories Mn, Mc, Me), as ranges.
+
+    Python's ``\\w`` leaves them out, so on its own it would cut Devanagari, vowelled Arabic or Hebrew, and any
+    decomposed (NFD) text, at every vowel sign or accent. Built from ``unicodedata`` over the Basic Multilingual Plane
+    (marks beyond it, in historic scripts, would turn the class into a slow list of ranges).
+    """
+    category = unicodedata.category
+    ranges: list[list[int]] = []
+    for cp in range(0x10000):
+        if category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
+@lru_cache(maxsize=1)
+def _patterns() -> _Patterns:
+    """The compiled patterns of the case and repetition rules and of :class:`WordTokenizer`, built once.
+
+    Python's ``re`` has no ``\\p{Lu}``: the upper- and lower-case classes are built from ``str.isupper`` and
+    ``str.islower`` over the alphabetic scripts below U+2C00 (Latin, Greek, Cyrillic and more), the mark class from
+    ``unicodedata`` (see :func:`_mark_class`).
     """
     chars = [chr(i) for i in range(0x2C00)]
     upper = "".join(re.escape(c) for c in chars if c.isupper())
     lower = "".join(re.escape(c) for c in chars if c.islower())
-    # A zero-width match before the word, so the replacement is a plain template (no Python call per word).
-    all_caps = re.compile(rf"(?<!\w)(?=[{upper}]{{2,}}(?!\w))")
-    maj = re.compile(rf"(?<!\w)(?=[{upper}][{lower}\d]*(?!\w))")
-    return all_caps, maj
+    marks = _mark_class()
+    w, a = rf"[\w{marks}]", _APOS
+    # A word starts where no word character (or word character and apostrophe) precedes, and ends where none
+    # follows; an apostrophe between letters stays inside the word ("DON'T", "I'm").
+    # The case patterns match the word's first capital and look ahead at the rest (a pattern that starts with a
+    # character class lets `re` skip ahead fast); the replacement puts the mark before it.
+    # All caps: two or more capitals; capitalized: a capital and at least one lower-case letter or digit (a single
+    # capital, "I" or "A", gets no mark, as in fastai).
+    first, end = rf"[{upper}](?<!{w}[{upper}])(?<!{w}{a}[{upper}])", rf"(?!{w})(?!{a}{w})"
+    all_caps = re.compile(rf"{first}(?=[{marks}]*(?:{a}?[{upper}][{marks}]*)+{end})")
+    maj = re.compile(rf"{first}(?=[{marks}]*(?:{a}?[{lower}\d][{marks}]*)+{end})")
+    # (?=(w+))\1 takes the whole word without backtracking into it.
+    wrep = re.compile(rf"\b(?<!{w})(?=({w}+))\1((?:\s+\1){{2,}})(?!{w})")
+    # One sub splits "n't" off its word; then one findall: numbers with separators, words (with their marks and
+    # inner apostrophes: "o'brien", "rock'n'roll"; "n't" comes out whole), the other clitics, runs of dots or
+    # dashes, line breaks and tabs (a run of them is one token, as in fastai), any other single visible character.
+    # Case variants are spelled out: re.IGNORECASE slows every alternative down by about 10%.
+    nt = re.compile(rf"[nN](?<={w}[nN]){a}[tT](?!{w})")
+    token = re.compile(
+        rf"\d+(?:[.,:]\d+)+|{w}+(?:{a}(?!{_CLITIC}(?!{w})){w}+)*|{a}{_CLITIC}(?!{w})"
+        r"|\.{2,}|-{2,}|[\r\n\t](?:[ \r\n\t]*[\r\n\t])?|[^\w\s]"
+    )
+    return _Patterns(all_caps, maj, wrep, nt, token)
 
 
 def replace_all_caps(text: str) -> str:
-    """Mark words of two or more capitals with ``xxup`` (``"STOP it"`` -> ``"xxup STOP it"``)."""
-    return _case_patterns()[0].sub(f"{TK_UP} ", text)
+    """Mark words of two or more capitals with ``xxup`` (``"STOP it"`` -> ``"xxup STOP it"``, ``"DON'T"`` too)."""
+    return _patterns().all_caps.sub(rf"{TK_UP} \g<0>", text)
 
 
 def replace_maj(text: str) -> str:
-    """Mark capitalized words with ``xxmaj`` (``"Hello"`` -> ``"xxmaj Hello"``); run after `replace_all_caps`."""
-    return _case_patterns()[1].sub(f"{TK_MAJ} ", text)
+    """Mark capitalized words with ``xxmaj`` (``"Hello"`` -> ``"xxmaj Hello"``); run after `replace_all_caps`.
+
+    A single capital letter (``"I"``, ``"A"``) is not marked.
+    """
+    return _patterns().maj.sub(rf"{TK_MAJ} \g<0>", text)
 
 
 def lowercase(text: str) -> str:
@@ -205,23 +268,77 @@ def _rule_from_name(name: Any) -> Callable[[str], str]:
     return rule
 
 
+def _digest(*parts: Any) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        b = str(part).encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a function's code: its bytecode, names and constants (nested functions' code included)."""
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return _digest(code.co_code.hex(), code.co_names, consts)
+
+
+@lru_cache(maxsize=1)
+def _ember_rules_digest() -> str:
+    """A digest of ember's rules (their code and patterns): cached tokens of another ember version are not reused."""
+    p = _patterns()
+    patterns = (_RE_HTML.pattern, _RE_REP.pattern, _RE_SPEC.pattern, _RE_SPACES.pattern, p.all_caps.pattern)
+    return _digest(
+        *patterns,
+        p.maj.pattern,
+        p.wrep.pattern,
+        sorted(_HTML_FIXES.items()),
+        [_code_digest(r.__code__) for r in RULES.values()],
+    )
+
+
+def _callable_id(fn: Any) -> str | None:
+    """What identifies the output of a rule or word-tokenizer function (part of the cache key).
+
+    ember's rules: their name and :func:`_ember_rules_digest`. A function of your own defined at the top level of a
+    module: its qualified name and a digest of its code and defaults, so editing its body changes the key. ``None``
+    when the output cannot be identified reliably: a lambda, a nested function or closure (it reads variables the
+    digest cannot see), a ``functools.partial`` or another callable object (those need a ``settings()`` method).
+    """
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and RULES.get(name) is fn:
+        return f"ember.{name}:{_ember_rules_digest()}"
+    if isinstance(fn, (types.BuiltinFunctionType, types.MethodDescriptorType, types.WrapperDescriptorType)):
+        owner = getattr(fn, "__module__", None) or getattr(getattr(fn, "__objclass__", None), "__module__", "")
+        return f"{owner}.{fn.__qualname__}"
+    if (
+        isinstance(fn, types.FunctionType)
+        and fn.__name__ != "<lambda>"
+        and "<locals>" not in fn.__qualname__
+        and not fn.__closure__
+    ):
+        code = _code_digest(fn.__code__)
+        return f"{fn.__module__}.{fn.__qualname__}:{_digest(code, repr(fn.__defaults__), repr(fn.__kwdefaults__))}"
+    return None
+
+
+def _describe(fn: Any) -> str:
+    named = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Tokenizers
-
-# One pass splits "n't" off its word; then one findall: special tokens, clitics, numbers with separators, words,
-# runs of dots or dashes, any other single non-space character.
-# Case variants are spelled out: re.IGNORECASE slows every alternative down by about 10%.
-_RE_NT = re.compile(r"(?<=\w)([nN]'[tT])\b")
-_RE_TOKEN = re.compile(r"[nN]'[tT]\b|'(?:[sdmSDM]|re|ve|ll|RE|VE|LL)\b|\d+(?:[.,:]\d+)+|\w+|\.{2,}|-{2,}|[^\w\s]")
 
 
 @register_recipe()
 class WordTokenizer:
     """Split texts into English word and punctuation tokens with compiled regular expressions.
 
-    Callable on a list of strings; returns one list of tokens per string. Unicode letters and digits form
-    words; every other visible character is a token of its own (``...`` and ``--`` stay whole); the clitics
-    ``n't 's 're 've 'll 'd 'm`` are separate tokens, as spaCy makes them.
+    Callable on a list of strings; returns one list of tokens per string. Unicode letters, digits and combining
+    marks form words, an apostrophe (``'`` or ``’``) between letters stays inside one (``o'brien``); a run of line
+    breaks and tabs is one token; every other visible character is a token of its own (``...`` and ``--`` stay
+    whole); the clitics ``n't 's 're 've 'll 'd 'm`` are separate tokens, as spaCy makes them.
 
     >>> WordTokenizer()(["Don't stop: 3.14 isn't pi..."])
     [['Do', "n't", 'stop', ':', '3.14', 'is', "n't", 'pi', '...']]
@@ -230,12 +347,14 @@ class WordTokenizer:
     name = "word"
 
     def __call__(self, texts: Iterable[str]) -> list[list[str]]:
-        findall, sub = _RE_TOKEN.findall, _RE_NT.sub
-        return [findall(sub(r" \1", t)) for t in texts]
+        p = _patterns()
+        findall, sub = p.token.findall, p.nt.sub
+        return [findall(sub(r" \g<0>", t)) for t in texts]
 
     def settings(self) -> dict[str, Any]:
         """What identifies this tokenizer's output (part of the cache key)."""
-        return {"name": self.name, "pattern": _RE_TOKEN.pattern}
+        p = _patterns()
+        return {"name": self.name, "pattern": _digest(p.nt.pattern, p.token.pattern)}
 
     def to_recipe(self) -> dict[str, Any]:
         return {}
@@ -614,6 +733,7 @@ class Tokenizer:
         return self
 
     def __call__(self, texts: Iterable[str]) -> list[list[str]]:
+        _check_texts(texts)
         if self.needs_setup:
             raise _untrained_error()
         texts = [self.preprocess(_check_text(t, i)) for i, t in enumerate(texts)]
@@ -624,14 +744,36 @@ class Tokenizer:
         return out
 
     def settings(self) -> dict[str, Any]:
-        """What identifies this tokenizer's output (part of the cache key)."""
-        tok_settings = self.tok.settings() if hasattr(self.tok, "settings") else {"name": type(self.tok).__name__}
+        """What identifies this tokenizer's output (part of the cache key of :func:`tokenize_corpus`).
+
+        ember's rules and word tokenizers are named with a digest of their patterns and code; a function of your
+        own (a rule, or the word tokenizer) by its qualified name and a digest of its code; a word tokenizer object
+        by its ``settings()`` method. Where the output cannot be identified (a lambda, a nested function or closure,
+        a callable object without ``settings()``) the value is ``None`` and :attr:`cacheable` is False.
+        """
+        if hasattr(self.tok, "settings"):
+            tok_settings = self.tok.settings()
+        else:
+            tok_settings = {"name": type(self.tok).__name__, "id": _callable_id(self.tok)}
         return {
             "tok": tok_settings,
-            "rules": [getattr(r, "__qualname__", repr(r)) for r in self.rules],
+            "rules": [_callable_id(r) for r in self.rules],
             "add_bos": self.add_bos,
             "add_eos": self.add_eos,
         }
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`settings` identifies the output, so that tokens can be cached on disk."""
+        settings = self.settings()
+        return None not in settings["rules"] and settings["tok"].get("id", "") is not None
+
+    def _unidentified(self) -> list[str]:
+        """The rules and word tokenizer that :meth:`settings` cannot identify, by name."""
+        parts = [r for r in self.rules if _callable_id(r) is None]
+        if not hasattr(self.tok, "settings") and _callable_id(self.tok) is None:
+            parts.append(self.tok)
+        return [_describe(p) for p in parts]
 
     def __repr__(self) -> str:
         rules = ", ".join(getattr(r, "__name__", repr(r)) for r in self.rules)
@@ -682,9 +824,33 @@ def _check_text(text: Any, i: int) -> str:
     raise DataError(f"Expected every text to be a str; received a {type(text).__name__} at position {i}: {text!r:.60}.")
 
 
-def _tokenize_joined(tok: Tokenizer, texts: list[str]) -> list[str]:
-    """Worker body: tokens joined by spaces (one string per text pickles far faster than lists of strings)."""
-    return [" ".join(toks) for toks in tok(texts)]
+def _check_texts(texts: Any, name: str = "texts") -> None:
+    """DataError for a single string where a list of texts is expected (iterating it would give its characters)."""
+    if isinstance(texts, (str, bytes)):
+        raise DataError(
+            f"Expected `{name}` to be a list of texts; received a single {type(texts).__name__} ({texts[:40]!r}). "
+            "Wrap it in a list: [text]."
+        )
+
+
+# Joins a text's tokens in a worker: one string per text pickles far faster than a list of strings.
+_SEP = "\x00"
+
+
+def _tokenize_joined(tok: Tokenizer, texts: list[str]) -> tuple[list[str], list[int]]:
+    """Worker body: each text's tokens joined by ``\\x00``, and their numbers (to check the split)."""
+    out = tok(texts)
+    return [_SEP.join(toks) for toks in out], [len(toks) for toks in out]
+
+
+def _picklable(obj: Any) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)  # only to hand the tokenizer to the worker processes; nothing is stored
+    except Exception:
+        return False
+    return True
 
 
 def tokenize_texts(texts: Sequence[str], tok: Tokenizer | None = None, n_workers: int | None = None) -> list[list[str]]:
@@ -698,24 +864,40 @@ def tokenize_texts(texts: Sequence[str], tok: Tokenizer | None = None, n_workers
     Returns:
         One list of tokens per text, in order.
     """
+    _check_texts(texts)
     tok = tok if tok is not None else Tokenizer()
     texts = list(texts)
-    if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 0):
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0):
         raise ConfigError(expected("None or an int >= 0", "n_workers", n_workers))
     n_workers = (os.cpu_count() or 1) if n_workers is None else n_workers
     total = sum(len(t) for t in texts if isinstance(t, str))
     if n_workers <= 1 or total < _PARALLEL_MIN_CHARS or len(texts) < 2:
         return tok(texts)
+    if not _picklable(tok):
+        warnings.warn(
+            f"The tokenizer {tok!r} cannot be sent to worker processes (it is not picklable: a lambda or a nested "
+            "function?), so the texts are tokenized in this process. Define its functions at the top level of a "
+            "module to use every core, or pass n_workers=0 to silence this warning.",
+            stacklevel=2,
+        )
+        return tok(texts)
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
+    _patterns()  # built once here, inherited by forked workers
     # Chunks of similar total length, a few per worker so that uneven texts still balance.
     n_chunks = min(len(texts), n_workers * 4)
     bounds = np.linspace(0, len(texts), n_chunks + 1).astype(int)
     chunks = [texts[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    out: list[list[str]] = []
     with ProcessPoolExecutor(max_workers=n_workers) as pool:
-        joined = [s for part in pool.map(partial(_tokenize_joined, tok), chunks) for s in part]
-    return [s.split(" ") if s else [] for s in joined]
+        for joined, counts in pool.map(partial(_tokenize_joined, tok), chunks):
+            for s, n in zip(joined, counts):
+                toks = s.split(_SEP) if n else []
+                if len(toks) != n:  # a token held the separator: tokenize that text here instead
+                    toks = tok([texts[len(out)]])[0]
+                out.append(toks)
+    return out
 
 
 def tokenize_df(
@@ -893,8 +1075,17 @@ def tokenize_corpus(
         if texts is None:
             texts = read_text_files(files)
         tok.setup(texts)
-    settings = {"tok": tok.settings() if hasattr(tok, "settings") else repr(tok), "min_freq": min_freq}
-    settings["max_vocab"] = max_vocab
+    tok_id = _tokenizer_id(tok)
+    if cache_dir is not None and tok_id is None:
+        unknown = tok._unidentified() if isinstance(tok, Tokenizer) else [_describe(tok)]
+        warnings.warn(
+            f"Tokens are not cached: the output of {', '.join(unknown)} cannot be identified (a lambda, a nested "
+            "function or closure, or an object without a settings() method), so a cached result could be stale. "
+            "Define it as a function at the top level of a module to cache the tokens.",
+            stacklevel=2,
+        )
+        cache_dir = None
+    settings = {"tok": tok_id, "min_freq": min_freq, "max_vocab": max_vocab}
     settings["vocab"] = vocab.itos if vocab is not None else None
     folder: Path | None = None
     if cache_dir is not None:
@@ -920,6 +1111,16 @@ def tokenize_corpus(
         _write_cache(folder, corpus)
         corpus.ids = np.load(folder / "ids.npy", mmap_mode="r")
     return corpus
+
+
+def _tokenizer_id(tok: Any) -> Any:
+    """:meth:`Tokenizer.settings` (or another tokenizer's ``settings()``, or a function's id); None when the output
+    cannot be identified."""
+    if isinstance(tok, Tokenizer):
+        return tok.settings() if tok.cacheable else None
+    if hasattr(tok, "settings"):
+        return tok.settings()
+    return _callable_id(tok)
 
 
 def _build_vocab(tokens: Iterable[Sequence[str]], tok: Any = None, min_freq: int = 3, max_vocab: int = 60000) -> Any:
