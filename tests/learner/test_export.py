@@ -11,7 +11,7 @@ from torch import nn
 
 import ember
 from conftest import make_classification
-from ember.core.errors import ExportError
+from ember.core.errors import EmberError, ExportError
 from ember.data import CategoryBlock, DataBlock, DataLoaders, RegressionBlock
 from ember.learner import Learner
 from ember.learner.export import FORMAT_VERSION, read_recipe
@@ -79,6 +79,12 @@ def test_round_trip_gives_the_same_predictions(block_learner, tmp_path, capsys):
     label, idx, p = loaded.predict(xs[0])
     assert label in ("no", "yes") and label == labels[0] and torch.isclose(p.sum(), torch.tensor(1.0))
     assert loaded.dls.vocab == ["no", "yes"]
+    # A loaded learner holds inference loaders only: training is refused before anything changes.
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    for train in (lambda: loaded.fit_one_cycle(1, 1e-2), lambda: loaded.fine_tune(1), loaded.lr_find):
+        with pytest.raises(EmberError, match="no training rows|has none"):
+            train()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
 
 
 def test_recipe_contents(block_learner):

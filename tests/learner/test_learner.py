@@ -262,7 +262,9 @@ def test_validate_and_get_preds(tiny_learner):
     assert acc == pytest.approx((preds.argmax(1) == targs).float().mean().item())
     ref = nn.functional.cross_entropy(torch.log(preds), targs).item()
     assert loss == pytest.approx(ref, rel=1e-4)
-    preds, targs, dec, inp, losses = learn.get_preds(with_decoded=True, with_input=True, with_loss=True)
+    inp, preds, targs, dec, losses = learn.get_preds(
+        with_decoded=True, with_input=True, with_loss=True
+    )  # fastai's order
     assert torch.equal(dec, preds.argmax(1))
     assert inp.shape == (64, 8) and losses.shape == (64,)
     assert losses.mean().item() == pytest.approx(loss, rel=1e-4)
@@ -406,7 +408,7 @@ def test_get_preds_gives_dataset_order_for_a_shuffling_loader():
     )
     learn = quiet_learner(dls)
     state = gen.get_state()
-    preds, targs, inputs = learn.get_preds(dl=0, with_input=True)
+    inputs, preds, targs = learn.get_preds(dl=0, with_input=True)
     assert torch.equal(targs, y[:50]) and torch.equal(inputs, x[:50])  # every item (no batch dropped), in order
     assert torch.allclose(preds, learn.get_preds(dl=dls.train)[0])
     assert torch.equal(gen.get_state(), state)  # the training order is not disturbed
@@ -414,6 +416,9 @@ def test_get_preds_gives_dataset_order_for_a_shuffling_loader():
     assert len(shuffled) == 48 and not torch.equal(shuffled, y[:48])  # as the loader gives them
     with pytest.raises(ConfigError, match="dl.*5"):
         learn.get_preds(dl=5)
+    assert torch.equal(learn.get_preds(ds_idx=0)[1], y[:50])  # fastai's spelling of dl=0
+    with pytest.raises(ConfigError, match="either `dl` or `ds_idx`"):
+        learn.get_preds(dl=1, ds_idx=0)
 
 
 def test_learning_rates_accept_numeric_scalars_and_refuse_the_rest():

@@ -301,7 +301,7 @@ def test_language_model_get_preds_joins_the_batches_of_each_stream(lm_dls, tmp_p
     ds = dls.valid.dataset
     L, V = ds.stream_len, len(dls.vocab)
     assert L % 10
-    preds, targs, inputs, losses = learn.get_preds(with_input=True, with_loss=True)
+    inputs, preds, targs, losses = learn.get_preds(with_input=True, with_loss=True)
     assert preds.shape == (4, L, V) and targs.shape == inputs.shape == losses.shape == (4, L)
     ids = torch.as_tensor(ds.corpus.ids.astype("int64"))
     assert torch.equal(inputs[1], ids[L : 2 * L]) and torch.equal(targs[1], ids[L + 1 : 2 * L + 1])

@@ -288,7 +288,7 @@ def test_unet_denoises_better_than_the_input(denoiser):
     _, learn = denoiser
     assert learn.model_recipe["kwargs"]["n_out"] == 3  # from the data: the target's channels
     assert isinstance(learn.loss_func, MSELossFlat)
-    preds, targs, inputs = learn.get_preds(with_input=True)
+    inputs, preds, targs = learn.get_preds(with_input=True)
     assert preds.shape == targs.shape == inputs.shape
     model_mse, input_mse = float(F.mse_loss(preds, targs)), float(F.mse_loss(inputs, targs))
     assert model_mse < 0.7 * input_mse, (model_mse, input_mse)

@@ -43,7 +43,7 @@ class CollabLearner(TrainableCheck, Learner):
 
     dls: CollabDataLoaders
     model_recipe: dict[str, Any] | None = None
-    _how_to_build = "CollabDataLoaders.from_df and collab_learner"
+    _how_to_build = "a learner from the data (CollabDataLoaders.from_df and collab_learner)"
 
     # -- prediction ---------------------------------------------------------------------------------
     def _pairs(self, pairs: Any) -> tuple[pd.Series, pd.Series, bool]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ember.core.device import to_detach
-from ember.core.errors import CallbackError, ConfigError, EmberError, expected
+from ember.core.errors import CallbackError, ConfigError, DataError, EmberError, expected
 from ember.data.loaders import DataLoaders, DeviceLoader
 from ember.learner.callback import CANCEL_EXCEPTIONS, EVENTS, Callback
 from ember.learner.checkpoint import (
@@ -534,6 +534,7 @@ class Learner:
         """
         if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 0:
             raise ConfigError(expected("a non-negative int", "n_epoch", n_epoch))
+        self._check_trainable()
         if self.opt is not None:  # check the rate before anything changes (a new optimizer checks it itself)
             spread_lr(self.lr if lr is None else lr, len(self.opt.param_groups))
         if wd is not None:
@@ -567,6 +568,24 @@ class Learner:
                     cleanup = getattr(cb, "cleanup_fit", None)
                     if cleanup is not None:
                         cleanup()
+
+    #: How to build a learner that can train, for the error a learner without training data gives.
+    _how_to_build = "DataLoaders from your data, a learner on them, then learn.load(...) or the exported weights"
+
+    def _check_trainable(self) -> None:
+        """Refuse to train before anything changes when there is nothing to train on: a learner from
+        ``ember.load_learner`` holds inference loaders only. Subclasses add their own checks."""
+        train = self.dls.train
+        try:
+            empty = train is None or len(train) == 0
+        except TypeError:  # a loader without a length: let it run
+            empty = False
+        if empty:
+            raise DataError(
+                "Training needs training rows, and this learner's training loader has none (a learner from "
+                "ember.load_learner is for prediction only; its weights are left as they are). To train, build "
+                f"{self._how_to_build}."
+            )
 
     def _group_lrs(self, lr: float | slice | Sequence[float] | None, name: str = "lr") -> Any:
         if self.opt is None:
@@ -730,11 +749,13 @@ class Learner:
         with_loss: bool = False,
         act: Callable[[torch.Tensor], torch.Tensor] | None = None,
         reorder: bool = True,
+        ds_idx: int | None = None,
     ) -> tuple:
         """Predictions (after the loss's activation) and targets for every item of `dl`, on the CPU.
 
         Args:
             dl: a loader, or a loader index (0: training, 1: validation; default: the validation set).
+            ds_idx: the loader index, as an alternative to passing it as `dl`.
             with_input: also return the inputs (kept only when asked, to save memory).
             with_decoded: also return decoded predictions (the loss's `decodes`, e.g. class indices).
             with_loss: also return the per-item loss.
@@ -744,25 +765,39 @@ class Learner:
                 the loader as it is (in its shuffled order, without any dropped items).
 
         Returns:
-            ``(preds, targs)``, then ``decoded``, ``inputs`` and ``losses`` when asked, in that order
+            ``(preds, targs)``; with `with_input` the inputs come first, ``decoded`` follows the targets and
+            ``losses`` come last, as in fastai: ``inputs, preds, targs, decoded, losses`` when all are asked
             (``targs`` is None for unlabelled data).
         """
         from ember.learner.callbacks import GatherPreds
 
-        loader = self._as_loader(dl)
+        loader = self._preds_loader(dl, ds_idx)
         if reorder:
             loader = _in_dataset_order(loader)
         gather = GatherPreds(with_input=with_input, with_loss=with_loss)
         self._run_inference(loader, [gather])
+        return self._gathered(gather, with_input, with_decoded, with_loss, act)
+
+    def _preds_loader(self, dl: Any, ds_idx: int | None) -> DeviceLoader:
+        """The loader that `get_preds(dl=..., ds_idx=...)` reads."""
+        if ds_idx is not None:
+            if dl is not None:
+                raise ConfigError("Pass either `dl` or `ds_idx` to get_preds, not both.")
+            return self._as_loader(ds_idx, "ds_idx")
+        return self._as_loader(dl)
+
+    def _gathered(
+        self, gather: Any, with_input: bool, with_decoded: bool, with_loss: bool, act: Callable | None
+    ) -> tuple:
+        """``(inputs?, preds, targs, decoded?, losses?)`` from a callback that gathered a run's outputs."""
         preds = gather.preds
         act = act if act is not None else loss_activation(self.loss_func)
         if preds is not None:
             preds = act(preds)
-        out: list[Any] = [preds, gather.targs]
+        out: list[Any] = [gather.inputs] if with_input else []
+        out += [preds, gather.targs]
         if with_decoded:
             out.append(loss_decodes(self.loss_func)(preds))
-        if with_input:
-            out.append(gather.inputs)
         if with_loss:
             out.append(gather.losses)
         return tuple(out)

@@ -33,21 +33,14 @@ __all__ = ["TabularLearner", "tabular_learner", "TrainableCheck"]
 
 
 class TrainableCheck:
-    """Refuse to train (``fit``, the ``fit_*`` policies, ``fine_tune``, ``lr_find``) when the training loader has no
-    rows, as a learner from ``load_learner`` has, or would give BatchNorm a batch of one row: a clear error before
-    the optimizer takes a step, so the trained weights are never changed by a step on nothing."""
+    """Adds to the learner's check before training (no training rows, as a learner from ``load_learner`` has) the
+    one that a batch of one row would break BatchNorm: a clear error before the optimizer takes a step."""
 
-    _how_to_build = "TabularDataLoaders.from_df and tabular_learner"
+    _how_to_build = "a learner from the data (TabularDataLoaders.from_df and tabular_learner)"
 
-    def _check_trainable(self, what: str) -> None:
-        train = self.dls.train
-        sampler = getattr(getattr(train, "dl", None), "sampler", None)
-        if len(train) == 0:
-            raise DataError(
-                f"`{what}` needs training rows, and this learner's training loader has none (a learner from "
-                "ember.load_learner is for prediction only, and its weights are left as they are). To train, build "
-                f"a learner from the data ({self._how_to_build})."
-            )
+    def _check_trainable(self) -> None:
+        super()._check_trainable()  # type: ignore[misc]
+        sampler = getattr(getattr(self.dls.train, "dl", None), "sampler", None)
         if not isinstance(sampler, BatchIndexSampler) or not any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
         ):
@@ -56,36 +49,10 @@ class TrainableCheck:
         if bs == 1 or (not sampler.drop_last and n % bs == 1):
             size = "bs=1" if bs == 1 else "one training row" if n == 1 else f"{n} training rows with bs={bs}"
             raise DataError(
-                f"`{what}` would give the model's BatchNorm layers a batch of one row ({size}); it needs at least "
+                f"Training would give the model's BatchNorm layers a batch of one row ({size}); it needs at least "
                 "2. Use a larger `bs`, add training rows, or build the model without BatchNorm (config={'use_bn': "
                 "False, 'bn_cont': False})."
             )
-
-    def fit(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
-        self._check_trainable("fit")
-        return super().fit(n_epoch, *args, **kwargs)
-
-    def fit_one_cycle(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
-        self._check_trainable("fit_one_cycle")
-        return super().fit_one_cycle(n_epoch, *args, **kwargs)
-
-    def fit_flat_cos(self, n_epoch: int, *args: Any, **kwargs: Any) -> None:
-        self._check_trainable("fit_flat_cos")
-        return super().fit_flat_cos(n_epoch, *args, **kwargs)
-
-    def fine_tune(self, epochs: int, *args: Any, **kwargs: Any) -> None:
-        self._check_trainable("fine_tune")
-        return super().fine_tune(epochs, *args, **kwargs)
-
-    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
-        self._check_trainable("lr_find")
-        return super().lr_find(*args, **kwargs)
-
-    fit.__doc__ = Learner.fit.__doc__
-    fit_one_cycle.__doc__ = Learner.fit_one_cycle.__doc__
-    fit_flat_cos.__doc__ = Learner.fit_flat_cos.__doc__
-    fine_tune.__doc__ = Learner.fine_tune.__doc__
-    lr_find.__doc__ = Learner.lr_find.__doc__
 
 
 @register_learner

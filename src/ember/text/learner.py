@@ -31,7 +31,6 @@ from ember.learner.callbacks import GatherPreds
 from ember.learner.checkpoint import atomic_save, safe_load
 from ember.learner.export import register_learner
 from ember.learner.learner import Learner
-from ember.losses import loss_activation, loss_decodes
 from ember.text.data import ClassificationDataset, LMDataset, TextBlock, TextDataLoaders
 from ember.text.models import (
     AWD_LSTM,
@@ -272,7 +271,9 @@ class TextLearner(Learner):
         self.opt = None  # rebuilt on the next fit with the loaded weights
         return self
 
-    def get_preds(self, dl: Any = None, *args: Any, reorder: bool = True, **kwargs: Any) -> tuple:
+    def get_preds(
+        self, dl: Any = None, *args: Any, reorder: bool = True, ds_idx: int | None = None, **kwargs: Any
+    ) -> tuple:
         """As :meth:`Learner.get_preds`; classifier batches (sorted by length) are put back in dataset order.
 
         On language-model loaders (:class:`~ember.text.data.LMDataset`: `bs` contiguous streams read in batches
@@ -280,7 +281,7 @@ class TextLearner(Learner):
         ``(bs, L, vocab)``, targets and inputs ``(bs, L)``, per-token losses ``(bs, L)``, where ``L`` is the
         number of positions of each stream (``dl.dataset.stream_len``). Row ``s`` is stream ``s`` in order.
         """
-        loader = self._as_loader(dl)
+        loader = self._preds_loader(dl, ds_idx)
         if isinstance(loader.dataset, LMDataset):
             names = ("with_input", "with_decoded", "with_loss", "act")
             if len(args) > len(names):
@@ -290,7 +291,7 @@ class TextLearner(Learner):
             if unknown:
                 raise ConfigError(expected("an argument of get_preds", unknown[0], opts[unknown[0]], valid=names))
             return self._stream_preds(loader, **opts)
-        out = super().get_preds(dl, *args, reorder=reorder, **kwargs)
+        out = super().get_preds(loader, *args, reorder=reorder, **kwargs)
         ds = loader.dataset
         if not (reorder and isinstance(ds, ClassificationDataset) and len(ds.order)):
             return out
@@ -307,18 +308,7 @@ class TextLearner(Learner):
     ) -> tuple:
         gather = _GatherStreams(with_input=with_input, with_loss=with_loss)
         self._run_inference(loader, [gather])
-        preds = gather.preds
-        act = act if act is not None else loss_activation(self.loss_func)
-        if preds is not None:
-            preds = act(preds)
-        out: list[Any] = [preds, gather.targs]
-        if with_decoded:
-            out.append(loss_decodes(self.loss_func)(preds))
-        if with_input:
-            out.append(gather.inputs)
-        if with_loss:
-            out.append(gather.losses)
-        return tuple(out)
+        return self._gathered(gather, with_input, with_decoded, with_loss, act)
 
     def predict_batch(self, items: Any, *args: Any, **kwargs: Any) -> Any:
         """As :meth:`Learner.predict_batch`, for a list of texts (a single str is refused, not read as letters)."""
