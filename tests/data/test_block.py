@@ -251,3 +251,56 @@ def test_datablock_no_items(tmp_path: Path) -> None:
         db.datasets(tmp_path)
     with pytest.raises(ConfigError, match="get_items"):
         DataBlock([NumberBlock(), CategoryBlock]).datasets(tmp_path)
+
+
+class _Stats(Transform):
+    """A batch transform that learns (like Normalize()) from the first training batch it sees."""
+
+    def __init__(self) -> None:
+        self.seen = None
+
+    def encode_numbers(self, x: torch.Tensor) -> torch.Tensor:
+        if self.seen is None:
+            self.seen = float(x.mean())
+        return x
+
+
+def test_each_dataloaders_call_has_its_own_blocks_and_batch_tfms(
+    folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = tmp_path_factory.mktemp("other")
+    for split in ("train", "valid"):
+        for label in ("a", "c"):
+            (other / split / label).mkdir(parents=True)
+            (other / split / label / "0.txt").write_text("5 6 7")
+    stats = _Stats()
+    db = DataBlock(
+        [NumberBlock(), CategoryBlock],
+        get_items=txt_files,
+        splitter=GrandparentSplitter(),
+        get_y=parent_label,
+        batch_tfms=[stats],
+    )
+    dls1 = db.dataloaders(folder, bs=2, device="cpu")
+    dsets1 = db.datasets(folder)
+    db.summary(other, bs=2)
+    dls2 = db.dataloaders(other, bs=2, device="cpu")
+    assert dls2.vocab == ["a", "c"]
+    assert dls1.vocab == ["a", "b"] and dsets1.vocab == ["a", "b"]  # not relearned from the other folder
+    assert dls1.valid.decode_batch(dls1.valid.one_batch())[0][1] == "a"
+    tf1 = next(t for t in dls1.train.batch_tfms if isinstance(t, _Stats))
+    tf2 = next(t for t in dls2.train.batch_tfms if isinstance(t, _Stats))
+    assert tf1 is not tf2 and stats.seen is None  # the summary and each loaders learn on their own copy
+    assert next(t for t in dls1.valid.batch_tfms if isinstance(t, _Stats)) is tf1  # shared within one loaders
+
+
+def test_category_messages_name_the_real_cause() -> None:
+    learned = CategoryBlock()
+    learned.setup(["a", "b"])
+    with pytest.raises(DataError, match="label is missing") as err:
+        learned.encode(float("nan"))
+    assert "splitter" not in str(err.value)
+    given = CategoryBlock(vocab=["a", "b"])
+    with pytest.raises(DataError, match=r"not in the vocabulary given \(vocab=") as err:
+        given.encode("c")
+    assert "learned from the training labels" not in str(err.value)

@@ -201,3 +201,23 @@ def test_collate_uses_blocks(folder: Path) -> None:
     ds, _ = make(folder, cache=False)
     xb, yb = ds.collate([ds.train[0], ds.train[9]])
     assert xb.shape == (2, 3) and yb.tolist() == [0, 1]
+
+
+def test_items_outside_both_splits_are_never_read(folder: Path) -> None:
+    (folder / "test").mkdir()
+    (folder / "test" / "broken.txt").write_text("not numbers")  # unlabelled, undecodable, in neither split
+    known = {p: p.parent.name for p in get_files(folder, ".txt") if p.parent.parent.name in ("train", "valid")}
+    block = CountingBlock()
+    files = get_files(folder, ".txt")
+    ds = Datasets(
+        files,
+        [block, CategoryBlock()],
+        getters=[None, lambda p: known[p]],  # a KeyError for the test item
+        splits=GrandparentSplitter()(files),
+        cache=None,  # the size estimate must not decode it either
+    )
+    assert len(ds) == 20 and len(ds.train) == 10 and len(ds.valid) == 10
+    assert all(p.parent.parent.name != "test" for p in ds.items)
+    assert not any("broken" in name for name in block.calls)
+    ds.fill_cache()
+    assert ds.valid.decode(ds.valid[9])[1] == "b"

@@ -184,3 +184,8 @@ def test_show_results_colours_titles_and_get_grid() -> None:
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == ["target", "prediction", "target", "prediction"]
     plt.close(fig)
+
+
+def test_test_dl_refuses_no_items() -> None:
+    with pytest.raises(DataError, match="No items"):
+        make_dls().test_dl([])

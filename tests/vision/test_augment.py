@@ -270,3 +270,17 @@ def test_item_tfms_are_thread_safe():
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda x: tfm((x,), IMG, 0)[0], imgs))
     assert all(torch.equal(a, b) for a, b in zip(serial, threaded))
+
+
+def test_aug_transforms_min_scale_is_a_random_resized_crop():
+    x = torch.arange(32.0).repeat(32, 1)[None, None].repeat(64, 1, 1, 1) / 31  # (64, 1, 32, 32): x position
+    (warp,) = aug_transforms(size=16, min_scale=0.25, do_flip=False, max_rotate=0, max_warp=0, max_lighting=0)
+    assert warp.min_scale == 0.25 and recipe.load(recipe.dump(warp)).min_scale == 0.25
+    out = warp((x,), IMG, 0)[0]
+    assert out.shape == (64, 1, 16, 16)
+    spans = out[:, 0, 0, -1] - out[:, 0, 0, 0]  # the part of the width each crop covers
+    assert float(spans.min()) < 0.8 and float(spans.max()) <= 1.0  # windows smaller than the image
+    assert float(out[:, 0, 0, 0].std()) > 0.01  # at random places
+    assert warp((x,), IMG, 1)[0].shape == (64, 1, 16, 16)  # validation: the whole image, resized
+    with pytest.raises(ConfigError, match="min_scale"):
+        aug_transforms(min_scale=0)

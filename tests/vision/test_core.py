@@ -197,3 +197,42 @@ def test_show_image_and_points():
     grey = show_image(torch.full((1, 3, 3), 0.5))
     assert grey.images[0].get_array().shape == (3, 3)
     plt.close("all")
+
+
+def test_deep_and_odd_formats_load_as_uint8_with_the_asked_channels(tmp_path):
+    import warnings
+
+    deep = np.arange(48, dtype=np.uint16).reshape(6, 8) * 1300
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # a 16-bit grey PNG
+    for mode, n_ch in (("RGB", 3), ("L", 1)):
+        x = load_image(tmp_path / "deep.png", mode)
+        assert x.dtype == torch.uint8 and x.shape == (n_ch, 6, 8)
+        assert torch.equal(x[0], torch.from_numpy((deep >> 8).astype(np.uint8)))  # scaled, not clipped
+    assert torch.equal(image_to_tensor(deep, "L")[0], torch.from_numpy((deep >> 8).astype(np.uint8)))
+    rgba = np.dstack([_rgb_array(), np.full((6, 8), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.webp", lossless=True)
+    Image.fromarray(_rgb_array()).convert("P").save(tmp_path / "p.gif")
+    for name in ("a.webp", "p.gif", "deep.png"):
+        assert load_image(tmp_path / name, "L").shape == (1, 6, 8)
+    # a mixed batch is named by its dtypes, not its shapes
+    with pytest.raises(DataError, match="dtypes differ"):
+        ImageBlock().collate([torch.zeros(3, 4, 4, dtype=torch.uint8), torch.zeros(3, 4, 4, dtype=torch.uint16)])
+    # a read-only array (np.asarray of a PIL image) is copied without torch's warning
+    frozen = np.asarray(Image.fromarray(_rgb_array()))
+    assert not frozen.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert image_to_tensor(frozen).shape == (3, 6, 8)
+
+
+def test_webp_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((4, 8, 3), dtype=np.uint8)
+    arr[:, :4] = 255  # left half white
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # turned: displayed rotated 90 degrees clockwise
+    im.save(tmp_path / "turned.webp", lossless=True, exif=exif.tobytes())
+    im.save(tmp_path / "turned.jpg", quality=100, exif=exif.tobytes())
+    w, j = load_image(tmp_path / "turned.webp"), load_image(tmp_path / "turned.jpg")
+    assert w.shape == j.shape == (3, 8, 4)
+    assert int(w[0, 0, 0]) > 200 and int(w[0, -1, 0]) < 50  # the white half is now on top

@@ -86,3 +86,22 @@ def test_plots_and_report(learn, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_multi_label_learner_is_refused_with_its_target_kind(tmp_path):
+    from ember.core.errors import ConfigError
+    from ember.data.block import MultiCategoryBlock
+    from ember.data.items import IndexSplitter
+
+    for i, v in enumerate([30, 220, 40, 210]):
+        Image.fromarray(np.full((8, 8), v, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    tags = {"0": ["dark"], "1": ["light", "big"], "2": ["dark", "big"], "3": ["light"]}
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), MultiCategoryBlock),
+        get_items=get_image_files,
+        splitter=IndexSplitter([2, 3]),
+        get_y=lambda p: tags[p.stem],
+    ).dataloaders(tmp_path, bs=2, device="cpu", num_workers=0)
+    learner = VisionLearner(dls, nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), path=tmp_path)
+    with pytest.raises(ConfigError, match=r"multi-label.*'multicategory'"):
+        ClassificationInterpretation.from_learner(learner)

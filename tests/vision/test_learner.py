@@ -88,7 +88,10 @@ def test_xresnet_learner_on_grey_images(dls):
     assert first.in_channels == 1
     xb, _ = dls.one_batch()
     assert learn.model(xb).shape == (4, 2)
-    assert len(learn.param_groups()) == 2
+    groups = learn.param_groups()
+    assert len(groups) == 3  # stem and first stages, last stages, head
+    assert sum(len(g) for g in groups) == len(list(learn.model.parameters()))
+    assert {id(p) for p in groups[2]} == {id(p) for p in learn.model[1].parameters()}
     assert all(p.requires_grad for p in learn.model.parameters())  # nothing frozen without pretrained weights
     assert not any(isinstance(t, Normalize) for t in dls.train.batch_tfms)  # normalize only for pretrained
     rec = learn.model_recipe
@@ -176,6 +179,7 @@ def test_callable_arch_and_rgb_aug(tmp_path):
 
     learn = vision_learner(dls, tiny, pretrained=False, lin_ftrs=[4])
     assert learn.model_recipe is None
+    assert len(learn.param_groups()) == 2  # a custom model: body and head
     assert learn.model(xb).shape == (4, 2)
 
 
@@ -202,3 +206,157 @@ def test_predict_first_takes_normalize_stats_from_training(tmp_path):
     assert norm.ready
     one = load_image(item, mode="L").float() / 255
     assert abs(float(norm.mean) - float(one.mean())) > 1e-3  # not the statistics of the predicted image
+
+
+def test_normalize_stats_come_from_training_data_whatever_runs_first(tmp_path):
+    import ember
+    from ember.core.errors import DataError
+    from ember.data.loaders import DataLoaders
+
+    root = tmp_path / "data"
+    values = {("train", "dark"): 120, ("train", "light"): 220, ("valid", "dark"): 5, ("valid", "light"): 15}
+    for (split, label), v in values.items():  # every training image is far brighter than every validation one
+        (root / split / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((16, 16), v, np.uint8)).save(root / split / label / f"{i}.png")
+    dls = _dls(root, batch_tfms=[Normalize()])
+    norm = next(t for t in dls.valid.batch_tfms if isinstance(t, Normalize))
+    dls.valid.one_batch()  # validation first: the statistics still come from a training batch
+    assert norm.ready and float(norm.mean) > 0.4
+
+    dls = _dls(root, batch_tfms=[Normalize()])
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
+    fname = learn.export("n.ember", verbose=False)  # export sets the statistics from a training batch
+    norm = next(t for t in dls.train.batch_tfms if isinstance(t, Normalize))
+    assert norm.ready
+    loaded = ember.load_learner(fname)
+    stats = next(t for t in loaded.dls.train.batch_tfms if isinstance(t, Normalize))
+    assert torch.allclose(stats.mean, norm.mean)
+
+    # a file without statistics: inference refuses to learn them from its inputs
+    rec = loaded.dls.to_recipe()
+    for t in rec["batch_tfms"]:
+        if t["type"] == "Normalize":
+            t["data"]["mean"] = t["data"]["std"] = None
+    bare = DataLoaders.from_recipe(rec)
+    with pytest.raises(DataError, match="training batch"):
+        bare.test_dl([root / "valid" / "dark" / "0.png"]).one_batch()
+
+
+def test_torchvision_builder_is_used_by_name_and_never_downloads(tmp_path, monkeypatch):
+    import torchvision
+
+    import ember
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    dls = _dls(_folder(tmp_path / "data", n_train=2, n_valid=1))
+    with pytest.raises(EmberError, match="local cache"):
+        vision_learner(dls, torchvision.models.resnet18)
+    learn = vision_learner(dls, torchvision.models.resnet18, pretrained=False, lin_ftrs=[8], path=tmp_path)
+    assert learn.model_recipe["kwargs"]["arch"] == "resnet18"
+    sizes = [sum(p.numel() for p in g) for g in learn.param_groups()]
+    assert sizes[:2] == [
+        676_800,
+        10_493_440,
+    ]  # grey input; as fastai: stem, layer1 and layer2 / layer3 and layer4 / head
+    loaded = ember.load_learner(learn.export("tv.ember", verbose=False))  # exportable: no model= needed
+    item = tmp_path / "data" / "valid" / "dark" / "0.png"
+    assert torch.allclose(loaded.predict(item)[2], learn.predict(item)[2], atol=1e-5)
+
+
+def test_y_range_unknown_keywords_and_transformer_bodies(dls, tmp_path):
+    import ember
+
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], y_range=(-1, 1), path=tmp_path)
+    out = learn.model(dls.one_batch()[0] * 50).detach()
+    assert float(out.min()) >= -1 and float(out.max()) <= 1
+    loaded = ember.load_learner(learn.export("y.ember", verbose=False))
+    assert type(loaded.model[1][-1]).__name__ == "SigmoidRange"
+    with pytest.raises(ConfigError, match=r"unknown keyword.*'y_rnge'.*y_range"):
+        vision_learner(dls, "xresnet_tiny", pretrained=False, y_rnge=(0, 1))
+    from ember.vision.unet import unet_learner
+
+    with pytest.raises(ConfigError, match=r"unknown keyword.*'foo'.*self_attention"):
+        unet_learner(dls, "xresnet_tiny", pretrained=False, foo=1)
+    with pytest.raises(ConfigError, match="transformer"):
+        vision_learner(dls, "vit_tiny_patch16_224", pretrained=False)
+
+
+def test_loaded_learner_reads_labelled_items(tmp_path):
+    import ember
+    from ember.core.errors import DataError
+
+    root = _folder(tmp_path / "data", n_train=2, n_valid=1)
+    learn = vision_learner(_dls(root), "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
+    loaded = ember.load_learner(learn.export("f.ember", verbose=False))
+    files = sorted((root / "valid").rglob("*.png"))
+    dl = loaded.dls.test_dl(files, with_labels=True)  # parent_label travelled with the file
+    assert torch.equal(dl.one_batch()[1], torch.tensor([0, 1]))
+    assert len(loaded.validate(dl=dl)) >= 1
+    (root / "other" / "grey").mkdir(parents=True)
+    odd = root / "other" / "grey" / "0.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(odd)
+    with pytest.raises(DataError) as err:
+        loaded.dls.test_dl([odd], with_labels=True)
+    assert "not one of the classes this model knows" in str(err.value)
+    assert "training" not in str(err.value) and "splitter" not in str(err.value)
+
+    # a labeller that cannot be written: a clear error, and (input, target) pairs work
+    labels = {p: p.parent.name for p in root.rglob("*.png")}
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), CategoryBlock),
+        get_items=get_image_files,
+        splitter=GrandparentSplitter(),
+        get_y=lambda p: labels[p],
+        item_tfms=[Resize(16)],
+    ).dataloaders(root, bs=2, device="cpu", num_workers=0)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
+    loaded = ember.load_learner(learn.export("g.ember", verbose=False))
+    with pytest.raises(DataError, match=r"with_labels=True\)"):
+        loaded.dls.test_dl(files, with_labels=True)
+    pairs = [(f, f.parent.name) for f in files]
+    assert torch.equal(loaded.dls.test_dl(pairs, with_labels=True).one_batch()[1], torch.tensor([0, 1]))
+
+
+def test_tta_runs_random_item_transforms_in_training_mode(tmp_path):
+    from ember.vision.augment import RandomResizedCrop
+
+    root = _folder(tmp_path / "data", n_train=2, n_valid=2)
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), CategoryBlock),
+        get_items=get_image_files,
+        splitter=GrandparentSplitter(),
+        get_y=parent_label,
+        item_tfms=[RandomResizedCrop(12, min_scale=0.2)],
+    ).dataloaders(root, bs=4, device="cpu", num_workers=0)
+    torch.manual_seed(0)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], ps=0.0)
+    plain = learn.get_preds()[0]
+    aug, targs = learn.tta(n=3, beta=None)
+    assert aug.shape == plain.shape and targs.shape == (4,)
+    assert not torch.allclose(aug, plain)  # random crops, not the centre one every time
+    top, _ = learn.tta(n=3, beta=None, use_max=True)
+    assert top.shape == plain.shape
+
+
+def test_show_batch_unique_grid_cap_and_unknown_keywords(tmp_path):
+    root = _folder(tmp_path / "data", n_train=2, n_valid=1)
+    dls = _dls(root, mode="RGB", batch_tfms=aug_transforms(max_lighting=0.5, p_lighting=1.0, p_affine=1.0))
+    fig = dls.show_batch(unique=True, max_n=4)
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.get_visible() and ax.images]
+    assert len(images) == 4
+    assert not np.allclose(images[0], images[1])  # one item, augmented differently
+    fig = dls.show_batch(nrows=1, ncols=3)  # the grid caps the number shown
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    with pytest.raises(ConfigError, match=r"unknown keyword.*'uniq'.*unique"):
+        dls.show_batch(uniq=True)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
+    with pytest.raises(ConfigError, match=r"unknown keyword.*'ds_idx'"):
+        learn.show_results(ds_idx=0)
+    fig = learn.show_results(nrows=1, ncols=2)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2

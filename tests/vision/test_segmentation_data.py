@@ -318,3 +318,17 @@ def test_show_batch_and_results_draw_masks(shapes, tmp_path):
     targets = [(s[1],) for s in samples]
     fig = show_results(inputs, targets, [(t[0].flip(-1),) for t in targets], dls.blocks, fname=tmp_path / "res.png")
     assert len(fig.axes[0].images) == 2 and fig.axes[1].get_title() == "prediction"
+
+
+def test_image_and_mask_of_different_sizes_are_reported_at_once(tmp_path):
+    for i in range(4):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"im{i}.png")
+        _save_mask(tmp_path / f"m{i}.png", np.zeros((6, 8), np.uint8), "L")
+    db = DataBlock(
+        blocks=(ImageBlock, MaskBlock(["a", "b"])),
+        get_items=lambda p: sorted(p.glob("im*.png")),
+        get_y=lambda p: p.with_name(p.name.replace("im", "m")),
+        splitter=RandomSplitter(0.5, seed=0),
+    )
+    with pytest.raises(DataError, match=r"image 8x8, mask 6x8"):
+        db.dataloaders(tmp_path, bs=2, device="cpu")

@@ -59,6 +59,19 @@ def test_predict_gives_a_mask_and_tta_refuses_masks(trained):
         learn.tta()
 
 
+def test_interpretation_of_masks_counts_pixels_and_ranks_images(trained):
+    from ember.vision.interpret import ClassificationInterpretation
+
+    _, _, learn = trained
+    interp = ClassificationInterpretation.from_learner(learn)
+    n = len(learn.dls.valid_ds)
+    assert interp.losses.shape == (n,)  # one loss per image
+    assert int(interp.confusion_matrix().sum()) == n * 32 * 32  # pixels
+    assert interp.top_losses(2)[1].max() < n
+    with pytest.raises(ConfigError, match="show_results"):
+        interp.plot_top_losses(2)
+
+
 def test_export_loads_in_a_new_process(trained, tmp_path):
     path, _, learn = trained
     file = learn.export(tmp_path / "seg.ember", verbose=False)

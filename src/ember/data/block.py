@@ -18,6 +18,7 @@ builds :class:`~ember.data.datasets.Datasets` and :class:`~ember.data.loaders.Da
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -121,7 +122,14 @@ class TransformBlock:
         try:
             return torch.stack(xs)
         except (RuntimeError, TypeError) as e:
-            shapes = sorted({tuple(x.shape) for x in xs if isinstance(x, torch.Tensor)})
+            tensors = [x for x in xs if isinstance(x, torch.Tensor)]
+            dtypes = sorted({str(x.dtype).removeprefix("torch.") for x in tensors})
+            if len(dtypes) > 1:
+                raise DataError(
+                    f"Cannot batch the {self.kind!r} elements: their dtypes differ ({dtypes}). The block's `encode` "
+                    "must give every item the same dtype (e.g. convert 16-bit pixels to uint8)."
+                ) from e
+            shapes = sorted({tuple(x.shape) for x in tensors})
             raise DataError(
                 f"Cannot batch the {self.kind!r} elements: their shapes differ ({shapes[:4]}). {self.collate_hint}"
             ) from e
@@ -224,12 +232,32 @@ class CategoryBlock(TransformBlock):
             if self.add_na:
                 return 0
             shown = self.vocab if len(self.vocab) <= 20 else [*self.vocab[:20], "..."]
-            raise DataError(
-                f"The label {value!r} is not in the vocabulary learned from the training labels ({shown}). "
-                "Every class needs at least one training item: use a splitter that keeps every class in "
-                "training (e.g. TrainTestSplitter(stratify=labels)), pass CategoryBlock(vocab=[...]), or "
-                "CategoryBlock(add_na=True) to map unknown labels to '#na#'."
+            if _is_missing(value):
+                err = DataError(
+                    f"The label is missing ({value!r}). Fill in or drop the items without a label (e.g. "
+                    "df.dropna(subset=[label_column])), or use CategoryBlock(add_na=True) to map missing labels "
+                    "to '#na#'."
+                )
+                err.new_item_message = f"The label is missing ({value!r}): give every item a label."
+                raise err
+            if self._fixed:
+                err = DataError(
+                    f"The label {value!r} is not in the vocabulary given (vocab={shown}). Add it to `vocab`, or "
+                    "use CategoryBlock(add_na=True) to map unknown labels to '#na#'."
+                )
+            else:
+                err = DataError(
+                    f"The label {value!r} is not in the vocabulary learned from the training labels ({shown}). "
+                    "Every class needs at least one training item: use a splitter that keeps every class in "
+                    "training (e.g. TrainTestSplitter(stratify=labels)), pass CategoryBlock(vocab=[...]), or "
+                    "CategoryBlock(add_na=True) to map unknown labels to '#na#'."
+                )
+            # What Datasets over new items (test_dl with labels) say instead: no split is involved there.
+            err.new_item_message = (
+                f"The label {value!r} is not one of the classes this model knows ({shown}). Check the labels of "
+                "these items, or leave out the items of classes the model was not trained on."
             )
+            raise err
         return idx
 
     def validate(self, value: Any) -> None:
@@ -330,11 +358,19 @@ class MultiCategoryBlock(TransformBlock):
         for lab in self._labels(value):
             idx = self._o2i.get(lab)
             if idx is None:
-                raise DataError(
+                err = DataError(
                     f"The label {lab!r} is not in the vocabulary learned from the training labels "
                     f"({self.vocab[:20]}). Use a splitter that keeps every label in training, or pass "
                     "MultiCategoryBlock(vocab=[...])."
+                    if not self._fixed
+                    else f"The label {lab!r} is not in the vocabulary given (vocab={self.vocab[:20]}). Add it to "
+                    "`vocab`."
                 )
+                err.new_item_message = (
+                    f"The label {lab!r} is not one of the labels this model knows ({self.vocab[:20]}). Check the "
+                    "labels of these items."
+                )
+                raise err
             x[idx] = 1.0
         return x
 
@@ -441,6 +477,18 @@ def _merge_tfms(defaults: Sequence[Any], user: Sequence[Any] | Any | None) -> li
     return [t for t in defaults if type(t) not in user_types] + list(user)
 
 
+def fresh_copies(objs: Sequence[Any]) -> list[Any]:
+    """Deep copies of blocks or transforms, so that state learned by one set of loaders (a vocabulary, normalization
+    statistics) is never shared with another; an object that cannot be copied is kept as it is."""
+    out = []
+    for obj in objs:
+        try:
+            out.append(copy.deepcopy(obj))
+        except Exception:  # e.g. a transform holding a handle or a lock: shared, as before
+            out.append(obj)
+    return out
+
+
 def _getter_list(getter: Any, n: int, name: str) -> list[Any]:
     if isinstance(getter, (list, tuple)):
         if len(getter) != n:
@@ -532,6 +580,9 @@ class DataBlock:
     def datasets(self, source: Any, cache: bool | None = None) -> Any:
         """Find the items in `source`, split them, set the blocks up, and return :class:`~ember.data.datasets.Datasets`.
 
+        Each call works on its own copies of the blocks: what they learn here (a vocabulary, the codes of a mask)
+        never changes Datasets or loaders made earlier from this DataBlock.
+
         Args:
             cache: keep encoded samples in memory (``None``: when they fit, see ``ember.data.datasets.cache_budget``).
         """
@@ -541,7 +592,7 @@ class DataBlock:
         splits = self.splitter(items)
         return Datasets(
             items,
-            self.blocks,
+            fresh_copies(self.blocks),
             getters=self.getters,
             n_inp=self.n_inp,
             item_tfms=self.item_tfms,
@@ -565,6 +616,10 @@ class DataBlock:
         When the data is cached, every item is encoded now (with a thread pool), so the first epoch is as
         fast as the others. The validation loader uses the same `bs`, in order, keeping every item.
 
+        The loaders get their own copies of the blocks and batch transforms: a ``Normalize()`` fitted on these
+        loaders' training data is not the one in ``batch_tfms``, so other loaders made from this DataBlock (another
+        folder, a sample) learn their own statistics.
+
         Args:
             num_workers: ``None``: 0 when cached (workers would only add the cost of sending tensors between
                 processes), else ``min(8, cpu_count)``.
@@ -583,7 +638,7 @@ class DataBlock:
             drop_last=drop_last,
             num_workers=num_workers,
             device=device,
-            batch_tfms=self.batch_tfms,
+            batch_tfms=fresh_copies(self.batch_tfms),
             **kwargs,
         )
 

@@ -78,6 +78,19 @@ def _name(obj: Any) -> str:
     return getattr(obj, "__name__", None) or repr(obj)
 
 
+class _Position:
+    """A getter reading element `j` of an ``(input, target)`` item."""
+
+    def __init__(self, j: int) -> None:
+        self.j = j
+
+    def __call__(self, item: Any) -> Any:
+        return item[self.j]
+
+    def __repr__(self) -> str:
+        return f"item[{self.j}]"
+
+
 class Datasets(Dataset):
     """Items and blocks, giving encoded samples (tuples of tensors); ``.train`` and ``.valid`` are the splits.
 
@@ -125,9 +138,19 @@ class Datasets(Dataset):
         self.item_tfms = tfms
         self.cached_tfms, self.random_tfms = tfms[:n_cached], tfms[n_cached:]
         n = len(self.items_all)
-        self.raw = self._read_raw()
         train_idx, valid_idx = splits if splits is not None else (range(n), [])
         self.splits = ([int(i) for i in train_idx], [int(i) for i in valid_idx])
+        used = sorted(set(self.splits[0]) | set(self.splits[1]))
+        if used and (used[0] < 0 or used[-1] >= n):
+            bad = [i for i in used if not 0 <= i < n][:5]
+            raise DataError(expected(f"positions in [0, {n})", "splits", bad, hint=f"There are {n} items."))
+        if len(used) < n:
+            # Items in neither split (an unlabelled test/ folder) are dropped before anything reads them.
+            self._keep_only(used)
+            n = len(self.items_all)
+        self.raw = self._read_raw()
+        self._new_items = not setup  # items for inference, labelled or not: no training split involved
+        self.label_getters: list[Any] | None = None  # set on loaders loaded from a file (see DataLoaders)
         if setup:
             for j, block in enumerate(self.blocks):
                 block.setup([self.raw[i][j] for i in self.splits[0]])
@@ -136,8 +159,31 @@ class Datasets(Dataset):
         self.split = 0
         self._cache: list[tuple | None] | None = [None] * n
         self.cache = self._decide_cache(cache)
+        if setup and "mask" in self.kinds and "image" in self.kinds and self.splits[0]:
+            self._check_mask_size(self.splits[0][0])
+
+    def _check_mask_size(self, i: int) -> None:
+        """An image and its mask must have the same size: checked on the first training item (it is cached)."""
+        sample = self._encoded(i)
+        sizes = [(k, tuple(x.shape[-2:])) for x, k in zip(sample, self.kinds) if k in ("image", "mask")]
+        if len({s for _, s in sizes}) > 1:
+            shown = ", ".join(f"{k} {h}x{w}" for k, (h, w) in sizes)
+            raise DataError(
+                f"Item {i} ({_item_repr(self._item(i))}): the image and its mask differ in size ({shown}; height x "
+                "width). A mask needs one class id per pixel of its image: check that `get_y` gives each image its "
+                "own mask."
+            )
 
     # -- construction helpers -------------------------------------------------------------------------
+    def _keep_only(self, used: list[int]) -> None:
+        """Keep the items at positions `used` (sorted) and renumber the splits to match."""
+        if _is_frame(self.items_all):
+            self.items_all = self.items_all.iloc[used].reset_index(drop=True)
+        else:
+            self.items_all = [self.items_all[i] for i in used]
+        new = {old: k for k, old in enumerate(used)}
+        self.splits = ([new[i] for i in self.splits[0]], [new[i] for i in self.splits[1]])
+
     def _item(self, i: int) -> Any:
         return self.items_all.iloc[i] if _is_frame(self.items_all) else self.items_all[i]
 
@@ -173,6 +219,9 @@ class Datasets(Dataset):
                 try:
                     check(self.raw[i][j])
                 except EmberError as e:
+                    if self._new_items:
+                        why = getattr(e, "new_item_message", None) or str(e)
+                        raise DataError(f"Item {i} ({_item_repr(self._item(i))}): {why}") from e
                     where = "validation" if i in valid else "training"
                     raise DataError(f"Item {i} ({_item_repr(self._item(i))}, in the {where} set): {e}") from e
 
@@ -289,16 +338,41 @@ class Datasets(Dataset):
             with_labels: the items also have targets; otherwise only the input blocks are used.
         """
         k = len(self.blocks) if with_labels else self.n_inp
+        getters = self.getters[:k]
+        if with_labels:
+            getters = self._labelled_getters(items, k)
         ds = Datasets(
             items,
             self.blocks[:k],
-            getters=self.getters[:k],
+            getters=getters,
             n_inp=self.n_inp,
             item_tfms=self.item_tfms,
             cache=cache,
             setup=False,
         )
         return ds._view(ds.idxs, 1)
+
+    def _labelled_getters(self, items: Any, k: int) -> list[Any]:
+        """The getters that read labelled new items: the training ones, or those a loaded file kept.
+
+        When a loaded file lacks one (a lambda cannot be written), items given as ``(input, target)`` pairs are
+        read by position; other items get an error saying how to pass them.
+        """
+        kept = getattr(self, "label_getters", None)
+        if kept is None:  # loaders that were not loaded from a file: some getters may be missing there too
+            return list(self.getters[:k])
+        missing = [g for g in kept[:k] if type(g).__name__ == "MissingGetter"]
+        if not missing:
+            return list(kept[:k])
+        pairs = not _is_frame(items) and all(isinstance(it, (tuple, list)) and len(it) == k for it in items)
+        if pairs:
+            return [_Position(j) for j in range(k)]
+        names = ", ".join(g.name for g in missing)
+        raise DataError(
+            f"This learner's file does not hold the function that reads the targets ({names}: only ember's "
+            "labellers, parent_label, RegexLabeller, ColReader and using_attr, can be written to a file). Pass "
+            "each item with its target instead: test_dl([(input, target), ...], with_labels=True)."
+        )
 
     # -- the cache --------------------------------------------------------------------------------------
     def fill_cache(

@@ -42,6 +42,8 @@ __all__ = [
     "RegexLabeller",
     "ColReader",
     "using_attr",
+    "getter_to_recipe",
+    "getter_from_recipe",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -441,3 +443,50 @@ class using_attr:  # noqa: N801 - a function-like name users know
 
     def __repr__(self) -> str:
         return f"using_attr({self.func!r}, {self.attr!r})"
+
+
+# ------------------------------------------------------------------------------------- export of labellers
+def getter_to_recipe(getter: Any) -> dict[str, Any] | None:
+    """A labeller as JSON data for an export file, or None when it cannot be written (a lambda, your function).
+
+    Written: :func:`parent_label`, :class:`RegexLabeller`, :class:`ColReader`, and :class:`using_attr` around one
+    of them. ``None`` (the item itself) is ``{"type": "item"}``.
+    """
+    if getter is None:
+        return {"type": "item"}
+    if getter is parent_label:
+        return {"type": "parent_label"}
+    if type(getter) is RegexLabeller:
+        return {"type": "RegexLabeller", "pat": getter.pat, "match": getter.match}
+    if type(getter) is ColReader:
+        pref = getter.pref
+        return {
+            "type": "ColReader",
+            "cols": list(getter.cols),
+            "pref": os.fspath(pref) if isinstance(pref, os.PathLike) else pref,
+            "pref_is_path": isinstance(pref, Path),
+            "suff": getter.suff,
+            "label_delim": getter.label_delim,
+        }
+    if type(getter) is using_attr and isinstance(getter.attr, str):
+        inner = getter_to_recipe(getter.func)
+        if inner is not None and inner["type"] != "item":
+            return {"type": "using_attr", "func": inner, "attr": getter.attr}
+    return None
+
+
+def getter_from_recipe(data: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """The labeller :func:`getter_to_recipe` wrote (``None`` for the item itself)."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "item":
+        return None
+    if kind == "parent_label":
+        return parent_label
+    if kind == "RegexLabeller":
+        return RegexLabeller(data["pat"], match=bool(data.get("match", False)))
+    if kind == "ColReader":
+        pref = Path(data["pref"]) if data.get("pref_is_path") else data.get("pref", "")
+        return ColReader(data["cols"], pref=pref, suff=data.get("suff", ""), label_delim=data.get("label_delim"))
+    if kind == "using_attr":
+        return using_attr(getter_from_recipe(data["func"]), data["attr"])
+    raise ConfigError(expected("a labeller recipe", "type", kind, valid=["parent_label", "RegexLabeller", "ColReader"]))

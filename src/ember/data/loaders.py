@@ -79,10 +79,22 @@ class DeviceLoader:
             kinds = [b.kind for b in self.blocks]
         self.kinds = tuple(kinds) if kinds is not None else None
         self.split = split
+        # The training loader that sets up stateful batch transforms (Normalize() statistics) for this one.
+        self.setup_from: DeviceLoader | None = None
+
+    def setup_tfms(self) -> None:
+        """Make the batch transforms that learn from data (``Normalize()``) ready before a batch goes through them.
+
+        A training loader's first batch sets them itself; any other loader (validation, test, TTA) asks its
+        training loader (``setup_from``) for one batch first, so the statistics always come from training data.
+        """
+        setup_batch_tfms(self.batch_tfms, self.setup_from if self.split != 0 else None)
 
     def __iter__(self) -> Iterator[tuple]:
         device, tfms, split = self.device, self.batch_tfms, self.split
         kinds = self.kinds
+        if split != 0 and tfms:
+            self.setup_tfms()
         for batch in self.dl:
             batch = to_device(_as_tuple(batch), device)
             if tfms:
@@ -121,7 +133,7 @@ class DeviceLoader:
         """A copy with another torch DataLoader, or this one rebuilt with some arguments changed (e.g. ``bs=``)."""
         if dl is None:
             dl = _rebuild_dl(self.dl, **dl_kwargs)
-        return type(self)(
+        out = type(self)(
             dl,
             device=self.device,
             batch_tfms=self.batch_tfms,
@@ -130,6 +142,8 @@ class DeviceLoader:
             split=self.split,
             blocks=self.blocks,
         )
+        out.setup_from = self.setup_from
+        return out
 
     def decode(self, batch: Sequence[torch.Tensor]) -> tuple:
         """Undo the batch transforms (their ``decode``, in reverse order) and move the batch to the CPU."""
@@ -151,6 +165,21 @@ class DeviceLoader:
         n = min(max_n, len(batch[0]))
         return [tuple(block.decode(x[i]) for block, x in zip(self.blocks, batch)) for i in range(n)]
 
+    def _one_item_batch(self, n: int) -> tuple:
+        """The first item of the dataset `n` times, each drawn again (random item transforms) and then augmented
+        as one batch on the device."""
+        ds = self.dataset
+        collate = self.dl.collate_fn
+        if len(ds) == 0:
+            raise DataError("This loader has no item to show: its dataset is empty.")
+        self.setup_tfms()
+        batch = _as_tuple(collate([ds[0] for _ in range(n)]))
+        batch = to_device(batch, self.device)
+        kinds = self.kinds if self.kinds is not None else ("any",) * len(batch)
+        for tfm in self.batch_tfms:
+            batch = tfm(batch, kinds, self.split)
+        return batch
+
     def show_batch(
         self,
         batch: Sequence[torch.Tensor] | None = None,
@@ -159,15 +188,55 @@ class DeviceLoader:
         ncols: int | None = None,
         figsize: tuple[float, float] | None = None,
         fname: str | os.PathLike | None = None,
+        unique: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Draw the first `max_n` samples of `batch` (default: the first batch); returns the matplotlib Figure."""
-        from ember.data.show import show_batch
+        """Draw the first `max_n` samples of `batch` (default: the first batch); returns the matplotlib Figure.
 
+        Args:
+            nrows, ncols: the grid; when both are given, at most ``nrows * ncols`` samples are shown.
+            unique: draw the first item `max_n` times, each time through the random transforms (how the
+                augmentation varies one image).
+            kwargs: passed to the input blocks' ``show`` (matplotlib's ``imshow`` for images); an unknown one
+                is a ConfigError.
+        """
+        from ember.data.show import check_show_kwargs, show_batch
+
+        if nrows is not None and ncols is not None:
+            max_n = min(max_n, nrows * ncols)
+        check_show_kwargs(
+            "show_batch",
+            kwargs,
+            self.blocks or [],
+            self.n_inp,
+            ("batch", "max_n", "nrows", "ncols", "unique", "figsize", "fname"),
+        )
+        if unique and batch is None:
+            batch = self._one_item_batch(max_n)
         samples = self.decode_batch(batch if batch is not None else self.one_batch(), max_n=max_n)
         return show_batch(
             samples, self.blocks, n_inp=self.n_inp, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, **kwargs
         )
+
+
+def _needs_setup(tfms: Sequence[Any]) -> bool:
+    return any(getattr(t, "ready", True) is False for t in tfms)
+
+
+def setup_batch_tfms(tfms: Sequence[Any], train: DeviceLoader | None) -> None:
+    """Set up the batch transforms in `tfms` that learn from data (``Normalize()``) from one batch of `train`.
+
+    Nothing to do when they are ready (or `train` is None: a training loader sets them with its own first batch).
+    When `train` has no data (a learner loaded from a file), the transforms themselves raise a clear error later.
+    """
+    if train is None or not _needs_setup(tfms):
+        return
+    try:
+        has_data = len(train) > 0
+    except TypeError:
+        has_data = True
+    if has_data:
+        train.one_batch()
 
 
 def _default_workers(dataset: Dataset) -> int:
@@ -265,6 +334,37 @@ def _inference_tfms(tfms: Sequence[Transform], what: str) -> list[dict[str, Any]
     return out
 
 
+class MissingGetter:
+    """Stands for a labeller that could not be written to the export file (a lambda, a function of yours)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, item: Any) -> Any:
+        raise DataError(f"The function {self.name} that read this value was not exported.")
+
+    def __repr__(self) -> str:
+        return f"MissingGetter({self.name!r})"
+
+
+def _label_getters(dsets: Any) -> list[dict[str, Any]]:
+    """Every getter of `dsets` (inputs and targets) as a recipe, so that a loaded learner can read labelled items
+    (``test_dl(items, with_labels=True)``); one that cannot be written is marked missing, with its name."""
+    from ember.data.items import getter_to_recipe
+
+    kept = getattr(dsets, "label_getters", None)
+    out = []
+    for j, g in enumerate(dsets.getters):
+        if kept is not None:  # loaders loaded from a file: their labellers as they were read
+            g = kept[j]
+        if isinstance(g, MissingGetter):
+            out.append({"type": "missing", "name": g.name})
+            continue
+        rec = getter_to_recipe(g)
+        out.append(rec if rec is not None else {"type": "missing", "name": getattr(g, "__name__", None) or repr(g)})
+    return out
+
+
 @recipe.register_recipe()
 class DataLoaders:
     """A training and a validation loader, and the device their batches go to.
@@ -298,6 +398,8 @@ class DataLoaders:
         self.n_inp = n_inp
         self.train = self._wrap(train, "train")
         self.valid = self._wrap(valid, "valid") if valid is not None else None
+        if self.valid is not None:
+            self.valid.setup_from = self.train
 
     def _wrap(self, dl: DataLoader | DeviceLoader, name: str) -> DeviceLoader:
         if isinstance(dl, DeviceLoader):
@@ -430,11 +532,15 @@ class DataLoaders:
         ncols: int | None = None,
         figsize: tuple[float, float] | None = None,
         fname: str | os.PathLike | None = None,
+        unique: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Draw `max_n` training samples (augmented, then decoded); returns the matplotlib Figure."""
+        """Draw `max_n` training samples (augmented, then decoded); returns the matplotlib Figure.
+
+        ``unique=True`` draws one item augmented `max_n` times; ``nrows * ncols`` caps the number shown.
+        """
         return self.train.show_batch(
-            batch, max_n=max_n, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, **kwargs
+            batch, max_n=max_n, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, unique=unique, **kwargs
         )
 
     def test_dl(
@@ -449,6 +555,12 @@ class DataLoaders:
         """
         if self.dsets is None:
             raise DataError("test_dl needs DataLoaders built from Datasets (e.g. by DataBlock.dataloaders).")
+        try:
+            empty = len(items) == 0
+        except TypeError:
+            empty = False
+        if empty:
+            raise DataError("No items given to test_dl (or predict_batch): pass at least one item.")
         ds = self.dsets.new(items, with_labels=with_labels)
         ref = self.valid if self.valid is not None else self.train
         # A test loader is used once: workers only pay off for many items on a machine with cores to spare,
@@ -457,7 +569,15 @@ class DataLoaders:
         dl_kwargs.setdefault("num_workers", 0 if len(ds) <= 1024 or few_cores else None)
         dl_kwargs.setdefault("persistent_workers", False)
         dl = make_loader(ds, bs or self.bs or 64, shuffle=False, drop_last=False, device=self.device, **dl_kwargs)
-        return DeviceLoader(dl, self.device, ref.batch_tfms, n_inp=self.n_inp, split=1, blocks=ds.blocks)
+        out = DeviceLoader(dl, self.device, ref.batch_tfms, n_inp=self.n_inp, split=1, blocks=ds.blocks)
+        out.setup_from = self.train
+        return out
+
+    def setup_tfms(self) -> None:
+        """Set up the batch transforms that learn from data (``Normalize()`` statistics) from a training batch,
+        if they are not ready yet. Building a loader over validation or new items does it when needed."""
+        for dl in self.loaders:
+            setup_batch_tfms(dl.batch_tfms, self.train)
 
     @property
     def loaders(self) -> list[DeviceLoader]:
@@ -479,8 +599,16 @@ class DataLoaders:
                 recipe.dump(g) if g is not None and recipe.is_registered(g) else None
                 for g in self.dsets.getters[: self.n_inp]
             ]
+            data["label_getters"] = _label_getters(self.dsets)
             data["item_tfms"] = _inference_tfms(self.dsets.item_tfms, "item")
             ref = self.valid if self.valid is not None else self.train
+            setup_batch_tfms(ref.batch_tfms, self.train)  # Normalize() statistics, from a training batch
+            if _needs_setup(ref.batch_tfms):
+                raise ExportError(
+                    "A batch transform still has to learn its statistics (Normalize() with no mean/std) and these "
+                    "loaders have no training batch to take them from. Pass Normalize.from_stats(mean, std), or "
+                    "export from loaders built on the training data."
+                )
             data["batch_tfms"] = _inference_tfms(ref.batch_tfms, "batch")
         return data
 
@@ -499,6 +627,13 @@ class DataLoaders:
         getters = [recipe.load(g) if g is not None else None for g in data.get("getters", [])]
         getters += [None] * (len(blocks) - len(getters))
         dsets = Datasets([], blocks, getters=getters, n_inp=n_inp, item_tfms=item_tfms, cache=False, setup=False)
+        if data.get("label_getters") is not None:
+            from ember.data.items import getter_from_recipe
+
+            dsets.label_getters = [
+                getter_from_recipe(g) if g.get("type") != "missing" else MissingGetter(g.get("name", "?"))
+                for g in data["label_getters"]
+            ]
         dl = make_loader(dsets.train, bs, shuffle=False, drop_last=False, num_workers=0, device="cpu")
         dls = cls(DeviceLoader(dl, None, batch_tfms, n_inp=n_inp, split=1, blocks=blocks), device="cpu", n_inp=n_inp)
         dls.blocks, dls.dsets = blocks, dsets
@@ -539,6 +674,8 @@ class DataLoaders:
         out.__dict__.update(self.__dict__)
         out.train = self.train.new(**dl_kwargs)
         out.valid = self.valid.new(**dl_kwargs) if self.valid is not None else None
+        if out.valid is not None:
+            out.valid.setup_from = out.train
         return out
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from ember.core.errors import ConfigError, expected
 __all__ = ["get_grid", "show_batch", "show_results", "datablock_summary", "describe"]
 
 _LABEL_KINDS = frozenset({"category", "multicategory", "regression"})
+_SHOW_BATCH_ARGS = ("batch", "max_n", "nrows", "ncols", "unique", "figsize", "fname")
 
 
 def get_grid(
@@ -51,6 +52,26 @@ def get_grid(
     if title is not None:
         fig.suptitle(title, weight="bold")
     return flat[:n]
+
+
+def check_show_kwargs(
+    caller: str, kwargs: dict[str, Any], blocks: Sequence[Any], n_inp: int, own: Sequence[str]
+) -> None:
+    """A ConfigError for keywords that would reach matplotlib's ``imshow`` and fail there (image inputs only)."""
+    if not kwargs or not all(getattr(b, "kind", None) == "image" for b in blocks[:n_inp]):
+        return
+    import inspect
+
+    from matplotlib.axes import Axes
+    from matplotlib.image import AxesImage
+
+    valid = set(inspect.signature(Axes.imshow).parameters) - {"self", "X", "kwargs"}
+    unknown = [k for k in kwargs if k not in valid and not hasattr(AxesImage, f"set_{k}")]
+    if unknown:
+        raise ConfigError(
+            f"{caller}() got unknown keyword argument(s) {unknown}. Its arguments are {', '.join(own)}; other "
+            "keywords go to matplotlib's imshow (e.g. cmap, alpha, interpolation)."
+        )
 
 
 def _finish(fig: Any, fname: str | os.PathLike | None) -> Any:
@@ -85,6 +106,9 @@ def show_batch(
     """
     if not samples:
         raise ConfigError(expected("at least one sample", "samples", samples))
+    check_show_kwargs("show_batch", kwargs, blocks, n_inp, _SHOW_BATCH_ARGS)
+    if nrows is not None and ncols is not None:
+        samples = samples[: nrows * ncols]  # the grid caps how many are shown
     if any(getattr(b, "kind", None) == "image" for b in blocks[n_inp:]):
         # An image target cannot share the input's axes: one row per sample, input then target.
         n, cols = len(samples), len(blocks)
@@ -144,9 +168,12 @@ def show_results(
     n = min(max_n, len(inputs), len(targets), len(preds))
     if n < 1:
         raise ConfigError(expected("at least one sample", "inputs", inputs))
+    check_show_kwargs("show_results", kwargs, blocks, n_inp, ("max_n", "dl", "nrows", "ncols", "shuffle", "fname"))
     in_blocks, tg_blocks = list(blocks[:n_inp]), list(blocks[n_inp:])
     labels_only = all(b.kind in _LABEL_KINDS for b in tg_blocks)
     per_sample = 1 if labels_only else 2
+    if nrows is not None and ncols is not None:
+        n = max(1, min(n, nrows * ncols // per_sample))  # the grid caps how many are shown
     if not labels_only and ncols is None and nrows is None:
         ncols = 2 * max(1, math.ceil(math.sqrt(n) / 1.4))
     axes = get_grid(n * per_sample, nrows=nrows, ncols=ncols, figsize=figsize)
@@ -230,6 +257,8 @@ def datablock_summary(dblock: Any, source: Any, bs: int = 4, device: Any = "cpu"
 
 
 def _walk(dblock: Any, source: Any, bs: int, device: Any, Datasets: Any, batch_tuple: Any) -> None:  # noqa: N803
+    from ember.data.block import fresh_copies
+
     # 1. items
     step = f"get_items ({_name(dblock.get_items)})" if dblock.get_items is not None else "get_items"
     try:
@@ -262,7 +291,13 @@ def _walk(dblock: Any, source: Any, bs: int, device: Any, Datasets: Any, batch_t
     # 4. setup and validation on all items (names the failing item itself)
     try:
         dsets = Datasets(
-            items, dblock.blocks, dblock.getters, dblock.n_inp, dblock.item_tfms, (train_idx, valid_idx), cache=False
+            items,
+            fresh_copies(dblock.blocks),
+            dblock.getters,
+            dblock.n_inp,
+            dblock.item_tfms,
+            (train_idx, valid_idx),
+            cache=False,
         )
     except Exception as e:
         raise _fail("set up the blocks on the training values", e) from e
@@ -311,7 +346,8 @@ def _walk(dblock: Any, source: Any, bs: int, device: Any, Datasets: Any, batch_t
     batch = to_device(batch_tuple(batch), torch.device(device))
     from ember.data.transform import as_transform
 
-    tfms = sorted((as_transform(t) for t in dblock.batch_tfms), key=lambda t: t.order)
+    # Copies: a Normalize() fitted here, on a few unshuffled samples, must not keep these statistics for training.
+    tfms = sorted((as_transform(t) for t in fresh_copies(dblock.batch_tfms)), key=lambda t: t.order)
     print(f"Step 8, batch transforms on {device} ({len(tfms)})" + ("" if tfms else ": none"))
     for t in tfms:
         try:

@@ -418,6 +418,10 @@ class AffineWarp(Transform):
         size: resample to this size (int or ``(height, width)``); ``None`` keeps the input size.
         mode: interpolation of images: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
         pad_mode: what is sampled outside the image: ``"reflection"``, ``"zeros"`` or ``"border"``.
+        min_scale: below 1, also a random-resized crop (training only): each image is sampled from a window
+            covering ``min_scale..1`` of its area, with an aspect ratio in `ratio`, at a random place, folded
+            into the same matrix (fastai's ``RandomResizedCropGPU``; give a `size` for the output).
+        ratio: the range of the crop's aspect ratios (width / height), sampled log-uniformly.
     """
 
     order = 30
@@ -434,7 +438,14 @@ class AffineWarp(Transform):
         size: int | Sequence[int] | None = None,
         mode: str = "bilinear",
         pad_mode: str = "reflection",
+        min_scale: float = 1.0,
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
     ) -> None:
+        if not 0 < min_scale <= 1:
+            raise ConfigError(expected("a fraction in (0, 1]", "min_scale", min_scale))
+        if not (len(ratio) == 2 and 0 < ratio[0] <= ratio[1]):
+            raise ConfigError(expected("a (low, high) pair of positive ratios", "ratio", ratio))
+        self.min_scale, self.ratio = float(min_scale), (float(ratio[0]), float(ratio[1]))
         if not 0 <= p_affine <= 1:
             raise ConfigError(expected("a probability in [0, 1]", "p_affine", p_affine))
         if not 0 < min_zoom <= max_zoom:
@@ -476,7 +487,19 @@ class AffineWarp(Transform):
         on = _bernoulli(n, p)
         warp[:, 2, 0] = _uniform(n, -self.max_warp, self.max_warp) * on
         warp[:, 2, 1] = _uniform(n, -self.max_warp, self.max_warp) * on
-        return zoom @ rot @ flip @ warp  # (n, 3, 3)
+        mats = zoom @ rot @ flip @ warp  # (n, 3, 3)
+        if self.min_scale < 1:
+            # a random-resized crop: a window of min_scale..1 of the area, aspect ratio in `ratio`, at a random place
+            area = _uniform(n, self.min_scale, 1.0)
+            r = _uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1])).exp() * (
+                h / w
+            )  # width/height, in [-1, 1]
+            sx, sy = (area * r).sqrt().clamp(max=1.0), (area / r).sqrt().clamp(max=1.0)
+            crop = eye.clone()
+            crop[:, 0, 0], crop[:, 1, 1] = sx, sy
+            crop[:, 0, 2], crop[:, 1, 2] = (1 - sx) * _uniform(n, -1, 1), (1 - sy) * _uniform(n, -1, 1)
+            mats = crop @ mats
+        return mats
 
     def before_call(self, sample: tuple, kinds: Sequence[str], split: int) -> None:
         self._mat = self._inv = None
@@ -559,6 +582,8 @@ class AffineWarp(Transform):
             "size": list(self.size) if self.size is not None else None,
             "mode": self.mode,
             "pad_mode": self.pad_mode,
+            "min_scale": self.min_scale,
+            "ratio": list(self.ratio),
         }
 
     @classmethod
@@ -566,6 +591,8 @@ class AffineWarp(Transform):
         data = dict(data)
         if data.get("size") is not None:
             data["size"] = tuple(data["size"])
+        if data.get("ratio") is not None:
+            data["ratio"] = tuple(data["ratio"])
         return cls(**data)
 
 
@@ -626,11 +653,14 @@ def aug_transforms(
     size: int | Sequence[int] | None = None,
     mode: str = "bilinear",
     pad_mode: str = "reflection",
+    min_scale: float = 1.0,
 ) -> list[Transform]:
     """The standard batch augmentations: one fused :class:`AffineWarp` and a :class:`Lighting`.
 
     Args:
         mult: multiplies `max_rotate`, `max_lighting` and `max_warp` (stronger or gentler augmentation).
+        min_scale: below 1, a random-resized crop of ``min_scale..1`` of each image's area, folded into the warp
+            (fastbook's presizing: ``item_tfms=Resize(460), batch_tfms=aug_transforms(size=224, min_scale=0.75)``).
 
     Returns:
         A list of batch transforms for ``DataBlock(batch_tfms=...)``, plus `xtra_tfms` at the end.
@@ -649,6 +679,7 @@ def aug_transforms(
             size=size,
             mode=mode,
             pad_mode=pad_mode,
+            min_scale=min_scale,
         )
     ]
     if max_lighting > 0 and p_lighting > 0:
@@ -661,9 +692,10 @@ class Normalize(Transform):
     """Batch transform: ``(x - mean) / std`` per channel for images; :meth:`decode` undoes it for display.
 
     Args:
-        mean: per-channel means (a list); ``None`` computes them from the first batch this transform sees
-            (normally the first training batch, as ``dls.one_batch()`` or the first step of training) and
-            then keeps them fixed. Call :meth:`setup_from_batch` to choose the batch yourself.
+        mean: per-channel means (a list); ``None`` computes them from the first *training* batch (the first
+            step of training, ``dls.one_batch()``, or the batch the loaders draw from ``dls.train`` when a
+            validation, test or inference batch is needed first) and then keeps them fixed. Validation and
+            inference batches never set them. Call :meth:`setup_from_batch` to choose the batch yourself.
         std: per-channel standard deviations; computed with `mean` when ``None``.
         axes: the batch axes the statistics are taken over: ``(0, 2, 3)`` gives one per channel.
 
@@ -726,9 +758,22 @@ class Normalize(Transform):
             self._on[key] = stats
         return stats
 
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, sample: tuple, kinds: Sequence[str], split: int = 0) -> tuple:
         if self.mean is None:
-            self.setup_from_batch(x)
+            image = next((x for x, kind in zip(sample, kinds) if kind == "image"), None)
+            if image is not None:
+                if split != 0:
+                    raise DataError(
+                        "Normalize() has no statistics yet, and they are only taken from a training batch, never "
+                        "from validation or inference data. Build the loaders with training data (then "
+                        "`dls.train.one_batch()` sets them), or pass known ones: Normalize.from_stats(mean, std). "
+                        "A learner loaded from a file without them must be exported again from loaders that have "
+                        "training data."
+                    )
+                self.setup_from_batch(image)
+        return super().__call__(sample, kinds, split)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(x)
         return (x - mean) / std
 

@@ -67,11 +67,40 @@ def _check_mode(mode: str) -> str:
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 
 
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Pixels of a deeper format (16-bit PNG) scaled to ``uint8``: the top 8 bits of each value."""
+    if x.dtype == torch.uint8:
+        return x
+    if x.is_floating_point():
+        return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    bits = {torch.uint16: 16, torch.int16: 16, torch.int32: 32, torch.uint32: 32}.get(x.dtype, 16)
+    if bits == 32 and int(x.max()) <= 65535:  # 16-bit values held in 32-bit integers (Pillow's mode "I")
+        bits = 16
+    return (x.to(torch.int64) >> (bits - 8)).clamp(0, 255).to(torch.uint8)
+
+
+def _webp_orientation(path: Path) -> int:
+    """The EXIF orientation of a WebP file (1 when none), read from its header without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
 def _decode_torchvision(path: Path, mode: str) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
-    read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
-    return decode_image(str(path), mode=read_mode, apply_exif_orientation=True)  # (C, H, W) uint8
+    # WebP has no grey decoding (torchvision would warn and give colour): it is read as RGB and converted below
+    grey = mode == "L" and path.suffix.lower() != ".webp"
+    read_mode = ImageReadMode.GRAY if grey else ImageReadMode.RGB
+    x = decode_image(str(path), mode=read_mode, apply_exif_orientation=True)  # (C, H, W), uint8 or uint16
+    if x.ndim == 4:  # an animated GIF: its first frame
+        x = x[0]
+    # 16-bit PNGs come as uint16; the WebP and GIF decoders ignore the GRAY mode (3 or 4 channels)
+    return _to_channels(_to_uint8(x), _CHANNELS[mode])
 
 
 def _decode_pillow(source: Any, mode: str) -> torch.Tensor:
@@ -83,7 +112,10 @@ def _decode_pillow(source: Any, mode: str) -> torch.Tensor:
 
 
 def pil_to_tensor(im: Any, mode: str = "RGB") -> torch.Tensor:
-    """A PIL image as a ``uint8`` tensor ``(C, H, W)`` in `mode` ("RGB" or "L")."""
+    """A PIL image as a ``uint8`` tensor ``(C, H, W)`` in `mode` ("RGB" or "L"); 16-bit images are scaled to 8 bits."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        deep = torch.from_numpy(np.asarray(im).astype(np.int64))  # (H, W): Pillow's "L" conversion would clip
+        return _to_channels(_to_uint8(deep.to(torch.int32))[None], _CHANNELS[mode])
     arr = np.asarray(im.convert(mode))  # (H, W) or (H, W, C)
     t = torch.from_numpy(arr.copy())
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
@@ -103,7 +135,9 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"Cannot read the image {path}: no such file.")
     errors = []
-    if path.suffix.lower() in _TV_SUFFIXES:
+    suffix = path.suffix.lower()
+    # torchvision applies the EXIF orientation of JPEG and PNG files only: a turned WebP photo goes to Pillow
+    if suffix in _TV_SUFFIXES and not (suffix == ".webp" and _webp_orientation(path) != 1):
         try:
             return _decode_torchvision(path, mode)
         except (RuntimeError, ValueError) as e:  # a format torchvision reads only partly, or a broken file
@@ -137,8 +171,12 @@ def image_to_tensor(value: Any, mode: str = "RGB") -> torch.Tensor:
             raise DataError(f"Cannot decode the image bytes given: {type(e).__name__}: {e}") from e
     if hasattr(value, "convert") and hasattr(value, "size"):  # a PIL image, without importing PIL
         return pil_to_tensor(value, mode)
+    deep = False  # 16-bit pixels, scaled to 8 bits below
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        if value.dtype == np.uint16:
+            value, deep = value.astype(np.int32), True
+        # a read-only array (np.asarray of a PIL image) is copied: torch warns on arrays it cannot write
+        value = torch.from_numpy(value.copy() if not value.flags.writeable else np.ascontiguousarray(value))
         if value.ndim == 3:
             value = value.permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
     if not isinstance(value, torch.Tensor):
@@ -150,6 +188,8 @@ def image_to_tensor(value: Any, mode: str = "RGB") -> torch.Tensor:
         raise DataError(expected("an image of shape (H, W) or (C, H, W)", "image.shape", tuple(value.shape)))
     if x.is_floating_point():
         x = (x.clamp(0, 1) * 255).round()
+    elif deep or x.dtype == torch.uint16:
+        x = (x.to(torch.int64) >> 8).clamp(0, 255)
     x = x.to(torch.uint8)
     return _to_channels(x, n_ch)
 

@@ -87,6 +87,40 @@ class ClassificationInterpretation(Interpretation):
     >>> interp.most_confused(min_val=2)                              # doctest: +SKIP
     """
 
+    @classmethod
+    def from_learner(cls, learn: Learner, dl: Any = None) -> ClassificationInterpretation:
+        """Gather everything on `dl` (default: the validation set) of a single-label classifier, or of a
+        segmentation model (then the matrix counts pixels and the losses are per image).
+
+        Raises:
+            ConfigError: the target is not one class per item (or per pixel): several labels per item, numbers.
+        """
+        targets = list(getattr(learn.dls, "target_blocks", None) or [])
+        kind = getattr(targets[0], "kind", None) if targets else None
+        if kind is not None and kind not in ("category", "mask"):
+            what = {
+                "multicategory": "several labels per item (multi-label)",
+                "regression": "numbers (regression)",
+                "points": "keypoints",
+                "image": "images",
+            }.get(kind, kind)
+            raise ConfigError(
+                f"ClassificationInterpretation is for single-label classifiers; this learner's target is {what} "
+                f"(kind {kind!r}), for which a confusion matrix between classes means nothing. Use "
+                "learn.get_preds() with per-label metrics (e.g. accuracy_multi, F1 per label) instead"
+                + (", or learn.show_results()." if kind != "multicategory" else ".")
+            )
+        interp = super().from_learner(learn, dl)
+        if interp.targs.ndim == interp.preds.ndim and interp.targs.is_floating_point():
+            raise ConfigError(
+                "ClassificationInterpretation is for single-label classifiers; these targets are one value per "
+                "class (multi-label). Use learn.get_preds() with per-label metrics instead."
+            )
+        n = len(interp.targs)
+        if kind == "mask" and interp.losses.numel() != n:
+            interp.losses = interp.losses.view(n, -1).mean(1)  # one loss per image, not per pixel
+        return interp
+
     @property
     def vocab(self) -> list[str]:
         """The class names (the loaders' ``class_names``; numbers when they have none)."""
@@ -156,6 +190,12 @@ class ClassificationInterpretation(Interpretation):
 
         if not isinstance(k, int) or k < 1:
             raise ConfigError(expected("a positive int", "k", k))
+        if self.decoded.ndim > 1:
+            raise ConfigError(
+                "plot_top_losses draws one predicted class per item; this model predicts a mask per image. Use "
+                "interp.top_losses(k) for the images with the largest losses (one per image) and "
+                "learn.show_results() to draw masks."
+            )
         losses, idxs = self.top_losses(k, largest=largest)
         idxs_l = idxs.tolist()
         samples = self._inputs_at(idxs_l)

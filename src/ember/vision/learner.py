@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ember.core.errors import ConfigError, DataError, EmberError, expected
-from ember.data.loaders import DataLoaders, DeviceLoader
-from ember.layers import AdaptiveConcatPool2d, Flatten, LinBnDrop
+from ember.data.loaders import DataLoaders, DeviceLoader, loading_settings, setup_batch_tfms
+from ember.layers import AdaptiveConcatPool2d, Flatten, LinBnDrop, SigmoidRange
 from ember.learner.export import register_learner, register_model_factory
 from ember.learner.learner import Learner
 from ember.losses import loss_activation, loss_decodes
@@ -54,6 +55,7 @@ def create_head(
     first_bn: bool = True,
     bn_final: bool = False,
     lin_first: bool = False,
+    y_range: Sequence[float] | None = None,
 ) -> nn.Sequential:
     """A classification head for a body with `nf` output channels: pool, flatten, then linear blocks.
 
@@ -63,6 +65,8 @@ def create_head(
         concat_pool: max and average pooling concatenated (2 * nf features) instead of average pooling.
         first_bn: batch norm on the pooled features.
         bn_final: a batch norm on the outputs.
+        y_range: ``(low, high)``: squash the outputs into this range with a :class:`~ember.layers.SigmoidRange`
+            (regression targets such as keypoints in ``(-1, 1)``).
     """
     if not isinstance(n_out, int) or n_out < 1:
         raise ConfigError(expected("a positive number of outputs", "n_out", n_out))
@@ -89,6 +93,10 @@ def create_head(
         )
     if bn_final:
         layers.append(nn.BatchNorm1d(n_out, momentum=0.01))
+    if y_range is not None:
+        if not (isinstance(y_range, (list, tuple)) and len(y_range) == 2):
+            raise ConfigError(expected("a (low, high) pair", "y_range", y_range))
+        layers.append(SigmoidRange(float(y_range[0]), float(y_range[1])))
     return nn.Sequential(*layers)
 
 
@@ -235,6 +243,20 @@ def _timm_body(arch: str, pretrained: bool, n_in: int) -> nn.Module:
     return _TimmBody(model)
 
 
+_TRANSFORMER_PREFIXES = tuple("vit_ deit beit eva swin cait xcit levit flexivit samvit crossvit twins_ volo".split())
+
+
+def _refuse_transformer(arch: str) -> None:
+    """timm's vision transformers give tokens (or need a fixed input size): the CNN head cannot pool them."""
+    base = arch.split(".")[0].lower()
+    if base.startswith(_TRANSFORMER_PREFIXES):
+        raise ConfigError(
+            f"{arch!r} is a transformer (or token-mixing) model: vision_learner and unet_learner need a CNN body "
+            "that gives feature maps (B, C, H, W), and transformer bodies are not supported. Use a CNN "
+            "(resnet, convnext, efficientnet, regnet …), or build the model yourself and pass it to Learner."
+        )
+
+
 class _TimmBody(nn.Module):
     """A timm model used as a body: its unpooled features ``(B, C, H, W)``."""
 
@@ -252,6 +274,19 @@ def _is_torchvision(arch: str) -> bool:
     return arch in torchvision.models.list_models(module=torchvision.models)
 
 
+def arch_name(arch: Any) -> Any:
+    """A torchvision builder function (``torchvision.models.resnet18``) as its name (``"resnet18"``).
+
+    The name goes through ember's offline weight cache (nothing is downloaded), gives a clear error when the
+    weights are missing, and can be written to an export file. Other callables are returned as they are.
+    """
+    if callable(arch) and not isinstance(arch, (str, nn.Module, type)):
+        module, name = getattr(arch, "__module__", "") or "", getattr(arch, "__name__", None)
+        if module.startswith("torchvision.models") and isinstance(name, str) and _is_torchvision(name):
+            return name
+    return arch
+
+
 def create_body(
     arch: str | Callable[..., nn.Module],
     n_in: int = 3,
@@ -261,7 +296,8 @@ def create_body(
     """The convolutional body of `arch` (cut before the pooling), taking `n_in` channels.
 
     Args:
-        arch: an ember registry name (``"xresnet18"``), a torchvision name (``"resnet34"``), a timm name
+        arch: an ember registry name (``"xresnet18"``), a torchvision name (``"resnet34"``) or builder
+            (``torchvision.models.resnet34``, used as its name: weights from the local cache only), a timm name
             (``"convnext_nano"``) or a callable returning a model (called with ``pretrained=`` when it
             accepts it).
         cut: where to cut: the index of the first head child, or a function ``model -> body``.
@@ -272,6 +308,7 @@ def create_body(
     """
     if not isinstance(n_in, int) or n_in < 1:
         raise ConfigError(expected("a positive number of channels", "n_in", n_in))
+    arch = arch_name(arch)
     if callable(arch):
         params = inspect.signature(arch).parameters
         takes_pretrained = "pretrained" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
@@ -288,6 +325,7 @@ def create_body(
     import timm
 
     if timm.is_model(arch) or timm.list_models(arch.split(".")[0]):
+        _refuse_transformer(arch)
         return _timm_body(arch, pretrained, n_in)
     raise ConfigError(
         expected(
@@ -305,10 +343,19 @@ def _num_features(body: nn.Module, n_in: int) -> int:
     try:
         with torch.no_grad():
             out = body(torch.zeros(1, n_in, 64, 64, device=next(body.parameters()).device))
+    except (AssertionError, RuntimeError) as e:
+        raise ConfigError(
+            f"The body of this model cannot run on a 64x64 image ({type(e).__name__}: {e}). vision_learner needs a "
+            "CNN body that accepts any image size and gives feature maps (B, C, H, W); models with a fixed input "
+            "size (vision transformers) are not supported."
+        ) from e
     finally:
         body.train(was_training)
     if out.ndim != 4:
-        raise ConfigError(f"The body's output has shape {tuple(out.shape)}; a CNN body giving (B, C, H, W) is needed.")
+        raise ConfigError(
+            f"The body's output has shape {tuple(out.shape)}; a CNN body giving feature maps (B, C, H, W) is needed "
+            "(transformer bodies, which give tokens, are not supported)."
+        )
     return int(out.shape[1])
 
 
@@ -324,14 +371,22 @@ def create_vision_model(
     ps: float = 0.5,
     bn_final: bool = False,
     init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
+    y_range: Sequence[float] | None = None,
 ) -> nn.Sequential:
     """``nn.Sequential(body, head)``: the body of `arch` and a :func:`create_head` head with `n_out` outputs.
 
     The head's linear layers are initialized with `init` (their biases at 0); the body keeps its weights.
+    `y_range` ends the head with a :class:`~ember.layers.SigmoidRange`.
     """
     body = create_body(arch, n_in=n_in, pretrained=pretrained, cut=cut)
     head = create_head(
-        _num_features(body, n_in), n_out, lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, bn_final=bn_final
+        _num_features(body, n_in),
+        n_out,
+        lin_ftrs=lin_ftrs,
+        ps=ps,
+        concat_pool=concat_pool,
+        bn_final=bn_final,
+        y_range=y_range,
     )
     if init is not None:
         for m in head.modules():
@@ -344,6 +399,49 @@ def create_vision_model(
 
 def _body_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
     return [list(model[0].parameters()), list(model[1].parameters())]
+
+
+def _n_convs(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def _early_modules(body: nn.Module) -> list[nn.Module] | None:
+    """The modules of the first half of a CNN body: its stem and the first half of its stages (as fastai splits a
+    ResNet: stem, layer1 and layer2, then layer3 and layer4). A stage is a child holding several convolutions; a
+    body whose stages sit one level down (``features`` of DenseNet/ConvNeXt/EfficientNet, a timm model) is looked
+    into. None when no stages are found (a plain stack of convolutions)."""
+    prefix: list[nn.Module] = []
+    main = body
+    for _ in range(4):
+        kids = list(main.children())
+        stages = [i for i, c in enumerate(kids) if _n_convs(c) > 1]
+        if len(stages) >= 2:
+            k = stages[len(stages) // 2 - 1] + 1  # after the last stage of the first half
+            return prefix + kids[:k]
+        if len(stages) != 1:
+            return None
+        prefix += kids[: stages[0]]
+        main = kids[stages[0]]
+    return None
+
+
+def _stages_head_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Three parameter groups for a known architecture: early body (stem and first stages), late body, head.
+
+    ``fine_tune``'s rates then grow from the first group to the head, so the late stages (most of a pretrained
+    body, and the most task-specific part) train faster than the stem. Falls back to body and head when the
+    body's stages cannot be found.
+    """
+    body, head = model[0], model[1]
+    early_mods = _early_modules(body)
+    if early_mods is None:
+        return _body_head_split(model)
+    early_ids = {id(p) for m in early_mods for p in m.parameters()}
+    early = [p for p in body.parameters() if id(p) in early_ids]
+    late = [p for p in body.parameters() if id(p) not in early_ids]
+    if not early or not late:
+        return _body_head_split(model)
+    return [early, late, list(head.parameters())]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -376,6 +474,7 @@ def _sample_batch(loader: DeviceLoader, n: int) -> tuple:
     collate = getattr(ds, "collate", None)
     if collate is None or len(ds) == 0:
         return loader.one_batch()
+    loader.setup_tfms()
     idx = torch.randperm(len(ds))[:n].tolist()
     batch = tuple(x.to(loader.device) if loader.device is not None else x for x in collate([ds[i] for i in idx]))
     kinds = loader.kinds if loader.kinds is not None else ("any",) * len(batch)
@@ -421,6 +520,7 @@ def vision_learner(
     cut: int | Callable[[nn.Module], nn.Module] | None = None,
     init: Callable[[torch.Tensor], Any] | None = nn.init.kaiming_normal_,
     bn_final: bool = False,
+    y_range: Sequence[float] | None = None,
     **learner_kwargs: Any,
 ) -> VisionLearner:
     """A :class:`VisionLearner` for transfer learning (or training from scratch) on image data.
@@ -434,16 +534,30 @@ def vision_learner(
             model's stats) to the batch transforms unless the data already normalizes.
         cut: where to cut the pretrained model (see :func:`create_body`).
         init: initializer of the head's linear weights.
+        y_range: ``(low, high)``: the head ends with a sigmoid scaled to this range (regression, keypoints);
+            kept in the export.
         **learner_kwargs: passed to :class:`~ember.learner.Learner` (``opt_func``, ``lr``, ``wd``, ``cbs``,
             ``path``, ``precision`` …).
 
+    A known architecture (a ResNet, XResNet, DenseNet, ConvNeXt, EfficientNet, RegNet … whose body is made of
+    stages) gets three parameter groups, as in fastai: the stem and first half of the stages, the other stages,
+    and the head; ``fine_tune`` and ``slice(lo, hi)`` rates spread over them. A callable architecture, or a body
+    whose stages cannot be found, gets two: body and head.
+
     Raises:
-        ConfigError: the number of outputs cannot be found, or `arch` is unknown.
+        ConfigError: the number of outputs cannot be found, `arch` is unknown, a keyword is not an option of
+            vision_learner or Learner, or the body is a transformer (not supported).
         EmberError: pretrained weights are missing from the local cache.
 
     >>> learn = vision_learner(dls, "resnet18", metrics=error_rate)   # doctest: +SKIP
     >>> learn.fine_tune(3)                                            # doctest: +SKIP
     """
+    check_learner_kwargs("vision_learner", vision_learner, learner_kwargs)
+    arch = arch_name(arch)
+    if y_range is not None:
+        if not (isinstance(y_range, (list, tuple)) and len(y_range) == 2):
+            raise ConfigError(expected("a (low, high) pair", "y_range", y_range))
+        y_range = [float(y_range[0]), float(y_range[1])]
     n_out = _n_out_from(dls, n_out, "vision_learner")
     n_in = _data_channels(dls)
     model = create_vision_model(
@@ -457,6 +571,7 @@ def vision_learner(
         ps=ps,
         bn_final=bn_final,
         init=init,
+        y_range=y_range,
     )
     recipe = {
         "arch": arch,
@@ -469,6 +584,7 @@ def vision_learner(
         "ps": ps,
         "bn_final": bn_final,
         "init": None,
+        "y_range": y_range,
     }
     return _finish_learner(
         dls,
@@ -478,12 +594,22 @@ def vision_learner(
         pretrained=pretrained,
         normalize=normalize,
         cut=cut,
-        splitter=_body_head_split,
+        splitter=_stages_head_split if isinstance(arch, str) else _body_head_split,
         factory=("create_vision_model", recipe),
         loss_func=loss_func,
         metrics=metrics,
         **learner_kwargs,
     )
+
+
+def check_learner_kwargs(caller: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Raise a ConfigError naming the keywords that neither `fn` nor :class:`Learner` takes, and the valid ones."""
+    own = [n for n, p in inspect.signature(fn).parameters.items() if p.kind != p.VAR_KEYWORD and n != "dls"]
+    learner = [n for n in inspect.signature(Learner.__init__).parameters if n not in ("self", "dls", "model")]
+    valid = [*own, *(n for n in learner if n not in own and n != "splitter")]
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        raise ConfigError(f"{caller}() got unknown keyword argument(s) {unknown}. Valid ones: {', '.join(valid)}.")
 
 
 def _n_out_from(dls: DataLoaders, n_out: int | None, caller: str) -> int:
@@ -608,8 +734,8 @@ class VisionLearner(Learner):
         batch = tuple(b.collate([s[j] for s in samples]) for j, b in enumerate(blocks[:n_inp]))
         batch = tuple(x.to(self.dls.device) for x in batch)
         tfms = self._batch_tfms()
-        if any(isinstance(t, Normalize) and not t.ready for t in tfms) and len(getattr(self.dls, "train", ())):
-            self.dls.train.one_batch()  # Normalize() takes its statistics from a training batch, not from this item
+        # Normalize() takes its statistics from a training batch, never from these items.
+        setup_batch_tfms(tfms, getattr(self.dls, "train", None))
         for t in tfms:
             batch = t(batch, kinds, 1)
         return batch
@@ -822,15 +948,21 @@ class VisionLearner(Learner):
         return decode_images(self.dls, x)
 
     # -- test-time augmentation --------------------------------------------------------------------------
-    def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+    def tta(
+        self, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions averaged over `n` augmented passes, blended with the plain prediction.
 
-        The batch augmentations of training (flips, rotations, …) are run on the validation data `n`
-        times; the result is ``beta * plain + (1 - beta) * mean(augmented)`` (``beta=None``: the augmented
-        mean only).
+        The data is run `n` times as training data: the random item transforms (a ``RandomResizedCrop`` takes
+        random crops) and the batch augmentations (flips, rotations, …) both apply, as in fastai. The result is
+        ``beta * plain + (1 - beta) * mean(augmented)``; ``beta=None`` gives the augmented mean alone.
+
+        Args:
+            use_max: take the element-wise maximum of the augmented passes instead of their mean.
 
         Returns:
-            ``(preds, targs)`` like :meth:`get_preds`.
+            ``(preds, targs)`` like :meth:`get_preds` (fastai returns the pair ``(augmented, plain)`` when
+            ``beta=None``; ember always returns the predictions and the targets).
         """
         if not isinstance(n, int) or n < 1:
             raise ConfigError(expected("a positive int", "n", n))
@@ -843,9 +975,14 @@ class VisionLearner(Learner):
                 "up. "
                 "Use get_preds instead."
             )
-        plain, targs = self.get_preds(dl=loader)[:2]
+        plain, targs = self.get_preds(dl=loader)[:2]  # also sets Normalize() up from a training batch if needed
+        ds = loader.dataset
+        if hasattr(ds, "_view") and hasattr(ds, "idxs"):
+            # the same items in training mode: random item transforms (crops) run too
+            ds = ds._view(ds.idxs, 0)
+        torch_dl = DataLoader(ds, batch_size=loader.bs, shuffle=False, drop_last=False, **loading_settings(loader.dl))
         augmented = DeviceLoader(
-            loader.dl,
+            torch_dl,
             device=loader.device,
             batch_tfms=loader.batch_tfms,
             n_inp=loader.n_inp,
@@ -853,6 +990,7 @@ class VisionLearner(Learner):
             split=0,
             blocks=getattr(loader, "blocks", None),
         )
-        aug = torch.stack([self.get_preds(dl=augmented)[0] for _ in range(n)]).mean(0)
+        passes = torch.stack([self.get_preds(dl=augmented)[0] for _ in range(n)])
+        aug = passes.max(0).values if use_max else passes.mean(0)
         preds = aug if beta is None else torch.lerp(aug, plain, beta)
         return preds, targs

@@ -28,6 +28,8 @@ from ember.vision.learner import (
     _finish_learner,
     _input_block,
     _n_out_from,
+    arch_name,
+    check_learner_kwargs,
     create_body,
 )
 from ember.vision.models.unet import DynamicUnet, _pair
@@ -114,6 +116,8 @@ def unet_learner(
         ConfigError: the number of outputs cannot be found, or `arch` is unknown.
         EmberError: pretrained weights are missing from the local cache.
     """
+    check_learner_kwargs("unet_learner", unet_learner, learner_kwargs)
+    arch = arch_name(arch)
     n_out = _n_out_from(dls, n_out, "unet_learner")
     xb = None
     if img_size is None:
