@@ -85,6 +85,13 @@ def test_round_trip_gives_the_same_predictions(block_learner, tmp_path, capsys):
         with pytest.raises(EmberError, match="no training rows|has none"):
             train()
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    if not torch.cuda.is_available():
+        with pytest.raises(EmberError, match="CUDA is not available"):
+            ember.load_learner(path, device="cuda")
+    with pytest.raises(EmberError, match="Expected a device"):
+        ember.load_learner(path, device="gpu0")
+    with pytest.raises(EmberError, match="no items"):
+        loaded.predict_batch([])
 
 
 def test_recipe_contents(block_learner):

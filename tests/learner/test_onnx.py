@@ -9,6 +9,7 @@ from torch import nn
 
 from ember.data import DataLoaders
 from ember.learner import Learner
+from ember.vision.augment import Normalize
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -23,31 +24,13 @@ class Net(nn.Module):
         return self.head(self.body(x))
 
 
-class FakeNormalize:
-    """Stands for a loader's Normalize batch transform (the exporter reads its `mean`/`std`)."""
-
-    split_idx = None
-    order = 99
-
-    def __init__(self, mean, std):
-        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
-
-    def as_module(self):
-        from ember.learner.onnx import Normalization
-
-        return Normalization(self.mean, self.std)
-
-    def __call__(self, batch, kinds, split):
-        x = (batch[0] - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
-        return (x, *batch[1:])
-
-
 def make_learner(tmp_path, normalize=True):
     torch.manual_seed(0)
     x, y = torch.rand(40, 3, 8, 8), torch.randint(0, 3, (40,))
     dls = DataLoaders.from_tensors((x, y), (x, y), bs=8, device="cpu")
     if normalize:
-        dls.train.batch_tfms = dls.valid.batch_tfms = [FakeNormalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])]
+        dls.train.batch_tfms = dls.valid.batch_tfms = [Normalize()]  # statistics from the first training batch
+        dls.train.kinds = dls.valid.kinds = ("image", "category")
     learn = Learner(dls, Net(), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
     learn.silent = True
     learn.fit(1, 1e-2)
@@ -64,7 +47,9 @@ def test_onnx_matches_the_model(tmp_path, normalize):
     out = sess.run(None, {"input": x[:5].numpy()})[0]  # raw images in [0, 1]; the graph normalizes
     xb = x[:5]
     if normalize:
-        xb = learn.dls.valid.batch_tfms[0]((xb,), ("image",), 1)[0]
+        norm = learn.dls.valid.batch_tfms[0]
+        assert norm.ready and not torch.allclose(norm.mean, torch.zeros(3))
+        xb = norm((xb,), ("image",), 1)[0]
     learn.model.eval()
     with torch.no_grad():
         ref = learn.model(xb).numpy()

@@ -17,10 +17,8 @@ def default_device(use: bool | str | torch.device | None = None) -> torch.device
         use: ``None``/``True`` picks the best available; ``False`` forces the CPU; a string or a
             ``torch.device`` is taken as it is.
     """
-    if isinstance(use, torch.device):
-        return use
-    if isinstance(use, str):
-        return torch.device(use)
+    if isinstance(use, (str, torch.device)):
+        return _available(use)
     if use is False:
         return torch.device("cpu")
     if torch.cuda.is_available():
@@ -29,6 +27,29 @@ def default_device(use: bool | str | torch.device | None = None) -> torch.device
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available(use: str | torch.device) -> torch.device:
+    """`use` as a device, after checking that this machine has it (a clear error instead of torch's own)."""
+    from ember.core.errors import ConfigError
+
+    try:
+        device = torch.device(use)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"Expected a device such as 'cpu', 'cuda' or 'cuda:1'; received {use!r} ({e}).") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={str(use)!r}, but CUDA is not available on this machine: use device='cpu'.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={str(use)!r}, but this machine has {torch.cuda.device_count()} CUDA device(s) (0 to "
+                f"{torch.cuda.device_count() - 1})."
+            )
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"device={str(use)!r}, but Apple's MPS is not available on this machine: use 'cpu'.")
+    return device
 
 
 def to_device(batch: Any, device: torch.device | str | None, non_blocking: bool = True) -> Any:

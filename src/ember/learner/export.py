@@ -317,6 +317,9 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu", mo
         model: the model to load the weights into, when the file's model is a class of yours that ember cannot
             rebuild by itself.
     """
+    from ember.core.device import default_device
+
+    device = default_device(device)  # a device this machine lacks is a clear error before the file is read
     path = Path(path)
     rec, weights = _open(path)
     app = rec.get("application")

@@ -830,7 +830,10 @@ class Learner:
             raise ConfigError(
                 "predict needs DataLoaders that can encode new items (built by a DataBlock or an ember factory)."
             )
-        preds, _, dec = self.get_preds(dl=test_dl(list(items), bs=bs), with_decoded=True)
+        items = list(items)
+        if not items:
+            raise DataError("predict_batch received no items: pass a list of at least one item.")
+        preds, _, dec = self.get_preds(dl=test_dl(items, bs=bs), with_decoded=True)
         return self._decode_targets(dec), dec, preds
 
     def predict_tensor(self, xb: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

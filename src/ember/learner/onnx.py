@@ -43,6 +43,9 @@ def _normalizations(learn: Any) -> list[nn.Module]:
     A batch transform offers itself with an ``as_module()`` method (``Normalize`` returns a
     :class:`Normalization`); transforms without one (dtype conversion) are the caller's side of the contract.
     """
+    setup = getattr(learn.dls, "setup_tfms", None)
+    if callable(setup):  # Normalize() statistics come from a training batch if none went through yet
+        setup()
     loader = learn.dls.valid if learn.dls.valid is not None else learn.dls.train
     return [t.as_module() for t in getattr(loader, "batch_tfms", []) if t.split_idx != 0 and hasattr(t, "as_module")]
 

@@ -783,6 +783,26 @@ class Normalize(Transform):
         mean, std = self._stats(x)
         return x * std + mean
 
+    def as_module(self) -> Any:
+        """This normalization as a module (``learn.export_onnx`` bakes it into the graph).
+
+        Raises:
+            DataError: the statistics are not known yet (draw a training batch first: ``dls.train.one_batch()``).
+        """
+        from ember.learner.onnx import Normalization
+
+        if self.mean is None:
+            raise DataError(
+                "Normalize() has no statistics yet: draw a training batch first (dls.train.one_batch()) or pass "
+                "known ones with Normalize.from_stats(mean, std)."
+            )
+        if self.axes != (0, 2, 3):
+            raise ConfigError(
+                f"Only per-channel statistics (axes=(0, 2, 3)) can be exported as a module; this Normalize has "
+                f"axes={self.axes}."
+            )
+        return Normalization(self.mean, self.std)
+
     def to_recipe(self) -> dict[str, Any]:
         return {
             "mean": self.mean.tolist() if self.mean is not None else None,
