@@ -210,3 +210,9 @@ def test_interpretation_lists_the_worst_rows(penguin_learner, tmp_path):
     valid = penguin_learner.dls.items_table(list(zip(*penguin_learner.dls.valid.dataset.tensors[:2])))
     _, idxs = interp.top_losses(5)
     assert table["island"].tolist() == valid["island"].iloc[idxs.tolist()].tolist()
+    # the training set (a shuffling loader): the rows are still those of the positions ranked
+    on_train = ClassificationInterpretation.from_learner(penguin_learner, dl=0)
+    train = penguin_learner.dls.items_table(list(zip(*penguin_learner.dls.train.dataset.tensors[:2])))
+    _, idxs = on_train.top_losses(8)
+    shown = on_train.plot_top_losses(8)
+    assert shown["bill_length_mm"].tolist() == train["bill_length_mm"].iloc[idxs.tolist()].tolist()

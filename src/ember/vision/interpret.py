@@ -45,7 +45,10 @@ class Interpretation:
     @classmethod
     def from_learner(cls, learn: Learner, dl: Any = None) -> Interpretation:
         """Gather everything on `dl` (default: the validation set)."""
-        loader = learn._as_loader(dl)
+        from ember.learner.learner import _in_dataset_order
+
+        # in dataset order, so that the inputs fetched again later (plot_top_losses) are those of each position
+        loader = _in_dataset_order(learn._as_loader(dl))
         preds, targs, decoded, losses = learn.get_preds(dl=loader, with_decoded=True, with_loss=True)
         if targs is None:
             raise DataError("Interpretation needs labelled data: the loader gave no targets.")
