@@ -59,6 +59,12 @@ EVENTS: tuple[str, ...] = (
     "after_fit",
 ) + tuple(f"after_cancel_{s}" for s in _STAGES)
 
+#: The events of the batch loop, from ``before_batch`` to ``after_batch`` and the cancels inside a batch: only
+#: these follow a callback's ``run_train`` / ``run_valid``; the fit, epoch and phase events reach every callback.
+BATCH_EVENTS = frozenset(EVENTS[EVENTS.index("before_batch") : EVENTS.index("after_batch") + 1]) | frozenset(
+    f"after_cancel_{s}" for s in _STAGES[_STAGES.index("batch") :]
+)
+
 
 class CancelFitException(Exception):
     """Stop training now; `after_cancel_fit` then `after_fit` run."""

@@ -20,7 +20,7 @@ from torch import nn
 from ember.core.device import to_detach
 from ember.core.errors import CallbackError, ConfigError, DataError, EmberError, expected
 from ember.data.loaders import DataLoaders, DeviceLoader
-from ember.learner.callback import CANCEL_EXCEPTIONS, EVENTS, Callback
+from ember.learner.callback import BATCH_EVENTS, CANCEL_EXCEPTIONS, EVENTS, Callback
 from ember.learner.checkpoint import (
     CheckpointCallback,
     atomic_save,
@@ -38,23 +38,6 @@ from ember.losses import loss_activation, loss_decodes
 __all__ = ["Learner", "PRECISIONS"]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-# The events of the batch loop: only these follow a callback's `run_train` / `run_valid`; the epoch, phase and
-# fit events reach every callback.
-_BATCH_EVENTS = frozenset(
-    {
-        "before_batch",
-        "after_pred",
-        "after_loss",
-        "before_backward",
-        "after_backward",
-        "before_step",
-        "after_step",
-        "after_batch",
-        "after_cancel_batch",
-        "after_cancel_backward",
-        "after_cancel_step",
-    }
-)
 _CANCELS = tuple(CANCEL_EXCEPTIONS.values())
 
 
@@ -337,7 +320,7 @@ class Learner:
 
         The batch-loop events skip callbacks whose `run_train` (training) or `run_valid` (validation) is off;
         the other events reach every callback."""
-        batch_level = event in _BATCH_EVENTS
+        batch_level = event in BATCH_EVENTS
         for cb in self._by_event[event]:
             if batch_level and not (cb.run_train if self.training else cb.run_valid):
                 continue
