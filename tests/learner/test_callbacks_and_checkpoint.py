@@ -222,6 +222,22 @@ def test_a_skipped_batch_records_no_loss_and_cleanup_runs_after_an_error(tmp_pat
         learn.fit(1, 1e-3, cbs=tidy)
     assert tidy.cleaned and not tidy.after
 
+    class _BadCleanup(Callback):
+        order = -5  # cleaned up before _Tidy
+
+        def cleanup_fit(self):
+            raise RuntimeError("cleanup failed")
+
+    tidy = _Tidy()
+    with pytest.raises(CallbackError, match="boom"):  # the fit's own error stays the one reported
+        learn.fit(1, 1e-3, cbs=[_BadCleanup(), tidy])
+    assert tidy.cleaned
+    tidy = _Tidy()
+    tidy.after_batch = lambda: None
+    with pytest.raises(RuntimeError, match="cleanup failed"):  # a fit that went well reports the cleanup's error
+        learn.fit(1, 1e-3, cbs=[_BadCleanup(), tidy])
+    assert tidy.cleaned and tidy.after
+
 
 def regression_learner(tmp_path, **kwargs):
     set_seed(0)

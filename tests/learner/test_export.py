@@ -81,10 +81,12 @@ def test_round_trip_gives_the_same_predictions(block_learner, tmp_path, capsys):
     assert loaded.dls.vocab == ["no", "yes"]
     # A loaded learner holds inference loaders only: training is refused before anything changes.
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    frozen = loaded.frozen_to
     for train in (lambda: loaded.fit_one_cycle(1, 1e-2), lambda: loaded.fine_tune(1), loaded.lr_find):
         with pytest.raises(EmberError, match="no training rows|has none"):
             train()
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())
+    assert loaded.opt is None and loaded.frozen_to == frozen  # nothing built or frozen either
     if not torch.cuda.is_available():
         with pytest.raises(EmberError, match="CUDA is not available"):
             ember.load_learner(path, device="cuda")

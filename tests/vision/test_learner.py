@@ -322,6 +322,22 @@ def test_loaded_learner_reads_labelled_items(tmp_path):
     pairs = [(f, f.parent.name) for f in files]
     assert torch.equal(loaded.dls.test_dl(pairs, with_labels=True).one_batch()[1], torch.tensor([0, 1]))
 
+    # a compiled pattern (with its flags) travels too
+    import re
+
+    from ember.data.items import RegexLabeller
+
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), CategoryBlock),
+        get_items=get_image_files,
+        splitter=GrandparentSplitter(),
+        get_y=RegexLabeller(re.compile(r"/(DARK|LIGHT)/", re.IGNORECASE)),
+        item_tfms=[Resize(16)],
+    ).dataloaders(root, bs=2, device="cpu", num_workers=0)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
+    loaded = ember.load_learner(learn.export("h.ember", verbose=False))
+    assert torch.equal(loaded.dls.test_dl(files, with_labels=True).one_batch()[1], torch.tensor([0, 1]))
+
 
 def test_tta_runs_random_item_transforms_in_training_mode(tmp_path):
     from ember.vision.augment import RandomResizedCrop
@@ -355,6 +371,13 @@ def test_show_batch_unique_grid_cap_and_unknown_keywords(tmp_path):
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
     with pytest.raises(ConfigError, match=r"unknown keyword.*'uniq'.*unique"):
         dls.show_batch(uniq=True)
+    # Normalize() statistics never come from copies of the one item shown: a real training batch sets them.
+    norm_dls = _dls(root, mode="RGB", batch_tfms=[Normalize()])
+    norm_dls.show_batch(unique=True, max_n=4)
+    norm = norm_dls.train.batch_tfms[-1]
+    x = norm_dls.train.dl.collate_fn([norm_dls.train.dataset[i] for i in range(len(norm_dls.train.dataset))])[0]
+    assert norm.ready and float(norm.std.mean()) > 0.3  # dark and light images: a wide spread, not one image's
+    assert torch.allclose(norm.mean, x.float().div(255).mean(dim=(0, 2, 3)), atol=0.05)
     learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
     with pytest.raises(ConfigError, match=r"unknown keyword.*'ds_idx'"):
         learn.show_results(ds_idx=0)

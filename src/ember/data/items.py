@@ -457,7 +457,10 @@ def getter_to_recipe(getter: Any) -> dict[str, Any] | None:
     if getter is parent_label:
         return {"type": "parent_label"}
     if type(getter) is RegexLabeller:
-        return {"type": "RegexLabeller", "pat": getter.pat, "match": getter.match}
+        regex = getter.regex  # a pattern given compiled is written as its text and flags
+        if not isinstance(regex.pattern, str):
+            return None
+        return {"type": "RegexLabeller", "pat": regex.pattern, "flags": int(regex.flags), "match": getter.match}
     if type(getter) is ColReader:
         pref = getter.pref
         return {
@@ -483,7 +486,7 @@ def getter_from_recipe(data: dict[str, Any]) -> Callable[[Any], Any] | None:
     if kind == "parent_label":
         return parent_label
     if kind == "RegexLabeller":
-        return RegexLabeller(data["pat"], match=bool(data.get("match", False)))
+        return RegexLabeller(re.compile(data["pat"], int(data.get("flags", 0))), match=bool(data.get("match", False)))
     if kind == "ColReader":
         pref = Path(data["pref"]) if data.get("pref_is_path") else data.get("pref", "")
         return ColReader(data["cols"], pref=pref, suff=data.get("suff", ""), label_delim=data.get("label_delim"))

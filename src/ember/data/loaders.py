@@ -13,6 +13,7 @@ Loaders built from :class:`~ember.data.datasets.Datasets` (by ``DataBlock.datalo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -172,7 +173,8 @@ class DeviceLoader:
         collate = self.dl.collate_fn
         if len(ds) == 0:
             raise DataError("This loader has no item to show: its dataset is empty.")
-        self.setup_tfms()
+        # Statistics (Normalize()) come from a real batch of the training loader, never from copies of one item.
+        setup_batch_tfms(self.batch_tfms, self if self.split == 0 else self.setup_from)
         batch = _as_tuple(collate([ds[0] for _ in range(n)]))
         batch = to_device(batch, self.device)
         kinds = self.kinds if self.kinds is not None else ("any",) * len(batch)
@@ -361,6 +363,10 @@ def _label_getters(dsets: Any) -> list[dict[str, Any]]:
             out.append({"type": "missing", "name": g.name})
             continue
         rec = getter_to_recipe(g)
+        try:  # a labeller holding something JSON cannot write (bytes, an object) is marked missing, not fatal
+            json.dumps(rec)
+        except (TypeError, ValueError):
+            rec = None
         out.append(rec if rec is not None else {"type": "missing", "name": getattr(g, "__name__", None) or repr(g)})
     return out
 

@@ -9,6 +9,7 @@ epoch.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -547,10 +548,23 @@ class Learner:
             finally:
                 self._resume_path = None
                 self.xb, self.yb, self.pred, self.loss, self.loss_grad = (), (), None, None, None
-                for cb in list(self.cbs):  # however the fit ended: an error or an interrupt included
-                    cleanup = getattr(cb, "cleanup_fit", None)
-                    if cleanup is not None:
-                        cleanup()
+                self._cleanup_fit()
+
+    def _cleanup_fit(self) -> None:
+        """Every callback's ``cleanup_fit``, however the fit ended (an error or an interrupt included). One that
+        fails does not keep the others from running; the first failure is raised after them, unless the fit is
+        already ending with an error of its own (which then stays the one reported)."""
+        failed: Exception | None = None
+        for cb in list(self.cbs):
+            cleanup = getattr(cb, "cleanup_fit", None)
+            if cleanup is None:
+                continue
+            try:
+                cleanup()
+            except Exception as e:  # noqa: BLE001 - run the remaining cleanups first
+                failed = failed or e
+        if failed is not None and sys.exc_info()[1] is None:
+            raise failed
 
     #: How to build a learner that can train, for the error a learner without training data gives.
     _how_to_build = "DataLoaders from your data, a learner on them, then learn.load(...) or the exported weights"
@@ -595,6 +609,7 @@ class Learner:
 
         Momentum is scheduled only for parameter groups that have one: an optimizer without momentum, or built
         with a momentum of 0 (``SGD(mom=0)``, ember's ``RMSprop``), keeps it at 0."""
+        self._check_trainable()  # before the optimizer is built
         for value, name in ((div, "div"), (div_final, "div_final")):
             if check_rate(value, name) == 0:
                 raise ConfigError(expected("a positive number", name, value))
@@ -629,6 +644,7 @@ class Learner:
         resume: bool = False,
     ) -> None:
         """Train at a flat learning rate for `pct_start` of training, then anneal it along a cosine."""
+        self._check_trainable()
         if check_rate(div_final, "div_final") == 0:
             raise ConfigError(expected("a positive number", "div_final", div_final))
         lrs = self._group_lrs(lr)
@@ -655,6 +671,7 @@ class Learner:
     ) -> None:
         """Transfer learning: train the head with the body frozen for `freeze_epochs`, then unfreeze and
         train everything for `epochs` with discriminative rates from ``base_lr/2/lr_mult`` to ``base_lr/2``."""
+        self._check_trainable()  # before the model is frozen
         base_lr = check_rate(base_lr, "base_lr")
         if check_rate(lr_mult, "lr_mult") == 0:
             raise ConfigError(expected("a positive number", "lr_mult", lr_mult))
@@ -682,6 +699,7 @@ class Learner:
         """
         from ember.learner.lr_find import run_lr_find
 
+        self._check_trainable()
         return run_lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs)
 
     # ---------------------------------------------------------------------------------------------
