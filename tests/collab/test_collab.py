@@ -165,6 +165,12 @@ def test_default_columns_are_the_ones_not_already_named(ratings):
     assert (dls.user_name, dls.item_name, dls.rating_name) == ("user", "item", "rating")
     dls = CollabDataLoaders.from_df(reordered, rating_name="rating", bs=16)
     assert (dls.user_name, dls.item_name) == ("user", "item")
+    # MovieLens as in the lesson: columns user, movie, rating, timestamp, title and item_name="title"; the rating
+    # is still the third column (not the first one left over, the movie ids)
+    movielens = ratings.head(60).rename(columns={"item": "movie"})[["user", "movie", "rating"]]
+    movielens = movielens.assign(timestamp=0, title="t" + movielens["movie"].astype(str))
+    dls = CollabDataLoaders.from_df(movielens, item_name="title", bs=16)
+    assert (dls.user_name, dls.item_name, dls.rating_name) == ("user", "title", "rating")
     with pytest.raises(DataError, match=r"`user_name` and `item_name` are both the column 'user'"):
         CollabDataLoaders.from_df(ratings, user_name="user", item_name="user")
     with pytest.raises(DataError, match=r"`item_name` and `rating_name` are both"):

@@ -408,3 +408,18 @@ def test_date_categories_round_trip_through_json(unit):
     assert proc.proc(Categorify).vocabs["when"][1] == pd.Timestamp("2020-01-01")
     back = _roundtrip(proc)  # an ExportError before dates could be written
     assert torch.equal(back.process(df)[0], cats) and cats[:4].min() > 0 and cats[4:, 0].tolist() == [0, 0]
+
+
+def test_a_proc_that_cannot_be_copied_is_named_and_float32_columns_normalize_alike():
+    import threading
+
+    norm = Normalize()
+    norm.lock = threading.Lock()
+    with pytest.raises(ConfigError, match="Cannot copy the proc"):
+        TabularProcessor([], ["z"], "y", procs=[norm])
+    df = pd.DataFrame({"z": np.linspace(-3, 5, 50), "y": ["a", "b"] * 25})
+    as32 = df.astype({"z": np.float32})
+    out64, out32 = (TabularProcessor([], ["z"], "y", procs=[Normalize]) for _ in range(2))
+    out64.setup(df)
+    out32.setup(as32)
+    np.testing.assert_allclose(out64.process(df)[1].numpy(), out32.process(as32)[1].numpy(), atol=1e-6)

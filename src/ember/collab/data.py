@@ -75,8 +75,9 @@ class CollabDataLoaders(DataLoaders):
         Args:
             ratings: one row per rating.
             valid_pct: the share of rows held out for validation.
-            user_name, item_name, rating_name: the columns; those not given are the first columns not already
-                named, in order (the defaults of a ``user, item, rating, ...`` table).
+            user_name, item_name, rating_name: the columns; those not given are the first, second and third
+                columns (a ``user, item, rating, ...`` table), or the first column not named when that one is
+                named for another role.
             seed: makes the split and the shuffling repeatable.
             bs: training batch size (validation: `val_bs`, default ``2 * bs``).
 
@@ -294,7 +295,8 @@ class CollabDataLoaders(DataLoaders):
 def _column_names(
     ratings: pd.DataFrame, user_name: str | None, item_name: str | None, rating_name: str | None
 ) -> tuple[Any, Any, Any]:
-    """The user, item and rating columns: those given, the others the first columns not already named, in order.
+    """The user, item and rating columns: those given; the others by position (the first, second and third columns,
+    fastai's defaults), or, when that column is already named for another role, the first column not named.
 
     Raises:
         DataError: a named column is missing, the table has too few columns, or one column is named for two roles.
@@ -306,7 +308,11 @@ def _column_names(
     taken = {c for c in given.values() if c is not None}
     free = [c for c in ratings.columns if c not in taken]
     names = {}
-    for arg, c in given.items():
+    columns = list(ratings.columns)
+    for position, (arg, c) in enumerate(given.items()):
+        if c is None and position < len(columns) and columns[position] in free:
+            c = columns[position]
+            free.remove(c)
         if c is None:
             if not free:
                 raise DataError(

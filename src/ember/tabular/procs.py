@@ -458,11 +458,14 @@ class Normalize(TabularProc):
 
     def process(self, df: pd.DataFrame) -> None:
         for c, (mean, std) in self.stats.items():
-            # In float64, cast at the end: a column far from zero (dates in seconds, counters) keeps its
-            # resolution, which float32 would lose before the mean is subtracted.
-            x = _floats(df[c], np.float64) - mean  # a new array: the input is never written to
-            x /= std
-            df[c] = x.astype(np.float32)
+            # Integers and float64 in float64, cast at the end: a column far from zero (dates in seconds,
+            # counters) keeps its resolution, which float32 would lose before the mean is subtracted. A float32
+            # (or float16) column has no more resolution to keep: float32 arithmetic, half the memory traffic.
+            x = _floats(df[c])
+            work = np.float32 if x.dtype in (np.float32, np.float16) else np.float64
+            x = x.astype(work) - work(mean)  # a new array: the input is never written to
+            x /= work(std)
+            df[c] = x.astype(np.float32, copy=False)
 
     def decode(self, col: str, values: np.ndarray | torch.Tensor) -> np.ndarray:
         """Normalized values of `col` back to the original scale."""
@@ -570,7 +573,14 @@ def _as_procs(procs: Any) -> list[TabularProc]:
         if isinstance(p, type) and issubclass(p, TabularProc):
             p = p()
         elif isinstance(p, TabularProc):
-            p = copy.deepcopy(p)
+            try:
+                p = copy.deepcopy(p)
+            except Exception as e:  # noqa: BLE001 - a proc holding a lock, a file, a generator...
+                raise ConfigError(
+                    f"Cannot copy the proc {p!r} ({type(e).__name__}: {e}). Each table gets its own copy of the "
+                    "procs it is given, so that tables never share fitted state: pass the proc's class, or give it "
+                    "only settings that can be copied."
+                ) from e
         else:
             raise ConfigError(expected("TabularProc instances or classes", "procs", p, hint=hint))
         out.append(p)

@@ -230,8 +230,9 @@ def replace_maj(text: str) -> str:
 
 
 def lowercase(text: str) -> str:
-    """Lower-case the whole text (the case information is kept by the ``xxup``/``xxmaj`` marks)."""
-    return text.lower()
+    """Lower-case the whole text (the case information is kept by the ``xxup``/``xxmaj`` marks) and strip the
+    white space at its ends, so a file's final line break is not a token."""
+    return text.lower().strip()
 
 
 #: The default preprocessing, in order.
@@ -279,9 +280,21 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _const_repr(c: Any) -> str:
+    """A constant of a function's code as text that is the same in every run: nested code by its digest, and
+    sets in sorted order (their repr follows the process's hash seed)."""
+    if isinstance(c, types.CodeType):
+        return _code_digest(c)
+    if isinstance(c, (frozenset, set)):
+        return "{" + ", ".join(sorted(_const_repr(x) for x in c)) + "}"
+    if isinstance(c, tuple):
+        return "(" + ", ".join(_const_repr(x) for x in c) + ")"
+    return repr(c)
+
+
 def _code_digest(code: types.CodeType) -> str:
     """A digest of a function's code: its bytecode, names and constants (nested functions' code included)."""
-    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    consts = [_const_repr(c) for c in code.co_consts]
     return _digest(code.co_code.hex(), code.co_names, consts)
 
 
