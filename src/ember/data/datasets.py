@@ -368,10 +368,15 @@ class Datasets(Dataset):
         if pairs:
             return [_Position(j) for j in range(k)]
         names = ", ".join(g.name for g in missing)
+        n_inp = getattr(self, "n_inp", 1)
+        roles = {
+            "input" if j < n_inp else "target" for j, g in enumerate(kept[:k]) if type(g).__name__ == "MissingGetter"
+        }
+        what = " and ".join(f"the {r}s" for r in sorted(roles))
         raise DataError(
-            f"This learner's file does not hold the function that reads the targets ({names}: only ember's "
-            "labellers, parent_label, RegexLabeller, ColReader and using_attr, can be written to a file). Pass "
-            "each item with its target instead: test_dl([(input, target), ...], with_labels=True)."
+            f"This learner's file does not hold the function that reads {what} ({names}: only ember's getters, "
+            "parent_label, RegexLabeller, ColReader and using_attr, can be written to a file). Pass each item with "
+            "its target instead: test_dl([(input, target), ...], with_labels=True)."
         )
 
     # -- the cache --------------------------------------------------------------------------------------
