@@ -12,6 +12,7 @@ import torch
 
 from ember.core.errors import ConfigError, DataError
 from ember.core.recipe import dump, load
+from ember.tabular.data import TabularDataLoaders
 from ember.tabular.procs import (
     NA_TOKEN,
     Categorify,
@@ -337,9 +338,13 @@ def test_duplicate_columns_of_the_dataframe_are_named():
 
 def test_an_integer_target_with_many_values_warns_and_stays_a_category():
     df = pd.DataFrame({"x": np.arange(100.0), "price": np.arange(100) % 30})
-    with pytest.warns(UserWarning, match=r"`price` has 30 distinct values.*y_block=\"regression\""):
+    with pytest.warns(UserWarning, match=r"`price` has 30 distinct values.*y_block=\"regression\"") as record:
         proc = TabularProcessor([], ["x"], "price")
         proc.setup(df)
+    assert record[0].filename == __file__  # it points at the caller's line, not inside ember
+    with pytest.warns(UserWarning, match="distinct values") as record:
+        TabularDataLoaders.from_df(df, y_names="price", cont_names=["x"], device="cpu")
+    assert record[0].filename == __file__
     assert proc.y_kind == "category" and proc.n_out == 30  # the documented rule holds
     with warnings.catch_warnings():
         warnings.simplefilter("error")

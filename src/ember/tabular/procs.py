@@ -911,8 +911,19 @@ def _warn_many_int_classes(df: pd.DataFrame, col: str, n_classes: int) -> None:
             f'if it is a quantity, pass y_block="regression" (or y_block="category" to keep classes and silence '
             "this warning).",
             UserWarning,
-            stacklevel=5,
+            stacklevel=_first_frame_outside_ember(),
         )
+
+
+def _first_frame_outside_ember() -> int:
+    """The ``stacklevel`` of a warning issued by the caller that points at the user's line, however deep in ember
+    the call came from (``from_df``, ``TabularPandas``, ``TabularProcessor.setup``)."""
+    import sys
+
+    frame, level = sys._getframe(1), 1  # the function that warns is level 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] == "ember":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _missing_col(arg: str, col: str, df: pd.DataFrame) -> str:
