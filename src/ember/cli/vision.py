@@ -233,16 +233,9 @@ def _is_segmentation(learn: Any) -> bool:
 
 def _mask_names(files: Sequence[Path]) -> list[str]:
     """``<stem>.png`` per file, with ``_2``, ``_3``, … when two inputs share a stem (so none overwrites another)."""
-    used: set[str] = set()
-    names = []
-    for f in files:
-        name, k = f"{f.stem}.png", 1
-        while name in used:
-            k += 1
-            name = f"{f.stem}_{k}.png"
-        used.add(name)
-        names.append(name)
-    return names
+    from ember.learner.recorder import unique_names
+
+    return [f"{name}.png" for name in unique_names([f.stem for f in files])]
 
 
 def _mask_palette(n_classes: int) -> list[int]:

@@ -8,13 +8,14 @@ value (the progress bar reads it a few times a second).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
 from ember.learner.callback import Callback
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "unique_names"]
 
 
 def _batch_size(batch: tuple) -> int:
@@ -27,9 +28,9 @@ def _batch_size(batch: tuple) -> int:
 _FIXED_COLUMNS = ("epoch", "train_loss", "valid_loss", "time")
 
 
-def _unique_names(names: list[str]) -> list[str]:
-    """`names` with ``_2``, ``_3`` ... added to repeats (and to names of the table's fixed columns)."""
-    taken = set(_FIXED_COLUMNS)
+def unique_names(names: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
+    """`names` with ``_2``, ``_3`` ... added to repeats and to names already `taken`."""
+    taken = set(taken)
     out = []
     for name in names:
         unique, k = name, 1
@@ -78,7 +79,8 @@ class Recorder(Callback):
     def metric_names(self) -> list[str]:
         """The table's columns. Each metric's column is its name, made unique: a second metric of the same name
         (``F1Score(average="macro")`` and ``F1Score(average="micro")``) shows as ``f1_score_2``, and so on."""
-        return ["epoch", "train_loss", "valid_loss", *_unique_names([m.name for m in self.learn.metrics]), "time"]
+        metrics = unique_names([m.name for m in self.learn.metrics], taken=_FIXED_COLUMNS)
+        return ["epoch", "train_loss", "valid_loss", *metrics, "time"]
 
     # -- training --------------------------------------------------------------------------------
     def before_fit(self) -> None:
