@@ -383,3 +383,42 @@ def test_show_batch_unique_grid_cap_and_unknown_keywords(tmp_path):
         learn.show_results(ds_idx=0)
     fig = learn.show_results(nrows=1, ncols=2)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+
+
+@pytest.mark.parametrize("method", ["crop", "pad", "squish"])
+def test_keypoint_predictions_come_back_in_pixels_of_each_image(tmp_path, method):
+    from ember.data.items import RandomSplitter
+    from ember.vision.core import PointBlock
+
+    # images of several shapes, each with one known point; the "model" answers the point it was shown
+    sizes = {"a.png": (20, 30), "b.png": (24, 16), "c.png": (16, 16), "d.png": (12, 40)}
+    points = {"a.png": [[7.5, 12.0]], "b.png": [[3.0, 20.5]], "c.png": [[8.0, 8.0]], "d.png": [[30.0, 2.0]]}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / name)
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), PointBlock),
+        get_items=get_image_files,
+        get_y=lambda p: points[p.name],
+        splitter=RandomSplitter(0.5, seed=0),
+        item_tfms=[Resize(16, method=method)],
+    ).dataloaders(tmp_path, bs=2, device="cpu", num_workers=0)
+    learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8])
+    shown = {}  # what the model's input would be labelled with: the point in [-1, 1] after the item transforms
+    for name in sizes:
+        sample = (load_image(tmp_path / name, mode="L"), torch.tensor(points[name]))
+        for t in learn._item_tfms():
+            sample = t(sample, ("image", "points"), 1)
+        shown[name] = sample[1].reshape(-1)
+    order = []
+    learn.predict_tensor = lambda xb: torch.stack([shown[n] for n in order[-1]])
+    for name in sizes:
+        order.append([name])
+        label, dec, _ = learn.predict(tmp_path / name)
+        assert torch.allclose(label, torch.tensor(points[name]), atol=1e-4), name
+        assert torch.allclose(dec, shown[name], atol=1e-6)  # the model's own output stays as it is
+    names = list(sizes)
+    order.append(names)
+    learn.get_preds = lambda dl, with_decoded: (None, None, torch.stack([shown[n] for n in names]))
+    decoded, _, _ = learn.predict_batch([tmp_path / n for n in names])
+    for name, label in zip(names, decoded):
+        assert torch.allclose(label, torch.tensor(points[name]), atol=1e-4), name

@@ -717,8 +717,7 @@ class VisionLearner(Learner):
         blocks = getattr(self.dls, "blocks", None)
         if not blocks:
             raise DataError("predict needs DataLoaders built by a DataBlock (they know how to encode an item).")
-        dsets = getattr(self.dls, "dsets", None)
-        item_tfms = dsets.item_tfms if dsets is not None else getattr(self.dls, "item_tfms", [])
+        item_tfms = self._item_tfms()
         n_inp = self.dls.n_inp
         kinds = tuple(b.kind for b in blocks[:n_inp])
         samples = []
@@ -740,15 +739,49 @@ class VisionLearner(Learner):
             batch = t(batch, kinds, 1)
         return batch
 
+    def _item_tfms(self) -> list[Any]:
+        dsets = getattr(self.dls, "dsets", None)
+        return dsets.item_tfms if dsets is not None else getattr(self.dls, "item_tfms", [])
+
     def _batch_tfms(self) -> list[Any]:
         return batch_tfms_of(self.dls)
+
+    def _predicts_points(self) -> bool:
+        targets = getattr(self.dls, "target_blocks", None) or []
+        return bool(targets) and targets[0].kind == "points"
+
+    def _points_in_pixels(self, items: Sequence[Any], points: torch.Tensor) -> torch.Tensor:
+        """Keypoints ``(B, N, 2)`` in [-1, 1] of the model's input -> ``(x, y)`` pixels of each item's own image.
+
+        At prediction the item transforms only resize, crop and pad (no randomness), so each axis maps
+        affinely: two probe points, the image's corners, are sent through them with the image and the
+        map is inverted. Without an image input the points are returned as they are.
+        """
+        blocks = self.dls.blocks
+        n_inp = self.dls.n_inp
+        j = next((i for i, b in enumerate(blocks[:n_inp]) if b.kind == "image"), None)
+        if j is None:
+            return points
+        item_tfms = self._item_tfms()
+        out = []
+        for item, p in zip(items, points.detach().cpu().float()):
+            image = blocks[j].encode(item if n_inp == 1 else item[j])  # (C, H, W) as the model's input starts
+            h, w = image.shape[-2:]
+            size = torch.tensor([float(w), float(h)])
+            sample = (image, torch.stack([torch.zeros(2), size]))  # corners (0, 0) and (W, H) in pixels
+            for t in item_tfms:
+                sample = t(sample, ("image", "points"), 1)
+            start, end = sample[1].float()
+            out.append((p - start) * size / (end - start))
+        return torch.stack(out)  # (B, N, 2)
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
         """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
 
         Returns:
             ``(label, index, probabilities)``: the decoded prediction (a class name for a category, a mask
-            for a mask, an image for an image target), the decoded tensor (the class index) and the
+            for a mask, an image for an image target, ``(N, 2)`` ``(x, y)`` pixel coordinates in the item's own
+            image for keypoints), the decoded tensor (the class index) and the
             activations of the model's output (probabilities). For an image target the first is a
             float32 ``(C, H, W)`` image in [0, 1], the normalization undone; the other two are the model's
             output as it is (normalized like the targets it learned).
@@ -759,7 +792,22 @@ class VisionLearner(Learner):
         dec = loss_decodes(self.loss_func)(probs[None])[0]
         targets = getattr(self.dls, "target_blocks", [])
         label = targets[0].decode(self._undo_batch_tfms(dec[None])[0]) if targets else dec
+        if self._predicts_points():
+            label = self._points_in_pixels([item], label[None])[0]
         return label, dec, probs
+
+    def predict_batch(self, items: Sequence[Any], bs: int = 64) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """Predict many items in batches; the answers are decoded as :meth:`predict`'s (keypoints in pixels of
+        each item's own image).
+
+        Returns:
+            ``(decoded answers (a list), decoded tensor, probabilities)``, one row per item, in order.
+        """
+        items = list(items)
+        decoded, dec, probs = super().predict_batch(items, bs=bs)
+        if self._predicts_points():
+            decoded = list(self._points_in_pixels(items, torch.stack(decoded)))
+        return decoded, dec, probs
 
     def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:
         """Decoded predictions ``(B, ...)`` taken back through the batch transforms' ``decode`` as the target they
