@@ -179,6 +179,27 @@ def test_tabular_pandas_dataloaders():
         TabularPandas(_table(), PROCS, ["cat1"], ["num2"], "label", splits=([0, 1], [500]))
 
 
+def test_tabular_pandas_splits_as_pandas_for_other_models():
+    import copy
+
+    df = _table(40).set_index(pd.Index([f"r{i}" for i in range(40)]))
+    df.loc["r3", "num1"] = np.nan
+    to = TabularPandas(df, PROCS, ["cat1"], ["num1", "num2"], "label", splits=(range(30), range(30, 40)))
+    xs, y = to.train.xs, to.train.y
+    cats, conts, ys = to.train  # still the tensors
+    assert list(xs.columns) == ["cat1", "num1_na", "num1", "num2"] and list(xs.index[:2]) == ["r0", "r1"]
+    assert (xs["cat1"].to_numpy() == cats[:, 0].numpy()).all() and xs["num1_na"]["r3"] == 2  # FillMissing's flag
+    assert np.allclose(xs["num2"], conts[:, 1].numpy()) and abs(float(xs["num2"].mean())) < 1e-5  # normalized
+    assert y.name == "label" and (y.to_numpy() == ys.numpy()).all() and list(to.valid.y.index) == list(df.index[30:])
+    assert to.valid.xs.shape == (10, 4)
+    copied = copy.deepcopy(to)
+    assert copied.train.xs.equals(xs)
+    reg = TabularPandas(df, PROCS, ["cat1"], ["num1"], ["value", "num2"], y_block="regression")
+    assert list(reg.train.y.columns) == ["value", "num2"] and len(reg.valid.xs) == 0
+    unlabelled = TabularPandas(df.drop(columns="label"), PROCS, ["cat1"], ["num2"])
+    assert unlabelled.train.y is None and unlabelled.train.xs.shape == (40, 2)
+
+
 def test_from_csv(tmp_path):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)

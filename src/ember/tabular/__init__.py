@@ -13,6 +13,7 @@ from ember.tabular.data import (
     SliceLoader,
     TabularDataLoaders,
     TabularPandas,
+    TabularSplit,
     TensorBatches,
     random_split_idx,
     tensor_loader,
@@ -33,6 +34,7 @@ from ember.tabular.procs import (
 __all__ = [
     "TabularDataLoaders",
     "TabularPandas",
+    "TabularSplit",
     "TabularProcessor",
     "TabularProc",
     "Categorify",

@@ -33,6 +33,7 @@ from ember.tabular.procs import TabularProc, TabularProcessor, _check_frame
 
 __all__ = [
     "TabularPandas",
+    "TabularSplit",
     "TabularDataLoaders",
     "TensorBatches",
     "BatchIndexSampler",
@@ -322,7 +323,8 @@ class TabularPandas:
 
     Attributes:
         processor: the fitted processing (what inference and export need).
-        train, valid: ``(cats, conts, ys)`` tensors of each split.
+        train, valid: ``(cats, conts, ys)`` tensors of each split (:class:`TabularSplit`); ``to.train.xs`` and
+            ``to.train.y`` give them as pandas objects for a random forest or another library's model.
     """
 
     def __init__(
@@ -363,8 +365,8 @@ class TabularPandas:
         train, valid = proc._tensors(
             cols, df, with_y=bool(proc.y_names), splits=(None if every_row else train_idx, valid_idx)
         )
-        self.train = tuple(t for t in train if t is not None)
-        self.valid = tuple(t for t in valid if t is not None)
+        self.train = TabularSplit([t for t in train if t is not None], proc, df.index[train_idx])
+        self.valid = TabularSplit([t for t in valid if t is not None], proc, df.index[valid_idx])
 
     @property
     def cat_names(self) -> list[str]:
@@ -392,6 +394,48 @@ class TabularPandas:
         return TabularDataLoaders.from_tensors_of(
             self, bs=bs, val_bs=val_bs, shuffle=shuffle, drop_last=drop_last, device=device, seed=seed, **dl_kwargs
         )
+
+
+class TabularSplit(tuple):
+    """One split of a :class:`TabularPandas`: the ``(cats, conts, ys)`` tensors (``ys`` absent without a target),
+    and the same processed values as pandas objects for models outside ember (a random forest, gradient boosting).
+
+    Attributes:
+        xs: a DataFrame of the processed inputs, one column per name of ``cat_names`` then ``cont_names``:
+            category codes (``0`` is a missing or unseen value) and continuous values as the procs left them
+            (filled, normalized), indexed by the rows' labels in the original table.
+        y: the target as a Series (a DataFrame for several targets): class indices of ``processor.y_vocab`` or
+            the values; None without a target.
+    """
+
+    processor: TabularProcessor
+    index: pd.Index
+
+    def __new__(
+        cls, tensors: Sequence[torch.Tensor], processor: TabularProcessor | None = None, index: pd.Index | None = None
+    ) -> TabularSplit:
+        # processor/index have defaults so that copy and pickle, which call __new__ with the tensors alone, work
+        split = super().__new__(cls, tensors)
+        split.processor = processor
+        split.index = pd.RangeIndex(len(tensors[0]) if tensors else 0) if index is None else index
+        return split
+
+    @property
+    def xs(self) -> pd.DataFrame:
+        proc = self.processor
+        cats, conts = self[0].numpy(), self[1].numpy()  # (n, n_cat) int64, (n, n_cont) float32
+        columns = {c: cats[:, i] for i, c in enumerate(proc.cat_names)}
+        columns.update({c: conts[:, i] for i, c in enumerate(proc.cont_names)})
+        return pd.DataFrame(columns, index=self.index)
+
+    @property
+    def y(self) -> pd.Series | pd.DataFrame | None:
+        if len(self) < 3:
+            return None
+        names, ys = self.processor.y_names, self[2].numpy()  # (n,) or (n, n_targets)
+        if ys.ndim == 1:
+            return pd.Series(ys, index=self.index, name=names[0])
+        return pd.DataFrame(ys, index=self.index, columns=names)
 
 
 @register_recipe()
