@@ -281,10 +281,15 @@ def test_classifier_on_data_block_loaders_with_a_text_block(lm_dls, tmp_path):
     assert torch.equal(clas.model[0].module.encoder.weight, lm.model[0].encoder.weight)
     assert len(clas.param_groups()) == 4
     clas.fit(1, 1e-3)
+    block = dls.blocks[0]  # the loaders' own copy of the block, set up on the training rows
     n = len(block._cache)
     for i in range(5):
         clas.predict(pd.Series({"title": f"alpha {i}", "body": "beta gamma"}))
     assert len(block._cache) == n  # predictions are not kept
+    # the training texts' ids are kept under a 16-byte digest of each text, not under the text itself
+    assert n > 0 and all(isinstance(k, bytes) and len(k) == 16 for k in block._cache)
+    train_row = df.iloc[0]
+    assert any(block.encode(train_row) is ids for ids in block._cache.values())
     single = DataBlock(
         blocks=(TextBlock.from_df("title", min_freq=1), CategoryBlock()),
         get_y=ColReader("label"),

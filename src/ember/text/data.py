@@ -21,6 +21,7 @@ Long documents are kept whole (the model reads them in chunks).
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -942,13 +943,19 @@ def _text_block_base() -> type:
     return TransformBlock
 
 
+def _text_key(text: str) -> bytes:
+    """A 16-byte digest standing for a text in a cache, so that the cache does not hold the texts themselves."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 @register_recipe()
 class TextBlock(_text_block_base()):
     """Texts (strings, or paths of text files) as a DataBlock input: token ids, padded at the start per batch.
 
     :meth:`setup` tokenizes the training texts (on every core) and builds the vocabulary, unless one is given, and
-    keeps their token ids; any other text (validation, prediction) is tokenized when encoded and not kept (the
-    ``Datasets`` cache keeps the validation set's), so a deployed model's memory does not grow with its requests.
+    keeps their token ids (keyed by a digest of each text, not the text); any other text (validation, prediction)
+    is tokenized when encoded and not kept (the ``Datasets`` cache keeps the validation set's), so a deployed
+    model's memory does not grow with its requests.
     For language models, and for length-sorted batches, use :class:`TextDataLoaders`.
 
     Args:
@@ -1037,7 +1044,7 @@ class TextBlock(_text_block_base()):
         tokens = tokenize_texts(texts, tok=self.tok)
         if self.vocab is None:
             self.vocab = _build_vocab(tokens, self.tok, min_freq=self.min_freq, max_vocab=self.max_vocab)
-        self._cache = {text: self._ids(toks) for text, toks in zip(texts, tokens)}
+        self._cache = {_text_key(text): self._ids(toks) for text, toks in zip(texts, tokens)}
 
     def _ids(self, toks: list[str]) -> torch.Tensor:
         ids = self.vocab.numericalize(toks)
@@ -1047,7 +1054,7 @@ class TextBlock(_text_block_base()):
         if self.vocab is None:
             raise ConfigError("TextBlock has no vocabulary yet: it is built by setup() on the training texts.")
         text = self._text(value)
-        ids = self._cache.get(text)
+        ids = self._cache.get(_text_key(text))
         return ids if ids is not None else self._ids(self.tok([text])[0])
 
     def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
