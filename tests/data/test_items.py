@@ -151,3 +151,37 @@ def test_random_splitter_uses_torch_rng() -> None:
     a = RandomSplitter(0.5)(list(range(20)))
     b = RandomSplitter(0.5)(list(range(20)))
     assert a != b  # draws advance torch's generator
+
+
+def test_end_mask_file_and_random_subset_splitters(tmp_path):
+    import numpy as np
+
+    from ember.data.items import EndSplitter, FileSplitter, MaskSplitter, RandomSubsetSplitter
+
+    items = list(range(10))
+    assert EndSplitter(0.3)(items) == ([0, 1, 2, 3, 4, 5, 6], [7, 8, 9])
+    assert EndSplitter(0.3, valid_last=False)(items) == ([3, 4, 5, 6, 7, 8, 9], [0, 1, 2])
+    with pytest.raises(ConfigError, match="valid_pct"):
+        EndSplitter(1.0)
+
+    assert MaskSplitter(np.arange(10) % 4 == 0)(items) == ([1, 2, 3, 5, 6, 7, 9], [0, 4, 8])
+    with pytest.raises(DataError, match="len\\(mask\\)"):
+        MaskSplitter([True, False])(items)
+    with pytest.raises(ConfigError, match="boolean"):
+        MaskSplitter([0, 1, 0])  # positions are IndexSplitter's job
+
+    files = [tmp_path / "imgs" / f"{i}.jpg" for i in range(5)]
+    (tmp_path / "valid.txt").write_text("1.jpg\n\n3.jpg\nnot_there.jpg\n")
+    assert FileSplitter(tmp_path / "valid.txt")(files) == ([0, 2, 4], [1, 3])
+    (tmp_path / "other.txt").write_text("x.jpg\n")
+    with pytest.raises(DataError, match="None of the items"):
+        FileSplitter(tmp_path / "other.txt")(files)
+    with pytest.raises(DataError, match="cannot read"):
+        FileSplitter(tmp_path / "missing.txt")
+
+    many = list(range(100))
+    train, valid = RandomSubsetSplitter(0.3, 0.1, seed=1)(many)
+    assert len(train) == 30 and len(valid) == 10 and not set(train) & set(valid)
+    assert RandomSubsetSplitter(0.3, 0.1, seed=1)(many) == (train, valid)  # the seed fixes it
+    with pytest.raises(ConfigError, match="<= 1"):
+        RandomSubsetSplitter(0.8, 0.3)

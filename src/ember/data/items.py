@@ -5,7 +5,8 @@ The three questions of the data block API before any tensor exists:
 - *where are the items?* :func:`get_files`, :func:`get_image_files` (or the rows of a DataFrame);
 - *how are they split?* a splitter, a callable ``items -> (train_idx, valid_idx)``:
   :class:`RandomSplitter`, :class:`GrandparentSplitter`, :class:`FuncSplitter`,
-  :class:`IndexSplitter`, :class:`ColSplitter`, :class:`TrainTestSplitter`;
+  :class:`IndexSplitter`, :class:`ColSplitter`, :class:`TrainTestSplitter`, :class:`EndSplitter`,
+  :class:`MaskSplitter`, :class:`FileSplitter`, :class:`RandomSubsetSplitter`;
 - *what is the label (or the input) of an item?* a labeller: :func:`parent_label`,
   :class:`RegexLabeller`, :class:`ColReader`, :func:`using_attr`.
 
@@ -38,6 +39,10 @@ __all__ = [
     "IndexSplitter",
     "ColSplitter",
     "TrainTestSplitter",
+    "EndSplitter",
+    "MaskSplitter",
+    "FileSplitter",
+    "RandomSubsetSplitter",
     "parent_label",
     "RegexLabeller",
     "ColReader",
@@ -330,6 +335,113 @@ class TrainTestSplitter:
     def __repr__(self) -> str:
         strat = "labels" if self.stratify is not None else None
         return f"TrainTestSplitter(test_size={self.test_size}, random_state={self.random_state}, stratify={strat})"
+
+
+class EndSplitter:
+    """The last (or first) `valid_pct` of the items, in their order, form the validation set: for data ordered
+    in time, where the model must be judged on what comes after what it learned from.
+
+    Args:
+        valid_pct: the fraction of items for validation.
+        valid_last: take the last items; ``False`` takes the first ones.
+    """
+
+    def __init__(self, valid_pct: float = 0.2, valid_last: bool = True) -> None:
+        if not 0.0 < valid_pct < 1.0:
+            raise ConfigError(expected("a fraction strictly between 0 and 1", "valid_pct", valid_pct))
+        self.valid_pct, self.valid_last = valid_pct, valid_last
+
+    def __call__(self, items: Sequence[Any]) -> Split:
+        n = _n_items(items)
+        n_valid = int(round(self.valid_pct * n))
+        cut = n - n_valid if self.valid_last else n_valid
+        first, last = list(range(cut)), list(range(cut, n))
+        train, valid = (first, last) if self.valid_last else (last, first)
+        return _check_split(train, valid, f"{self!r} on {n} items", "Use more items or another valid_pct.")
+
+    def __repr__(self) -> str:
+        return f"EndSplitter(valid_pct={self.valid_pct}, valid_last={self.valid_last})"
+
+
+class MaskSplitter:
+    """One boolean per item: the items marked true form the validation set."""
+
+    def __init__(self, mask: Iterable[Any]) -> None:
+        # a numpy array, pandas Series or torch tensor gives Python values through tolist()
+        values = list(mask.tolist() if hasattr(mask, "tolist") else mask)
+        if not all(isinstance(v, bool) for v in values):
+            raise ConfigError(
+                expected("one boolean per item (True: validation)", "mask", values[:5], hint="Compare to get them.")
+            )
+        self.mask = [bool(v) for v in values]
+
+    def __call__(self, items: Sequence[Any]) -> Split:
+        n = _n_items(items)
+        if len(self.mask) != n:
+            raise DataError(expected(f"one boolean per item ({n})", "len(mask)", len(self.mask)))
+        train = [i for i, v in enumerate(self.mask) if not v]
+        valid = [i for i, v in enumerate(self.mask) if v]
+        return _check_split(train, valid, "MaskSplitter")
+
+
+class FileSplitter:
+    """The items whose file name (``Path(item).name``) is listed in the text file `fname` (one name per line)
+    form the validation set, as datasets that publish their validation list do.
+    """
+
+    def __init__(self, fname: str | os.PathLike) -> None:
+        path = Path(fname)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise DataError(f"FileSplitter cannot read the list of validation files {str(path)!r}: {e}") from e
+        self.fname = path
+        self.names = frozenset(name.strip() for name in lines if name.strip())
+        if not self.names:
+            raise DataError(f"FileSplitter: {str(path)!r} names no file (one validation file name per line).")
+
+    def __call__(self, items: Sequence[Any]) -> Split:
+        train, valid = [], []
+        for i, item in enumerate(items):
+            (valid if Path(item).name in self.names else train).append(i)
+        hint = f"None of the items' file names is among the {len(self.names)} listed in {str(self.fname)!r}."
+        return _check_split(train, valid, repr(self), hint if not valid else "")
+
+    def __repr__(self) -> str:
+        return f"FileSplitter({str(self.fname)!r})"
+
+
+class RandomSubsetSplitter:
+    """Random training and validation sets of the given fractions of the items; the rest is left out of both
+    (a quick experiment on part of a large dataset).
+
+    Args:
+        train_sz, valid_sz: the fractions of all items for training and for validation (their sum at most 1).
+        seed: fixes the split; ``None`` draws from torch's generator.
+    """
+
+    def __init__(self, train_sz: float, valid_sz: float, seed: int | None = None) -> None:
+        for name, value in (("train_sz", train_sz), ("valid_sz", valid_sz)):
+            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ConfigError(expected("a fraction strictly between 0 and 1", name, value))
+        if train_sz + valid_sz > 1.0 + 1e-9:
+            raise ConfigError(expected("train_sz + valid_sz <= 1", "train_sz + valid_sz", train_sz + valid_sz))
+        self.train_sz, self.valid_sz, self.seed = train_sz, valid_sz, seed
+
+    def __call__(self, items: Sequence[Any]) -> Split:
+        n = _n_items(items)
+        gen = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        perm = torch.randperm(n, generator=gen).tolist()
+        n_train, n_valid = int(round(self.train_sz * n)), int(round(self.valid_sz * n))
+        return _check_split(
+            sorted(perm[:n_train]),
+            sorted(perm[n_train : n_train + n_valid]),
+            f"{self!r} on {n} items",
+            "Use more items or larger fractions.",
+        )
+
+    def __repr__(self) -> str:
+        return f"RandomSubsetSplitter(train_sz={self.train_sz}, valid_sz={self.valid_sz}, seed={self.seed})"
 
 
 # ---------------------------------------------------------------------------------------- labellers
