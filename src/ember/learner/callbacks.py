@@ -1,5 +1,6 @@
 """The stock callbacks: gathering predictions, gradient accumulation and clipping, the channels-last memory
-format, early stopping, saving the best model, logging to CSV or TensorBoard, and stopping on a NaN loss."""
+format, early stopping, saving the best model, logging to CSV or TensorBoard, stopping on a NaN loss, frozen
+batch-norm statistics, short epochs for smoke runs, and Monte-Carlo dropout."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ember.core.errors import ConfigError, EmberError, expected
 from ember.learner.callback import (
     Callback,
     CancelFitException,
     CancelStepException,
+    CancelTrainException,
+    CancelValidException,
 )
 
 __all__ = [
@@ -30,6 +34,9 @@ __all__ = [
     "CSVLogger",
     "TensorBoardCallback",
     "TerminateOnNaNCallback",
+    "BnFreeze",
+    "ShortEpochCallback",
+    "MCDropoutCallback",
 ]
 
 
@@ -537,3 +544,137 @@ class TerminateOnNaNCallback(Callback):
             )
             print(self.message)
             raise CancelFitException()
+
+
+def _tracks_stats(m: nn.Module) -> bool:
+    """Whether `m` is a normalization layer that updates running statistics in training mode (batch norm, and
+    instance norm with ``track_running_stats=True``)."""
+    return isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+
+
+class BnFreeze(Callback):
+    """Keep the batch-norm layers of frozen parameter groups in evaluation mode while training.
+
+    Fine-tuning on little data, the running mean and variance a pretrained body learned on a large dataset are
+    often better than those of a few small batches: with the body frozen (``learn.freeze()``), this callback
+    puts its batch-norm layers back in evaluation mode at the start of every epoch's training, after the loop
+    has put the model in training mode. Their statistics then stay as they were, and they normalize with them.
+
+    A layer counts as frozen when its parameters belong to the groups ``learn.freeze_to(n)`` froze (whatever
+    ``train_bn`` says about their weights), or when none of its parameters requires a gradient (parameters
+    frozen by hand). Layers without learnable parameters (``affine=False``) belong to no group and are left as
+    they are; so is everything once the model is unfrozen.
+
+    >>> learn.freeze()                                   # doctest: +SKIP
+    >>> learn.fit_one_cycle(3, 1e-3, cbs=BnFreeze())     # doctest: +SKIP
+    """
+
+    def before_train(self) -> None:
+        for m in self.frozen_norm_layers():
+            m.eval()
+
+    def frozen_norm_layers(self) -> list[nn.Module]:
+        """The normalization layers with running statistics that belong to frozen parameter groups."""
+        learn = self.learn
+        frozen: set[int] = set()
+        if learn.frozen_to is not None:
+            groups = learn.param_groups()
+            n = learn.frozen_to
+            n_frozen = max(0, min(n if n >= 0 else len(groups) + n, len(groups)))  # as Learner.freeze_to counts
+            frozen = {id(p) for g in groups[:n_frozen] for p in g}
+        layers = []
+        for m in learn.model.modules():
+            if not _tracks_stats(m):
+                continue
+            params = list(m.parameters(recurse=False))
+            if params and (all(id(p) in frozen for p in params) or not any(p.requires_grad for p in params)):
+                layers.append(m)
+        return layers
+
+
+class ShortEpochCallback(Callback):
+    """Run only the first `pct` of each epoch's training batches (and validation batches), at least one.
+
+    For a quick smoke run of a whole pipeline (data, model, loss, metrics, callbacks, saving) before the real
+    training. The batches left out are skipped with ``CancelTrainException`` / ``CancelValidException`` before they
+    are drawn into the model, so the recorder's losses and the metrics are those of the batches that ran.
+
+    Args:
+        pct: the fraction of the batches to run, in (0, 1]: ``ceil(pct * n_batches)`` of them, at least one.
+        short_valid: also shorten validation (``False`` validates on the whole set).
+
+    It acts in fits only: ``get_preds``, ``validate`` and ``predict`` still read every item, and ``lr_find`` (which
+    counts its batches across epochs) runs without it.
+
+    >>> learn.fit(1, cbs=ShortEpochCallback(pct=0.05))   # doctest: +SKIP
+    """
+
+    order = -30  # first in before_batch: a batch it skips is seen by no other callback
+    run_in_lr_find = False
+
+    def __init__(self, pct: float = 0.01, short_valid: bool = True) -> None:
+        if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 1:
+            raise ConfigError(expected("a fraction of the batches in (0, 1]", "pct", pct, hint="For 5% pass 0.05."))
+        self.pct, self.short_valid = float(pct), bool(short_valid)
+        self._in_fit = False
+
+    def n_batches(self, n_iter: int) -> int:
+        """How many of a phase's `n_iter` batches run: ``ceil(pct * n_iter)``, at least one."""
+        return max(1, math.ceil(self.pct * n_iter - 1e-9))  # 0.07 * 100 is 7.000000000000001: 7 batches, not 8
+
+    def before_fit(self) -> None:
+        self._in_fit = True
+
+    def cleanup_fit(self) -> None:
+        self._in_fit = False
+
+    def before_batch(self) -> None:
+        learn = self.learn
+        if not self._in_fit or learn.iter < self.n_batches(learn.n_iter):
+            return
+        if learn.training:
+            raise CancelTrainException()
+        if self.short_valid:
+            raise CancelValidException()
+
+    def __repr__(self) -> str:
+        return f"ShortEpochCallback(pct={self.pct}, short_valid={self.short_valid})"
+
+
+def _is_dropout(m: nn.Module) -> bool:
+    """torch's dropout layers, and any layer whose class name says it is one (ember's ``RNNDropout``,
+    ``EmbeddingDropout``, ``WeightDropout``)."""
+    return isinstance(m, nn.modules.dropout._DropoutNd) or "dropout" in type(m).__name__.lower()
+
+
+class MCDropoutCallback(Callback):
+    """Monte-Carlo dropout: keep the dropout layers active while validating and predicting.
+
+    Each prediction pass then drops other units, so repeated passes give samples of the prediction whose spread
+    measures the model's uncertainty. Only the dropout layers change: batch-norm layers (also those inside a
+    dropout module) stay in evaluation mode and use their running statistics, and the dropout layers go back to
+    evaluation mode when the pass ends.
+
+    Pass it to the predictions it is for (added to the learner, it would make the validation of a fit random too):
+
+    >>> samples = torch.stack([learn.get_preds(cbs=MCDropoutCallback())[0] for _ in range(20)])  # doctest: +SKIP
+    >>> mean, spread = samples.mean(0), samples.std(0)                               # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._switched: list[nn.Module] = []
+
+    def before_validate(self) -> None:
+        self._switched = []
+        for m in self.learn.model.modules():
+            if _is_dropout(m) and not m.training:  # a dropout module inside another was switched with it
+                m.train()
+                for sub in m.modules():
+                    if isinstance(sub, nn.modules.batchnorm._NormBase):
+                        sub.eval()
+                self._switched.append(m)
+
+    def after_validate(self) -> None:
+        for m in self._switched:
+            m.eval()
+        self._switched = []

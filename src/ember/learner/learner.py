@@ -751,6 +751,7 @@ class Learner:
         act: Callable[[torch.Tensor], torch.Tensor] | None = None,
         reorder: bool = True,
         ds_idx: int | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
     ) -> tuple:
         """Predictions (after the loss's activation) and targets for every item of `dl`, on the CPU.
 
@@ -764,6 +765,7 @@ class Learner:
             reorder: give every item in dataset order: a loader that shuffles or drops its last partial batch
                 (the training loader) is read through an unshuffled copy that keeps every item. ``False`` reads
                 the loader as it is (in its shuffled order, without any dropped items).
+            cbs: callbacks for this run only (e.g. ``MCDropoutCallback()`` for Monte-Carlo dropout samples).
 
         Returns:
             ``(preds, targs)``; with `with_input` the inputs come first, ``decoded`` follows the targets and
@@ -776,7 +778,7 @@ class Learner:
         if reorder:
             loader = _in_dataset_order(loader)
         gather = GatherPreds(with_input=with_input, with_loss=with_loss)
-        self._run_inference(loader, [gather])
+        self._run_inference(loader, [gather, *_listify(cbs)])
         return self._gathered(gather, with_input, with_decoded, with_loss, act)
 
     def _preds_loader(self, dl: Any, ds_idx: int | None) -> DeviceLoader:

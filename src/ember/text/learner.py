@@ -30,7 +30,7 @@ from ember.learner.callback import Callback
 from ember.learner.callbacks import GatherPreds
 from ember.learner.checkpoint import atomic_save, safe_load
 from ember.learner.export import register_learner
-from ember.learner.learner import Learner
+from ember.learner.learner import Learner, _listify
 from ember.text.data import ClassificationDataset, LMDataset, TextBlock, TextDataLoaders
 from ember.text.models import (
     AWD_LSTM,
@@ -287,9 +287,10 @@ class TextLearner(Learner):
             if len(args) > len(names):
                 raise ConfigError(f"get_preds takes at most {len(names) + 1} positional arguments.")
             opts = {**dict(zip(names, args)), **kwargs}
-            unknown = [k for k in opts if k not in names]
+            allowed = (*names, "cbs")
+            unknown = [k for k in opts if k not in allowed]
             if unknown:
-                raise ConfigError(expected("an argument of get_preds", unknown[0], opts[unknown[0]], valid=names))
+                raise ConfigError(expected("an argument of get_preds", unknown[0], opts[unknown[0]], valid=allowed))
             return self._stream_preds(loader, **opts)
         out = super().get_preds(loader, *args, reorder=reorder, **kwargs)
         ds = loader.dataset
@@ -305,9 +306,10 @@ class TextLearner(Learner):
         with_decoded: bool = False,
         with_loss: bool = False,
         act: Any = None,
+        cbs: Any = None,
     ) -> tuple:
         gather = _GatherStreams(with_input=with_input, with_loss=with_loss)
-        self._run_inference(loader, [gather])
+        self._run_inference(loader, [gather, *_listify(cbs)])
         return self._gathered(gather, with_input, with_decoded, with_loss, act)
 
     def predict_batch(self, items: Any, *args: Any, **kwargs: Any) -> Any:
