@@ -1,4 +1,5 @@
-"""`ClassificationInterpretation`: where a classifier goes wrong (confusion matrix, top losses, report).
+"""Where a model goes wrong: `ClassificationInterpretation` (confusion matrix, top losses, report) and
+`SegmentationInterpretation` (per-image losses, the worst images with their masks, per-class IoU).
 
 Predictions, targets and per-item losses are gathered once; the inputs of the worst items are fetched
 again from the loader only when :meth:`plot_top_losses` needs them, so a large validation set is never
@@ -13,9 +14,17 @@ from typing import Any
 import torch
 
 from ember.core.errors import ConfigError, DataError, expected
+from ember.learner.callback import Callback
 from ember.learner.learner import Learner
 
-__all__ = ["ClassificationInterpretation", "Interpretation"]
+__all__ = ["ClassificationInterpretation", "Interpretation", "SegmentationInterpretation"]
+
+
+def _interpretation_loader(learn: Learner, dl: Any, ds_idx: int | None) -> Any:
+    """The loader `dl` or `ds_idx` names (default: the validation set), read in dataset order."""
+    from ember.learner.learner import _in_dataset_order
+
+    return _in_dataset_order(learn._preds_loader(dl, ds_idx))
 
 
 class Interpretation:
@@ -43,12 +52,11 @@ class Interpretation:
         self.preds, self.targs, self.decoded, self.losses = preds, targs, decoded, losses
 
     @classmethod
-    def from_learner(cls, learn: Learner, dl: Any = None) -> Interpretation:
-        """Gather everything on `dl` (default: the validation set)."""
-        from ember.learner.learner import _in_dataset_order
-
+    def from_learner(cls, learn: Learner, dl: Any = None, ds_idx: int | None = None) -> Interpretation:
+        """Gather everything on `dl` (default: the validation set), or on the loader of index `ds_idx` (0: training,
+        1: validation)."""
         # in dataset order, so that the inputs fetched again later (plot_top_losses) are those of each position
-        loader = _in_dataset_order(learn._as_loader(dl))
+        loader = _interpretation_loader(learn, dl, ds_idx)
         preds, targs, decoded, losses = learn.get_preds(dl=loader, with_decoded=True, with_loss=True)
         if targs is None:
             raise DataError("Interpretation needs labelled data: the loader gave no targets.")
@@ -91,9 +99,10 @@ class ClassificationInterpretation(Interpretation):
     """
 
     @classmethod
-    def from_learner(cls, learn: Learner, dl: Any = None) -> ClassificationInterpretation:
-        """Gather everything on `dl` (default: the validation set) of a single-label classifier, or of a
-        segmentation model (then the matrix counts pixels and the losses are per image).
+    def from_learner(cls, learn: Learner, dl: Any = None, ds_idx: int | None = None) -> ClassificationInterpretation:
+        """Gather everything on `dl` (default: the validation set; or the loader of index `ds_idx`) of a single-label
+        classifier, or of a segmentation model (then the matrix counts pixels and the losses are per image; see
+        :class:`SegmentationInterpretation` for more).
 
         Raises:
             ConfigError: the target is not one class per item (or per pixel): several labels per item, numbers.
@@ -113,7 +122,7 @@ class ClassificationInterpretation(Interpretation):
                 "learn.get_preds() with per-label metrics (e.g. accuracy_multi, F1 per label) instead"
                 + (", or learn.show_results()." if kind != "multicategory" else ".")
             )
-        interp = super().from_learner(learn, dl)
+        interp = super().from_learner(learn, dl, ds_idx)
         if interp.targs.ndim == interp.preds.ndim and interp.targs.is_floating_point():
             raise ConfigError(
                 "ClassificationInterpretation is for single-label classifiers; these targets are one value per "
@@ -196,8 +205,8 @@ class ClassificationInterpretation(Interpretation):
         if self.decoded.ndim > 1:
             raise ConfigError(
                 "plot_top_losses draws one predicted class per item; this model predicts a mask per image. Use "
-                "interp.top_losses(k) for the images with the largest losses (one per image) and "
-                "learn.show_results() to draw masks."
+                "SegmentationInterpretation.from_learner(learn).plot_top_losses(k) to draw the images with the "
+                "largest losses and their masks (or learn.show_results() to draw masks)."
             )
         losses, idxs = self.top_losses(k, largest=largest)
         idxs_l = idxs.tolist()
@@ -279,3 +288,237 @@ class ClassificationInterpretation(Interpretation):
     def print_classification_report(self) -> None:
         """Print :meth:`classification_report`."""
         print(self.classification_report())
+
+
+def _ids_dtype(n_classes: int) -> torch.dtype:
+    """The smallest signed integer type that holds every class id and -1."""
+    return torch.int16 if n_classes <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def _pixel_ids(x: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class ids ``(B, H, W)`` on the CPU in a compact type, from decoded predictions or targets ``(B, H, W)`` or
+    ``(B, 1, H, W)``; -1 where a value is not a class id (an ignore index such as -100 or 255)."""
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]  # (B, H, W): a model with a single logit channel
+    x = x.long()
+    x = torch.where((x >= 0) & (x < n_classes), x, -1)
+    return x.to(_ids_dtype(n_classes)).cpu()
+
+
+class _GatherMasks(Callback):
+    """Keep each image's loss and its predicted and target class ids, batch by batch on the CPU.
+
+    The probabilities are not kept: ``N * C * H * W`` floats would take far more memory than the ids, for nothing
+    the interpretation shows. A model whose output is not one score per class and pixel is noted in `problem`
+    (raised as a ConfigError by the caller, not wrapped as a callback failure)."""
+
+    order = 70
+    run_train = False
+
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.decoded: list[torch.Tensor] = []
+        self.targs: list[torch.Tensor] = []
+        self.n_classes = 0
+        self.problem: str | None = None
+
+    def after_pred(self) -> None:
+        from ember.learner.callbacks import _per_item_loss
+        from ember.losses import loss_activation, loss_decodes
+
+        learn = self.learn
+        pred, yb = learn.pred, learn.yb
+        if not yb or self.problem is not None:
+            return
+        if not isinstance(pred, torch.Tensor) or pred.ndim != 4:
+            shape = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
+            self.problem = expected(
+                "a model output of one score per class and pixel, (B, C, H, W)",
+                "output shape",
+                shape,
+                hint="For a classifier use ClassificationInterpretation.",
+            )
+            return
+        targ = yb[0]
+        if tuple(targ.shape[-2:]) != tuple(pred.shape[-2:]):
+            self.problem = expected(
+                f"target masks of the output's size {tuple(pred.shape[-2:])}",
+                "mask shape",
+                tuple(targ.shape),
+            )
+            return
+        self.n_classes = n = pred.shape[1] if pred.shape[1] > 1 else 2  # one logit channel: background or not
+        loss_func = learn.loss_func
+        self.losses.append(_per_item_loss(loss_func, pred, *yb).detach().cpu())  # (B,) the mean over pixels
+        dec = loss_decodes(loss_func)(loss_activation(loss_func)(pred.float()))  # (B, H, W)
+        self.decoded.append(_pixel_ids(dec, n))
+        self.targs.append(_pixel_ids(targ, n))
+
+
+class SegmentationInterpretation(ClassificationInterpretation):
+    """Interpretation of a segmentation model: a loss per image, the worst images with their masks, and a
+    confusion matrix and IoU per class counted over pixels.
+
+    A segmentation model classifies every pixel, so what :class:`ClassificationInterpretation` offers applies to
+    pixels: ``confusion_matrix()``, ``plot_confusion_matrix()``, ``most_confused()`` and ``classification_report()``
+    (whose F1 per class is the class's Dice) count pixels. Pixels whose target is not a class id (an ignore index)
+    are left out of every count.
+
+    Attributes:
+        losses: the loss of each image ``(N,)``, the mean over its pixels.
+        decoded: the predicted class ids ``(N, H, W)`` (int16).
+        targs: the target class ids ``(N, H, W)`` (int16; -1 for an ignored pixel).
+        preds: None: the probabilities are not kept (``N * C * H * W`` floats); ``learn.get_preds()`` gives them.
+        n_classes: the number of classes.
+
+    >>> interp = SegmentationInterpretation.from_learner(learn, ds_idx=1)   # doctest: +SKIP
+    >>> interp.plot_top_losses(4, fname="worst.png")                       # doctest: +SKIP
+    >>> interp.iou_table()                                                  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        learn: Learner,
+        dl: Any,
+        targs: torch.Tensor,
+        decoded: torch.Tensor,
+        losses: torch.Tensor,
+        n_classes: int,
+    ) -> None:
+        super().__init__(learn, dl, None, targs, decoded, losses)
+        self.n_classes = n_classes
+        self._cm: torch.Tensor | None = None
+
+    @classmethod
+    def from_learner(cls, learn: Learner, dl: Any = None, ds_idx: int | None = None) -> SegmentationInterpretation:
+        """Run the model on `dl` (default: the validation set; or the loader of index `ds_idx`, 0: training,
+        1: validation) and keep each image's loss, predicted mask and target mask.
+
+        Raises:
+            ConfigError: the learner's target is not a mask, or its model does not give a score per class and pixel.
+            DataError: the loader has no targets, or its images differ in size.
+        """
+        targets = list(getattr(learn.dls, "target_blocks", None) or [])
+        kind = getattr(targets[0], "kind", None) if targets else None
+        if kind is not None and kind != "mask":
+            raise ConfigError(
+                f"SegmentationInterpretation is for models that predict a mask per image (a MaskBlock target); this "
+                f"learner's target is of kind {kind!r}. Use ClassificationInterpretation for a classifier."
+            )
+        loader = _interpretation_loader(learn, dl, ds_idx)
+        gather = _GatherMasks()
+        learn._run_inference(loader, [gather])
+        if gather.problem is not None:
+            raise ConfigError(f"SegmentationInterpretation: {gather.problem}")
+        if not gather.targs:
+            raise DataError("SegmentationInterpretation needs labelled data: the loader gave no target masks.")
+        try:
+            decoded, targs = torch.cat(gather.decoded), torch.cat(gather.targs)  # (N, H, W)
+        except RuntimeError as e:
+            raise DataError(
+                "SegmentationInterpretation needs images of one size across the loader's batches; add an item "
+                "transform that gives them one size, e.g. Resize(224)."
+            ) from e
+        return cls(learn, loader, targs, decoded, torch.cat(gather.losses), gather.n_classes)
+
+    @property
+    def vocab(self) -> list[str]:
+        """The class names (the codes; numbers when the loaders have none)."""
+        vocab = getattr(self.learn.dls, "class_names", None)
+        if vocab is None or len(vocab) != self.n_classes:
+            return [str(i) for i in range(self.n_classes)]
+        return list(vocab)
+
+    def confusion_matrix(self) -> torch.Tensor:
+        """Pixel counts ``(n_classes, n_classes)``: row = actual class, column = predicted class (ignored pixels
+        left out)."""
+        if self._cm is None:
+            n = self.n_classes
+            cm = torch.zeros(n * n, dtype=torch.int64)
+            for t, d in zip(self.targs.split(64), self.decoded.split(64)):  # a few images at a time: int64 is big
+                t, d = t.flatten().long(), d.flatten().long()
+                keep = (t >= 0) & (d >= 0)
+                cm += torch.bincount(t[keep] * n + d[keep], minlength=n * n)
+            self._cm = cm.reshape(n, n)
+        return self._cm.clone()  # a copy: callers may change it (most_confused clears the diagonal)
+
+    def per_class_iou(self) -> torch.Tensor:
+        """Intersection over union of each class over all pixels ``(n_classes,)``, float64: ``TP / (TP + FP + FN)``;
+        NaN for a class in neither the targets nor the predictions."""
+        cm = self.confusion_matrix().double()
+        tp = cm.diag()
+        union = cm.sum(0) + cm.sum(1) - tp
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+
+    def mean_iou(self) -> float:
+        """The mean of :meth:`per_class_iou` over the classes that appear (NaN when none does)."""
+        iou = self.per_class_iou()
+        return float(iou.nanmean()) if not iou.isnan().all() else math.nan
+
+    def iou_table(self) -> Any:
+        """A pandas DataFrame with one row per class: ``class``, ``iou``, ``dice`` (``2 TP / (T + P)``, NaN where
+        the class is absent from both), ``target_pixels`` and ``predicted_pixels``."""
+        import pandas as pd
+
+        cm = self.confusion_matrix().double()
+        tp, actual, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+        both = actual + predicted
+        dice = torch.where(both > 0, 2 * tp / both.clamp(min=1), torch.full_like(tp, math.nan))
+        return pd.DataFrame(
+            {
+                "class": self.vocab,
+                "iou": self.per_class_iou().tolist(),
+                "dice": dice.tolist(),
+                "target_pixels": actual.long().tolist(),
+                "predicted_pixels": predicted.long().tolist(),
+            }
+        )
+
+    def image_accuracy(self) -> torch.Tensor:
+        """The share of each image's pixels given their right class ``(N,)``, float64 (ignored pixels left out;
+        NaN for an image with no other)."""
+        keep = self.targs >= 0  # (N, H, W)
+        right = ((self.decoded == self.targs) & keep).flatten(1).sum(1)
+        return right.double() / keep.flatten(1).sum(1).double()
+
+    def plot_top_losses(self, k: int = 9, largest: bool = True, fname: str | None = None, alpha: float = 0.5) -> Any:
+        """Draw the `k` images with the largest losses (smallest with ``largest=False``), one row each: the image, its
+        target mask over it and the predicted mask over it, titled with the loss and the share of pixels right.
+
+        Args:
+            alpha: the masks' opacity over the image.
+
+        Returns:
+            The matplotlib Figure.
+        """
+        import matplotlib.pyplot as plt
+
+        from ember.vision.core import show_image, show_mask
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(expected("a positive int", "k", k))
+        losses, idxs = self.top_losses(k, largest=largest)
+        idxs_l = idxs.tolist()
+        samples = self._inputs_at(idxs_l)
+        blocks = getattr(self.dl, "blocks", None)
+        n_inp = self.learn.dls.n_inp
+        acc = self.image_accuracy()
+        fig, axs = plt.subplots(len(idxs_l), 3, figsize=(9, 3.2 * len(idxs_l)), squeeze=False)
+        for row, i, loss, sample in zip(axs, idxs_l, losses.tolist(), samples):
+            x, target = sample[0], sample[n_inp]
+            if blocks is not None:
+                x, target = blocks[0].decode(x), blocks[n_inp].decode(target)
+            for ax in row:
+                if blocks is not None:
+                    blocks[0].show(x, ax)
+                else:
+                    show_image(x, ax=ax)
+            show_mask(target, ax=row[1], n_codes=self.n_classes, alpha=alpha)
+            show_mask(self.decoded[i].long(), ax=row[2], n_codes=self.n_classes, alpha=alpha)
+            row[0].set_title(f"item {i}: loss {loss:.3f}", fontsize=9)
+            row[1].set_title("target", fontsize=9)
+            row[2].set_title(f"prediction: {float(acc[i]):.0%} of pixels right", fontsize=9)
+        fig.tight_layout()
+        if fname is not None:
+            fig.savefig(fname, dpi=100)
+        return fig
