@@ -236,3 +236,20 @@ def test_webp_exif_orientation_is_applied(tmp_path):
     w, j = load_image(tmp_path / "turned.webp"), load_image(tmp_path / "turned.jpg")
     assert w.shape == j.shape == (3, 8, 4)
     assert int(w[0, 0, 0]) > 200 and int(w[0, -1, 0]) < 50  # the white half is now on top
+
+
+def test_show_images_grid_titles_and_file(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from ember.vision.core import show_images
+
+    ims = [torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (0, 128, 255)]
+    fig = show_images(ims, ncols=2, titles=["a", "b", "c"], fname=tmp_path / "grid.png")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["a", "b", "c"] and len(fig.axes) == 4
+    assert shown[2].images[0].get_array()[0, 0, 0] == 1.0 and (tmp_path / "grid.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="titles"):
+        show_images(ims, titles=["a"])
+    with pytest.raises(ConfigError, match="no images"):
+        show_images([])
+    plt.close("all")

@@ -46,6 +46,7 @@ __all__ = [
     "load_mask",
     "mask_to_tensor",
     "show_image",
+    "show_images",
     "show_points",
     "show_mask",
 ]
@@ -317,6 +318,39 @@ def show_image(
     if title is not None:
         ax.set_title(title)
     return ax
+
+
+def show_images(
+    ims: Sequence[Any],
+    nrows: int | None = None,
+    ncols: int | None = None,
+    titles: Sequence[str | None] | None = None,
+    figsize: tuple[float, float] | None = None,
+    fname: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Draw several images in a grid, each as :func:`show_image` draws one (tensors, arrays, PIL images, paths).
+
+    Args:
+        nrows, ncols: the grid (default: as square as possible).
+        titles: one title per image (None for none).
+        fname: also save the figure there.
+        **kwargs: passed to matplotlib's ``imshow``.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    from ember.data.show import _finish, get_grid
+
+    ims = list(ims)
+    if not ims:
+        raise ConfigError("show_images received no images: pass a list of at least one image.")
+    if titles is not None and len(titles) != len(ims):
+        raise ConfigError(expected(f"{len(ims)} titles, one per image", "titles", f"{len(titles)} titles"))
+    axs = get_grid(len(ims), nrows, ncols, figsize=figsize)
+    for i, (im, ax) in enumerate(zip(ims, axs)):
+        show_image(im, ax=ax, title=None if titles is None else titles[i], **kwargs)
+    return _finish(axs[0].figure, fname)
 
 
 def show_points(points: torch.Tensor, ax: Any, size: tuple[int, int] | None = None, **kwargs: Any) -> Any:
