@@ -35,6 +35,7 @@ from ember.learner.learner import Learner
 from ember.learner.lr_find import LRFinder, suggest_lrs
 from ember.learner.mixup import CutMix, MixUp
 from ember.learner.optim import SGD, Adam, RMSprop
+from ember.learner.optimizers import Lamb, Larc, Lookahead, QHAdam, RAdam, ranger
 from ember.learner.progress import ProgressCallback
 from ember.learner.recorder import Recorder
 from ember.learner.schedule import ParamScheduler
@@ -80,4 +81,10 @@ __all__ = [
     "Adam",
     "SGD",
     "RMSprop",
+    "RAdam",
+    "QHAdam",
+    "Lamb",
+    "Lookahead",
+    "Larc",
+    "ranger",
 ]
