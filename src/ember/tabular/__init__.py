@@ -18,6 +18,7 @@ from ember.tabular.data import (
     random_split_idx,
     tensor_loader,
 )
+from ember.tabular.frames import add_elapsed_times, df_shrink, df_shrink_dtypes, make_date
 from ember.tabular.learner import TabularLearner, tabular_learner
 from ember.tabular.model import TabularModel, emb_sz_rule, get_emb_sz, tabular_model
 from ember.tabular.procs import (
@@ -43,6 +44,10 @@ __all__ = [
     "NA_TOKEN",
     "cont_cat_split",
     "add_datepart",
+    "make_date",
+    "add_elapsed_times",
+    "df_shrink",
+    "df_shrink_dtypes",
     "TabularModel",
     "tabular_model",
     "emb_sz_rule",

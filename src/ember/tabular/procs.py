@@ -28,6 +28,9 @@ import torch
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 
+# The DataFrame helpers live in frames.py; they are imported here too so that older imports keep working.
+from ember.tabular.frames import _check_frame, _missing_col, _names, add_datepart, cont_cat_split
+
 __all__ = [
     "TabularProc",
     "Categorify",
@@ -90,14 +93,6 @@ def _from_json_scalar(v: Any) -> Any:
             return datetime.date.fromisoformat(v["date"])
         raise ExportError(f"Unknown category value {v!r} in the model file; the file is damaged or from a newer ember.")
     return v
-
-
-def _names(x: str | Sequence[str] | None) -> list[str]:
-    if x is None:
-        return []
-    if isinstance(x, str):
-        return [x]
-    return list(x)
 
 
 def _first_bad_row(df: pd.DataFrame, mask: np.ndarray) -> Any:
@@ -891,12 +886,6 @@ class TabularProcessor:
         )
 
 
-def _check_frame(df: Any) -> None:
-    if not isinstance(df, pd.DataFrame):
-        hint = "Build one from rows with pd.DataFrame(rows) (a list of dicts or Series)."
-        raise DataError(expected("a pandas DataFrame", "df", type(df).__name__, hint=hint))
-
-
 # An integer target with more distinct values than this (and than MANY_CLASSES_PCT of the rows) is probably a quantity.
 MANY_CLASSES, MANY_CLASSES_PCT = 20, 0.05
 
@@ -924,91 +913,3 @@ def _first_frame_outside_ember() -> int:
     while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] == "ember":
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _missing_col(arg: str, col: str, df: pd.DataFrame) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(col), [str(c) for c in df.columns], n=3)
-    hint = f"Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    cols = list(df.columns)
-    shown = cols if len(cols) <= 20 else cols[:20] + ["…"]
-    return expected(
-        "columns of the DataFrame",
-        arg,
-        col,
-        hint=f"There is no column {col!r}; the columns are {shown}. {hint}".rstrip(),
-    )
-
-
-def cont_cat_split(
-    df: pd.DataFrame, max_card: int = 20, dep_var: str | Sequence[str] | None = None
-) -> tuple[list[str], list[str]]:
-    """Split the columns of `df` into continuous and categorical ones: ``(cont_names, cat_names)``.
-
-    Float columns, and integer columns with more than `max_card` distinct values, are continuous;
-    everything else (strings, booleans, categoricals, low-cardinality integers) is categorical. The
-    target column(s) `dep_var` are left out.
-    """
-    skip = set(_names(dep_var))
-    cont, cat = [], []
-    for c in df.columns:
-        if c in skip:
-            continue
-        s = df[c]
-        if pd.api.types.is_float_dtype(s) or (
-            pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.nunique() > max_card
-        ):
-            cont.append(c)
-        else:
-            cat.append(c)
-    return cont, cat
-
-
-_DATE_ATTRS = ("Year", "Month", "Week", "Day", "Dayofweek", "Dayofyear")
-_DATE_FLAGS = ("Is_month_end", "Is_month_start", "Is_quarter_end", "Is_quarter_start", "Is_year_end", "Is_year_start")
-
-
-def add_datepart(
-    df: pd.DataFrame, field_name: str, prefix: str | None = None, drop: bool = True, time: bool = False
-) -> pd.DataFrame:
-    """Expand a date column into its parts (year, month, week, day, weekday, flags, and seconds since 1970).
-
-    Returns a new DataFrame (the input is not modified) with columns ``<prefix>Year``, ``<prefix>Month``,
-    ``<prefix>Week``, ``<prefix>Day``, ``<prefix>Dayofweek``, ``<prefix>Dayofyear``, the
-    ``<prefix>Is_month_end``-style flags, ``<prefix>Elapsed`` (and ``Hour``, ``Minute``, ``Second`` with
-    `time`). The default prefix is the column name without a trailing "date"/"Date".
-
-    Raises:
-        DataError: when the column does not exist or cannot be read as dates.
-    """
-    if field_name not in df.columns:
-        raise DataError(_missing_col("field_name", field_name, df))
-    if prefix is None:
-        prefix = field_name[:-4] if field_name.lower().endswith("date") else f"{field_name}_"
-    try:
-        dates = pd.to_datetime(df[field_name])
-    except (ValueError, TypeError) as e:
-        raise DataError(f"Column `{field_name}` cannot be read as dates: {e}") from e
-    out = df.copy()
-    dt = dates.dt
-    parts: dict[str, Any] = {
-        "Year": dt.year,
-        "Month": dt.month,
-        "Week": dt.isocalendar().week.astype("Int64").to_numpy(dtype=np.float64, na_value=np.nan),
-        "Day": dt.day,
-        "Dayofweek": dt.day_of_week,
-        "Dayofyear": dt.day_of_year,
-    }
-    for flag in _DATE_FLAGS:
-        parts[flag] = getattr(dt, flag.lower())
-    if time:
-        parts.update({"Hour": dt.hour, "Minute": dt.minute, "Second": dt.second})
-    for k, v in parts.items():
-        out[prefix + k] = v
-    # Seconds since the epoch; NaT stays missing (FillMissing can fill it).
-    secs = dates.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    out[prefix + "Elapsed"] = np.where(dates.isna().to_numpy(), np.nan, secs)
-    if drop:
-        out = out.drop(columns=field_name)
-    return out
