@@ -428,3 +428,23 @@ def test_a_proc_that_cannot_be_copied_is_named_and_float32_columns_normalize_ali
     out64.setup(df)
     out32.setup(as32)
     np.testing.assert_allclose(out64.process(df)[1].numpy(), out32.process(as32)[1].numpy(), atol=1e-6)
+
+
+def test_nullable_integer_and_boolean_categories_keep_their_type():
+    df = pd.DataFrame(
+        {
+            "code": pd.array([1, 2, None, 1, 3, 2], dtype="Int64"),
+            "flag": pd.array([True, None, False, True, False, True], dtype="boolean"),
+            "x": np.arange(6.0),
+        }
+    )
+    proc = TabularProcessor(["code", "flag"], ["x"], procs=[Categorify])
+    proc.setup(df)
+    cat = proc.proc(Categorify)
+    assert cat.vocabs["code"] == ["#na#", 1, 2, 3] and cat.vocabs["flag"] == ["#na#", False, True]
+    assert [type(v) for v in cat.vocabs["code"][1:]] == [int] * 3  # not 1.0, 2.0, 3.0 (equal, but shown so)
+    assert [type(v) for v in cat.vocabs["flag"][1:]] == [bool] * 2
+    cats, _, _ = proc.process(df)
+    assert cats[:, 0].tolist() == [1, 2, 0, 1, 3, 2] and cats[:, 1].tolist() == [2, 0, 1, 2, 1, 2]
+    plain = df.assign(code=df["code"].fillna(1))  # no missing value: the same codes as plain integers
+    assert proc.process(plain)[0][:, 0].tolist() == [1, 2, 1, 1, 3, 2]

@@ -189,8 +189,14 @@ def _lookup_ints(vocab: Sequence[Any], values: np.ndarray) -> np.ndarray | None:
 
 def _values(s: pd.Series) -> Any:
     """A column's values without a copy: pandas string arrays as they are (hash lookups on them are about twice as
-    fast as on the object array `to_numpy` makes of them), anything else as a numpy array."""
-    return s.array if isinstance(s.dtype, pd.StringDtype) else s.to_numpy()
+    fast as on the object array `to_numpy` makes of them), nullable integers and booleans as they are too (with a
+    missing value `to_numpy` would make them floats, and the categories 1.0, 2.0), anything else as a numpy
+    array."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s.array
+    if pd.api.types.is_extension_array_dtype(s.dtype) and s.dtype.kind in "iub":
+        return s.array if s.hasnans else s.to_numpy(dtype=s.dtype.numpy_dtype)
+    return s.to_numpy()
 
 
 def _isna(x: Any) -> np.ndarray:
