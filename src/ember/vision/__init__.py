@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 # Imported for their side effect: they register the recipes (and model factory) that exported files name.
 from ember.vision import augment as _augment  # noqa: F401
+from ember.vision import bbox as _bbox  # noqa: F401
 from ember.vision import core as _core  # noqa: F401
 from ember.vision import gan as _gan  # noqa: F401
 from ember.vision import learner as _learner  # noqa: F401
@@ -35,6 +36,12 @@ __all__ = [
     "load_mask",
     "mask_to_tensor",
     "show_mask",
+    # bounding boxes
+    "BBoxBlock",
+    "BBoxLblBlock",
+    "BBoxScaler",
+    "get_annotations",
+    "show_boxes",
     # augment
     "Resize",
     "RandomResizedCrop",
@@ -142,6 +149,7 @@ _MODULES: dict[str, str] = {
         ),
         "ember.vision.core",
     ),
+    **dict.fromkeys(("BBoxBlock", "BBoxLblBlock", "BBoxScaler", "get_annotations", "show_boxes"), "ember.vision.bbox"),
     **dict.fromkeys(
         (
             "Resize",
@@ -271,6 +279,7 @@ if TYPE_CHECKING:
         mnist_stats,
         rand_pad,
     )
+    from ember.vision.bbox import BBoxBlock, BBoxLblBlock, BBoxScaler, get_annotations, show_boxes
     from ember.vision.core import (
         ImageBlock,
         MaskBlock,

@@ -8,7 +8,9 @@ The batch transforms run on the device after :class:`~ember.vision.augment.IntTo
 :func:`~ember.vision.augment.aug_transforms`) and the single effects :class:`Flip`, :class:`Dihedral`,
 :class:`Rotate`, :class:`Zoom` and :class:`Warp`. Each draws **one** projective matrix per image and makes
 **one** ``grid_sample`` per batch (none at all when every image is only flipped or turned by quarter turns);
-images are sampled with `mode`, masks with nearest neighbour, and keypoints move by the same matrix.
+images are sampled with `mode`, masks with nearest neighbour, and keypoints move by the same matrix. Bounding boxes
+(kind ``"bbox"``) move as their four corners and become the axis-aligned box that encloses them, clipped to the
+image; a box left with no area is zeroed and its label (kind ``"bbox_label"``) set to 0, the padding class.
 
 All of them are importable from :mod:`ember.vision.augment` too. Transforms never change their input in place:
 the datasets may cache what came before them.
@@ -68,7 +70,8 @@ def _check_p(p: float, name: str = "p") -> float:
 
 def _symmetry_item(x: torch.Tensor, kind: str, k: int, size: tuple[int, int]) -> torch.Tensor:
     """`x` moved by the symmetry `k` of the square: bit 4 swaps the axes (a transpose), then bit 1 flips
-    left-right and bit 2 top-bottom. Points ``(N, 2)`` are ``(x, y)`` pixels of an image of `size` ``(H, W)``."""
+    left-right and bit 2 top-bottom. Points ``(N, 2)`` are ``(x, y)`` pixels of an image of `size` ``(H, W)``;
+    boxes ``(N, 4)`` are ``[x0, y0, x1, y1]`` pixels, moved exactly as their corners."""
     if kind in ("image", "mask"):
         if k & 4:
             x = x.transpose(-1, -2).contiguous()
@@ -86,11 +89,15 @@ def _symmetry_item(x: torch.Tensor, kind: str, k: int, size: tuple[int, int]) ->
         if k & 2:
             x = torch.stack([x[..., 0], h - x[..., 1]], -1)
         return x
+    if kind == "bbox":
+        corners = _symmetry_item(x.reshape(-1, 2), "points", k, size).reshape(-1, 2, 2)  # (N, 2 corners, 2)
+        return torch.cat([corners.amin(1), corners.amax(1)], -1)  # (N, 4): a flip swaps x0 and x1
     return x
 
 
 class _ItemSymmetry(Transform):
-    """Base of the item flips: :meth:`_draw` picks a symmetry per sample, applied to every image, mask and points.
+    """Base of the item flips: :meth:`_draw` picks a symmetry per sample, applied to every image, mask, points
+    and boxes.
 
     They run after the resizes and crops (``order = 20``), so the datasets still cache the resized images, and
     before the keypoints are scaled to [-1, 1]. Training only.
@@ -244,10 +251,35 @@ def _symmetries(mats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return swap, flip_rows, flip_cols
 
 
+def _empty(box: torch.Tensor) -> torch.Tensor:
+    """``(..., N)`` True where a box ``[x0, y0, x1, y1]`` has no area."""
+    return (box[..., 2] <= box[..., 0]) | (box[..., 3] <= box[..., 1])
+
+
+def _drop_labels_of_empty_boxes(batch: tuple, kinds: Sequence[str]) -> tuple:
+    """The label of every box with no area set to 0 (padding): the i-th ``"bbox"`` element goes with the i-th
+    ``"bbox_label"`` one."""
+    boxes = [x for x, kind in zip(batch, kinds) if kind == "bbox"]
+    out, i = [], 0
+    for x, kind in zip(batch, kinds):
+        if kind == "bbox_label" and i < len(boxes):
+            empty = _empty(boxes[i])  # (B, N)
+            if empty.shape != x.shape:
+                raise DataError(
+                    f"The boxes {tuple(boxes[i].shape)} and their labels {tuple(x.shape)} do not match: every box "
+                    "needs one label (pad both with BBoxBlock and BBoxLblBlock)."
+                )
+            x = x.masked_fill(empty, 0)
+            i += 1
+        out.append(x)
+    return tuple(out)
+
+
 class _AffineCore(Transform):
     """The shared core of the geometric batch transforms: :meth:`draw_matrices` gives one ``3 x 3`` projective
-    matrix per image (output coordinates in ``[-1, 1]`` -> input coordinates); images, masks and keypoints are
-    moved by it. Subclasses give the matrices and their recipe.
+    matrix per image (output coordinates in ``[-1, 1]`` -> input coordinates); images, masks, keypoints and boxes
+    are moved by it (a box becomes the clipped box enclosing its moved corners). Subclasses give the matrices and
+    their recipe.
 
     When every matrix is a flip or a quarter turn and the size does not change, the pixels are moved exactly
     by indexing (no interpolation, no ``grid_sample``). Training only; in validation only a `size` change (if
@@ -300,7 +332,10 @@ class _AffineCore(Transform):
     def __call__(self, sample: tuple, kinds: Sequence[str], split: int = 0) -> tuple:
         if split != 0 and self.size is None:
             return sample
-        return super().__call__(sample, kinds, split)
+        out = super().__call__(sample, kinds, split)
+        if getattr(self, "_mat", None) is not None and "bbox" in kinds and "bbox_label" in kinds:
+            out = _drop_labels_of_empty_boxes(out, kinds)
+        return out
 
     def _grid(self, n: int, out_size: tuple[int, int]) -> torch.Tensor:
         """The sampling grid ``(n, H_out, W_out, 2)`` for the matrices drawn in :meth:`before_call`."""
@@ -365,6 +400,16 @@ class _AffineCore(Transform):
         hom = torch.cat([p, torch.ones_like(p[..., :1])], -1)  # (B, N, 3)
         moved = hom @ inv.transpose(1, 2)
         return moved[..., :2] / moved[..., 2:]  # (B, N, 2)
+
+    def encode_bbox(self, b: torch.Tensor) -> torch.Tensor:
+        if self._mat is None:
+            return b
+        x0, y0, x1, y1 = b.unbind(-1)  # each (B, N)
+        corners = torch.stack([x0, y0, x1, y0, x0, y1, x1, y1], -1).reshape(b.shape[0], -1, 2)  # (B, 4N, 2)
+        moved = self.encode_points(corners).reshape(*b.shape[:2], 4, 2)  # (B, N, 4 corners, 2)
+        # the enclosing axis-aligned box, clipped to the image
+        box = torch.cat([moved.amin(2), moved.amax(2)], -1).clamp(-1, 1)  # (B, N, 4)
+        return box.masked_fill(_empty(box)[..., None], 0.0)  # boxes left with no area (and padding) are zeros
 
     @classmethod
     def from_recipe(cls, data: dict[str, Any]) -> _AffineCore:

@@ -746,34 +746,43 @@ class VisionLearner(Learner):
     def _batch_tfms(self) -> list[Any]:
         return batch_tfms_of(self.dls)
 
-    def _predicts_points(self) -> bool:
+    def _predicts_coordinates(self) -> bool:
+        """Whether the target is keypoints or bounding boxes: coordinates that :meth:`predict` gives in pixels."""
         targets = getattr(self.dls, "target_blocks", None) or []
-        return bool(targets) and targets[0].kind == "points"
+        return bool(targets) and targets[0].kind in ("points", "bbox")
 
-    def _points_in_pixels(self, items: Sequence[Any], points: torch.Tensor) -> torch.Tensor:
-        """Keypoints ``(B, N, 2)`` in [-1, 1] of the model's input -> ``(x, y)`` pixels of each item's own image.
+    def _coordinates_in_pixels(self, items: Sequence[Any], coords: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Keypoints ``(N, 2)`` or boxes ``(N, 4)`` in [-1, 1] of the model's input, one tensor per item -> ``(x, y)``
+        pixels of each item's own image (a box's two corners each).
 
         At prediction the item transforms only resize, crop and pad (no randomness), so each axis maps
         affinely: two probe points, the image's corners, are sent through them with the image and the
-        map is inverted. Without an image input the points are returned as they are.
+        map is inverted. Without an image input the coordinates are returned as they are.
         """
         blocks = self.dls.blocks
         n_inp = self.dls.n_inp
         j = next((i for i, b in enumerate(blocks[:n_inp]) if b.kind == "image"), None)
         if j is None:
-            return points
-        item_tfms = self._item_tfms()
+            return list(coords)
+        from ember.vision.bbox import BBoxScaler
+        from ember.vision.core import PointScaler
+
+        # the probes stay in pixels through the resizes and crops; the scaling to [-1, 1] is done here, whichever
+        # scaler (keypoints' or boxes') the loaders hold
+        item_tfms = [t for t in self._item_tfms() if not isinstance(t, (PointScaler, BBoxScaler))]
         out = []
-        for item, p in zip(items, points.detach().cpu().float()):
+        for item, c in zip(items, coords):
             image = blocks[j].encode(item if n_inp == 1 else item[j])  # (C, H, W) as the model's input starts
             h, w = image.shape[-2:]
             size = torch.tensor([float(w), float(h)])
             sample = (image, torch.stack([torch.zeros(2), size]))  # corners (0, 0) and (W, H) in pixels
             for t in item_tfms:
                 sample = t(sample, ("image", "points"), 1)
-            start, end = sample[1].float()
-            out.append((p - start) * size / (end - start))
-        return torch.stack(out)  # (B, N, 2)
+            h_in, w_in = sample[0].shape[-2:]  # the size the model sees
+            start, end = sample[1].float() * torch.tensor([2.0 / w_in, 2.0 / h_in]) - 1
+            xy = c.detach().cpu().float().reshape(-1, 2)  # (N * k, 2): points, or the two corners of each box
+            out.append(((xy - start) * size / (end - start)).reshape(c.shape))
+        return out
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
         """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
@@ -781,7 +790,8 @@ class VisionLearner(Learner):
         Returns:
             ``(label, index, probabilities)``: the decoded prediction (a class name for a category, a mask
             for a mask, an image for an image target, ``(N, 2)`` ``(x, y)`` pixel coordinates in the item's own
-            image for keypoints), the decoded tensor (the class index) and the
+            image for keypoints, ``(N, 4)`` ``[x0, y0, x1, y1]`` pixels for boxes), the decoded tensor (the class
+            index) and the
             activations of the model's output (probabilities). For an image target the first is a
             float32 ``(C, H, W)`` image in [0, 1], the normalization undone; the other two are the model's
             output as it is (normalized like the targets it learned).
@@ -792,21 +802,21 @@ class VisionLearner(Learner):
         dec = loss_decodes(self.loss_func)(probs[None])[0]
         targets = getattr(self.dls, "target_blocks", [])
         label = targets[0].decode(self._undo_batch_tfms(dec[None])[0]) if targets else dec
-        if self._predicts_points():
-            label = self._points_in_pixels([item], label[None])[0]
+        if self._predicts_coordinates():
+            label = self._coordinates_in_pixels([item], [label])[0]
         return label, dec, probs
 
     def predict_batch(self, items: Sequence[Any], bs: int = 64) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-        """Predict many items in batches; the answers are decoded as :meth:`predict`'s (keypoints in pixels of
-        each item's own image).
+        """Predict many items in batches; the answers are decoded as :meth:`predict`'s (keypoints and boxes in
+        pixels of each item's own image).
 
         Returns:
             ``(decoded answers (a list), decoded tensor, probabilities)``, one row per item, in order.
         """
         items = list(items)
         decoded, dec, probs = super().predict_batch(items, bs=bs)
-        if self._predicts_points():
-            decoded = list(self._points_in_pixels(items, torch.stack(decoded)))
+        if self._predicts_coordinates():
+            decoded = self._coordinates_in_pixels(items, decoded)
         return decoded, dec, probs
 
     def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:
@@ -1015,12 +1025,12 @@ class VisionLearner(Learner):
         if not isinstance(n, int) or n < 1:
             raise ConfigError(expected("a positive int", "n", n))
         loader = self._as_loader(dl)
-        spatial = [k for k in (loader.kinds or ())[loader.n_inp :] if k in ("mask", "points", "image")]
+        moving = {"mask": "masks", "points": "keypoints", "image": "images", "bbox": "bounding boxes"}
+        spatial = [moving[k] for k in (loader.kinds or ())[loader.n_inp :] if k in moving]
         if spatial:
             raise ConfigError(
                 "tta averages predictions over flipped and warped images, which only works when the target does not "
-                f"move with the image; these targets are {spatial[0].rstrip('s')}s, whose predictions would not line "
-                "up. "
+                f"move with the image; these targets are {spatial[0]}, whose predictions would not line up. "
                 "Use get_preds instead."
             )
         plain, targs = self.get_preds(dl=loader)[:2]  # also sets Normalize() up from a training batch if needed

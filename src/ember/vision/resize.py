@@ -3,8 +3,9 @@
 :class:`Resize`, :class:`RandomResizedCrop`, :class:`RandomCrop`, :class:`CropPad` and :func:`rand_pad` run on
 one ``uint8`` sample on the CPU (in the Dataset). Each one is a crop box in the source image (which may reach
 outside it: that part is padded) followed by a resize, so images are resized bilinearly with antialiasing, masks
-(kind ``"mask"``) with nearest neighbour, and keypoints (kind ``"points"``, in pixels at this stage) move with
-them.
+(kind ``"mask"``) with nearest neighbour, and keypoints (kind ``"points"``, in pixels at this stage) and bounding
+boxes (kind ``"bbox"``, moved as their two corners) move with them. A box that leaves the window is clipped later,
+by :class:`~ember.vision.bbox.BBoxScaler`.
 
 Transforms never change their input in place: the datasets may cache what came before them.
 """
@@ -156,10 +157,12 @@ class _CropResize(Transform):
             return _resize_image(crop_pad(x, top, left, h, w, self.pad_mode), out)  # (C, *out)
         if kind == "mask":
             return _resize_nearest(crop_pad(x, top, left, h, w, self.pad_mode), out)  # (..., *out)
-        if kind == "points":
+        if kind in ("points", "bbox"):
             shift = torch.tensor([left, top], dtype=x.dtype)
             scale = torch.tensor([out[1] / w, out[0] / h], dtype=x.dtype)
-            return (x - shift) * scale  # (N, 2) pixels of the output
+            # a box [x0, y0, x1, y1] moves as its two corners; the scale is positive, so they stay in order
+            corners = x.reshape(-1, 2)  # (N, 2), or (2N, 2) for boxes
+            return ((corners - shift) * scale).reshape(x.shape)  # pixels of the output
         return x
 
 
