@@ -1,4 +1,4 @@
-"""The `ember` command: train, predict, inspect and fetch data from the shell, with no code.
+"""The `ember` command: train, predict, inspect, serve and fetch data from the shell, with no code.
 
 Each subcommand is a short function over ember's public API, so anything the command does a user can do
 in Python the same way. Heavy imports (torch, torchvision) happen inside the subcommands, so
@@ -10,42 +10,30 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 from ember._version import __version__
-from ember.cli._common import Predictor, Task, close_figures, fail
+from ember.cli._common import Predictor, Task, close_figures, fail, info_lines, modules
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
 
-#: The modules that define tasks (``TASKS``) and predictors (``PREDICTORS``, ``add_predict_args``). They import
-#: only the standard library at the top, so that ``ember --help`` stays instant. Predictors are asked in this
-#: order; the image predictor, last, takes any model that no other one claims.
-_MODULES = ("ember.cli.tabular", "ember.cli.collab", "ember.cli.text", "ember.cli.vision")
-
-
-def _modules() -> list[ModuleType]:
-    return [importlib.import_module(name) for name in _MODULES]
-
 
 def _tasks() -> dict[str, Task]:
     """Every task of every module, by name (``image-classifier``, ``segmentation``, …)."""
     tasks: dict[str, Task] = {}
-    for module in _modules():
+    for module in modules():
         tasks.update(module.TASKS)
     return tasks
 
 
 def _predictors() -> list[Predictor]:
-    return [p for module in _modules() for p in module.PREDICTORS]
+    return [p for module in modules() for p in module.PREDICTORS]
 
 
 _TASKS = _tasks()
@@ -113,34 +101,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from ember.learner.export import read_recipe
 
-    rec = read_recipe(args.model)
-    size = Path(args.model).stat().st_size
-    model = rec["model"]
-    print(f"File: {args.model} ({size / 1e6:.2f} MB)")
-    print(f"Written by ember {rec['ember_version']} (format {rec['format_version']})")
-    print(f"Learner: {rec.get('learner')}  application: {rec.get('application') or 'generic'}")
-    if "factory" in model:
-        print(f"Model: {model['factory']}({', '.join(f'{k}={v!r}' for k, v in model.get('kwargs', {}).items())})")
-    else:
-        print(f"Model: {model.get('class') or 'a class defined in a script (load with model=...)'}")
-    print(f"Parameters: {rec.get('n_params', 0):,}")
-    data = (rec.get("data") or {}).get("data") or {}
-    for b in data.get("blocks") or []:
-        block_data = b.get("data") or {}
-        vocab, noun = (
-            (block_data.get("vocab"), "classes") if block_data.get("vocab") else (block_data.get("codes"), "codes")
-        )
-        extra = (
-            f" ({len(vocab)} {noun}: {', '.join(map(str, vocab[:10]))}{' …' if len(vocab) > 10 else ''})"
-            if vocab
-            else ""
-        )
-        print(f"Block: {b['type']}{extra}")
-    for t in data.get("item_tfms", []) + data.get("batch_tfms", []):
-        print(f"Transform: {t['type']} {json.dumps(t.get('data', {}))[:100]}")
-    for module in _modules():  # what only one kind of model holds (a table's columns, a text vocabulary, …)
-        for line in getattr(module, "info_lines", lambda rec: [])(rec):
-            print(line)
+    for line in info_lines(read_recipe(args.model), args.model):
+        print(line)
     return 0
 
 
@@ -181,6 +143,13 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         close = difflib.get_close_matches(key, list(remote) + list(_BUILTIN), n=3)
         raise fail(f"Unknown dataset {name!r}." + (f" Closest: {', '.join(close)}." if close else ""))
     print(untar_data(remote[key]))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ember.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, device=args.device, open_browser=args.open)
     return 0
 
 
@@ -246,13 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--bs", type=int, default=64, help="batch size")
     pred.add_argument("--json", action="store_true", help="print JSON")
     pred.add_argument("--out", default=None, help="tables and ratings: also write the predictions to this CSV file")
-    for module in _modules():
+    for module in modules():
         module.add_predict_args(pred)
     pred.set_defaults(func=_cmd_predict)
 
     info = sub.add_parser("info", help="what an exported model file holds")
     info.add_argument("model", help="a .ember file")
     info.set_defaults(func=_cmd_info)
+
+    srv = sub.add_parser("serve", help="a web page and a JSON API that predict with an exported model")
+    srv.add_argument("model", help="a .ember file")
+    srv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network interface)",
+    )
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    srv.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:1, mps")
+    srv.add_argument("--open", action="store_true", help="open the page in a web browser")
+    srv.set_defaults(func=_cmd_serve)
 
     ds = sub.add_parser("datasets", help="list or fetch datasets")
     ds.add_argument("action", choices=("list", "get"))

@@ -1,14 +1,21 @@
-"""What every `ember` subcommand shares: the task protocol, the shared options and user errors."""
+"""What every `ember` subcommand shares: the task protocol, the shared options, user errors, and what a model is."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 __all__ = [
+    "MODULES",
+    "modules",
+    "info_lines",
+    "learner_kind",
     "Task",
     "Predictor",
     "fail",
@@ -21,6 +28,18 @@ __all__ = [
     "parse_range",
     "valid_column_mask",
 ]
+
+
+#: The modules that define tasks (``TASKS``), predictors (``PREDICTORS``, ``add_predict_args``) and what ``ember info``
+#: shows of one kind of model (``info_lines``). They import only the standard library at the top, so that
+#: ``ember --help`` stays instant. Predictors are asked in this order; the image predictor, last, takes any model that
+#: no other one claims.
+MODULES = ("ember.cli.tabular", "ember.cli.collab", "ember.cli.text", "ember.cli.vision")
+
+
+def modules() -> list[ModuleType]:
+    """The modules of `MODULES`, imported."""
+    return [importlib.import_module(name) for name in MODULES]
 
 
 def fail(message: str) -> Exception:
@@ -179,3 +198,70 @@ class Predictor:
 
     handles: Callable[[Any], bool]
     predict: Callable[[argparse.Namespace, Any], int]
+
+
+# ---------------------------------------------------------------------------------------------------
+# what an exported model is: ``ember info`` and ``ember serve``
+# ---------------------------------------------------------------------------------------------------
+def info_lines(rec: dict[str, Any], path: str | None = None) -> list[str]:
+    """The lines ``ember info`` prints about a model's recipe (`path`: the file it was read from, as the user wrote
+    it, if any)."""
+    lines = []
+    if path is not None:
+        lines.append(f"File: {path} ({Path(path).stat().st_size / 1e6:.2f} MB)")
+    model = rec["model"]
+    lines.append(f"Written by ember {rec['ember_version']} (format {rec['format_version']})")
+    lines.append(f"Learner: {rec.get('learner')}  application: {rec.get('application') or 'generic'}")
+    if "factory" in model:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in model.get("kwargs", {}).items())
+        lines.append(f"Model: {model['factory']}({kwargs})")
+    else:
+        lines.append(f"Model: {model.get('class') or 'a class defined in a script (load with model=...)'}")
+    lines.append(f"Parameters: {rec.get('n_params', 0):,}")
+    data = (rec.get("data") or {}).get("data") or {}
+    for b in data.get("blocks") or []:
+        block_data = b.get("data") or {}
+        vocab, noun = (
+            (block_data.get("vocab"), "classes") if block_data.get("vocab") else (block_data.get("codes"), "codes")
+        )
+        extra = (
+            f" ({len(vocab)} {noun}: {', '.join(map(str, vocab[:10]))}{' …' if len(vocab) > 10 else ''})"
+            if vocab
+            else ""
+        )
+        lines.append(f"Block: {b['type']}{extra}")
+    for t in data.get("item_tfms", []) + data.get("batch_tfms", []):
+        lines.append(f"Transform: {t['type']} {json.dumps(t.get('data', {}))[:100]}")
+    for module in modules():  # what only one kind of model holds (a table's columns, a text vocabulary, …)
+        lines += getattr(module, "info_lines", lambda rec: [])(rec)
+    return lines
+
+
+def learner_kind(learn: Any) -> str:
+    """What a loaded learner predicts, told apart as ``ember predict`` tells them apart.
+
+    Returns:
+        ``"tabular"``, ``"collab"``, ``"text-classifier"``, ``"language-model"``, or for image inputs (the
+        predictor that takes any other model) ``"segmentation"``, ``"keypoints"``, ``"image-to-image"``,
+        ``"image-classifier"`` (single- or multi-label), ``"image-regression"`` or ``"image"`` (another target).
+    """
+    from ember.cli.collab import _is_collab
+    from ember.cli.tabular import _is_tabular
+    from ember.cli.text import _is_text_learner
+    from ember.cli.vision import _is_segmentation
+
+    if _is_tabular(learn):
+        return "tabular"
+    if _is_collab(learn):
+        return "collab"
+    if _is_text_learner(learn):
+        from ember.text.learner import LMLearner
+
+        return "language-model" if isinstance(learn, LMLearner) else "text-classifier"
+    if _is_segmentation(learn):
+        return "segmentation"
+    targets = getattr(learn.dls, "target_blocks", None) or []
+    target = getattr(targets[0], "kind", None) if targets else None
+    kinds = {"points": "keypoints", "image": "image-to-image", "category": "image-classifier"}
+    kinds.update(multicategory="image-classifier", regression="image-regression")
+    return kinds.get(target, "image")
