@@ -626,9 +626,15 @@ class DataBlock:
             device: where batches go (default: CUDA when available).
             kwargs: passed to :class:`torch.utils.data.DataLoader`.
         """
-        from ember.data.loaders import DataLoaders
+        from ember.data.loaders import DataLoaders, check_partial_n, train_weights
 
         dsets = self.datasets(source, cache=cache)
+        # Weighted or partial loaders: bad weights are reported before the cache is filled (minutes on large data).
+        if kwargs.get("wgts") is not None:
+            train_idx = dsets.splits[0]
+            train_weights(kwargs["wgts"], len(train_idx), (dsets.n_source, dsets.source_positions(train_idx)))
+        if kwargs.get("partial_n") is not None:
+            check_partial_n(kwargs["partial_n"], len(dsets.splits[0]))
         if dsets.cache:
             dsets.fill_cache(idxs=dsets.splits[0] + dsets.splits[1])
         return DataLoaders.from_dsets(
@@ -641,6 +647,32 @@ class DataBlock:
             batch_tfms=fresh_copies(self.batch_tfms),
             **kwargs,
         )
+
+    def weighted_dataloaders(self, source: Any, wgts: Sequence[float] | Any, bs: int = 64, **kwargs: Any) -> Any:
+        """Like :meth:`dataloaders`, but the training loader samples items in proportion to `wgts`.
+
+        Each epoch it draws as many items as the training set has, with replacement, each with probability
+        proportional to its weight (weight 0: never drawn); ``set_seed`` before building the loaders repeats the
+        draws. The validation loader is unchanged.
+
+        Args:
+            wgts: non-negative weights, one per item that `get_items` finds in `source` (as the splitter sees
+                them; the training items' are used), or one per training item.
+            kwargs: as for :meth:`dataloaders`.
+
+        Raises:
+            ConfigError: weights of another length, negative or not finite, or zero on every training item.
+        """
+        return self.dataloaders(source, bs=bs, wgts=wgts, **kwargs)
+
+    def partial_dataloaders(self, source: Any, partial_n: int, bs: int = 64, **kwargs: Any) -> Any:
+        """Like :meth:`dataloaders`, but each epoch the training loader reads a fresh random choice of `partial_n`
+        distinct training items (a quick run on a large dataset). The validation loader is unchanged.
+
+        Raises:
+            ConfigError: `partial_n` is not a positive int.
+        """
+        return self.dataloaders(source, bs=bs, partial_n=partial_n, **kwargs)
 
     def summary(self, source: Any, bs: int = 4, device: Any = "cpu") -> None:
         """Walk one sample (and one small batch) through every step, printing what each step produced.

@@ -138,6 +138,8 @@ class Datasets(Dataset):
         self.item_tfms = tfms
         self.cached_tfms, self.random_tfms = tfms[:n_cached], tfms[n_cached:]
         n = len(self.items_all)
+        # Items in neither split are dropped below; these say where the kept ones were (weights per source item).
+        self.n_source, self._source_idxs = n, None
         train_idx, valid_idx = splits if splits is not None else (range(n), [])
         self.splits = ([int(i) for i in train_idx], [int(i) for i in valid_idx])
         used = sorted(set(self.splits[0]) | set(self.splits[1]))
@@ -183,6 +185,13 @@ class Datasets(Dataset):
             self.items_all = [self.items_all[i] for i in used]
         new = {old: k for k, old in enumerate(used)}
         self.splits = ([new[i] for i in self.splits[0]], [new[i] for i in self.splits[1]])
+        self._source_idxs = list(used)
+
+    def source_positions(self, idxs: Sequence[int]) -> list[int]:
+        """Where the items at positions `idxs` (of ``items_all``) were in the items given to the constructor
+        (they differ when items in neither split were dropped)."""
+        src = self._source_idxs
+        return [int(i) for i in idxs] if src is None else [src[i] for i in idxs]
 
     def _item(self, i: int) -> Any:
         return self.items_all.iloc[i] if _is_frame(self.items_all) else self.items_all[i]
@@ -378,6 +387,44 @@ class Datasets(Dataset):
             "parent_label, RegexLabeller, ColReader and using_attr, can be written to a file). Pass each item with "
             "its target instead: test_dl([(input, target), ...], with_labels=True)."
         )
+
+    # -- loaders ----------------------------------------------------------------------------------------
+    def dataloaders(self, bs: int = 64, **kwargs: Any) -> Any:
+        """Training and validation loaders over these splits (see :meth:`DataLoaders.from_dsets
+        <ember.data.loaders.DataLoaders.from_dsets>` for the arguments)."""
+        from ember.data.loaders import DataLoaders
+
+        return DataLoaders.from_dsets(self, bs=bs, **kwargs)
+
+    def weighted_dataloaders(self, wgts: Sequence[float] | Any, bs: int = 64, **kwargs: Any) -> Any:
+        """Loaders whose training loader samples items in proportion to `wgts` (for imbalanced classes).
+
+        Each epoch the training loader draws ``len(self.train)`` items with replacement, each with probability
+        proportional to its weight (an item of weight 0 is never drawn), from a generator seeded from torch's:
+        ``set_seed`` before building the loaders repeats the draws. The validation loader is unchanged.
+
+        Args:
+            wgts: non-negative weights, one per training item (``len(self.train)``), or one per item given to
+                these Datasets (the training items' are used).
+            kwargs: as for :meth:`dataloaders` (``num_workers``, ``device``, ``batch_tfms``, …).
+
+        Raises:
+            ConfigError: weights of another length, negative or not finite, or zero on every training item.
+
+        >>> counts = {"cat": 90, "dog": 10}                                        # doctest: +SKIP
+        >>> wgts = [1 / counts[label] for label in labels]                         # doctest: +SKIP
+        >>> dls = dsets.weighted_dataloaders(wgts, bs=32)                          # doctest: +SKIP
+        """
+        return self.dataloaders(bs=bs, wgts=wgts, **kwargs)
+
+    def partial_dataloaders(self, partial_n: int, bs: int = 64, **kwargs: Any) -> Any:
+        """Loaders whose training loader reads a fresh random choice of `partial_n` distinct training items each
+        epoch (a quick run on a large dataset); the validation loader is unchanged.
+
+        Raises:
+            ConfigError: `partial_n` is not a positive int.
+        """
+        return self.dataloaders(bs=bs, partial_n=partial_n, **kwargs)
 
     # -- the cache --------------------------------------------------------------------------------------
     def fill_cache(

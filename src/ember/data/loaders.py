@@ -13,13 +13,16 @@ Loaders built from :class:`~ember.data.datasets.Datasets` (by ``DataBlock.datalo
 
 from __future__ import annotations
 
+import copy
 import json
+import numbers
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset, WeightedRandomSampler
 
 from ember.core import recipe
 from ember.core.device import default_device, to_cpu, to_device
@@ -282,13 +285,122 @@ def make_loader(
         "collate_fn": collate_fn,
         "pin_memory": device is not None and torch.device(device).type == "cuda",
         "worker_init_fn": seed_worker,
-        # Drawn from torch's global generator, so set_seed() before building the loaders fixes every epoch's order.
-        "generator": torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item())),
     }
+    if "generator" not in kwargs:
+        settings["generator"] = _loader_generator()
     if num_workers > 0:
         settings["persistent_workers"] = True
     settings.update(kwargs)
     return DataLoader(dataset, **settings)
+
+
+def _loader_generator() -> torch.Generator:
+    """A torch Generator for a loader's random order, seeded from torch's global one: ``set_seed`` before building
+    the loaders fixes every epoch's order, and the loaders' own draws leave the global stream alone afterwards."""
+    return torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+
+
+def train_weights(wgts: Any, n_train: int, source: tuple[int, Sequence[int]] | None = None) -> torch.Tensor:
+    """Check sampling weights and return those of the training items (float64, one per training item).
+
+    Args:
+        wgts: one non-negative weight per training item, or (when `source` is given) one per item of the whole
+            source, of which the training items' are taken (so when the two counts are equal, the weights are
+            read as the source's, in its order).
+        n_train: the number of training items.
+        source: ``(n_items, train_positions)``: how many items the source has and where the training items are
+            in it.
+
+    Raises:
+        ConfigError: weights that are not numbers, of another length, negative or not finite, or all zero on
+            the training items.
+    """
+    try:
+        arr = np.asarray(wgts.detach().cpu() if isinstance(wgts, torch.Tensor) else wgts, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(expected("a sequence of numbers, one weight per item", "wgts", _short(wgts))) from e
+    sizes = [n_train] if source is None or source[0] == n_train else [source[0], n_train]
+    what = " or ".join(
+        f"one weight per {'item of the source' if source is not None and k == source[0] else 'training item'} ({k})"
+        for k in sizes
+    )
+    if arr.ndim != 1 or len(arr) not in sizes:
+        raise ConfigError(f"Expected `wgts` to hold {what}; received {arr.size} weights of shape {arr.shape}.")
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+    if len(bad):
+        i = int(bad[0])
+        raise ConfigError(
+            f"Expected `wgts` to be non-negative finite numbers; received `wgts[{i}]={float(arr[i])!r}` "
+            f"({len(bad)} such weight(s)). A weight of 0 leaves an item out; a larger one draws it more often."
+        )
+    if source is not None and len(arr) == source[0]:
+        arr = arr[np.asarray(source[1], dtype=np.int64)]  # (n_train,)
+    if n_train and not arr.sum() > 0:
+        raise ConfigError(
+            "Every training item has weight 0 in `wgts`, so none can be drawn: give at least one training item a "
+            "positive weight (the validation items' weights are not used)."
+        )
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def check_partial_n(partial_n: Any, n_train: int) -> int:
+    """`partial_n` as an int, at most `n_train` (a loader cannot read more distinct items than it has)."""
+    if isinstance(partial_n, bool) or not isinstance(partial_n, numbers.Integral) or partial_n < 1:
+        raise ConfigError(expected("a positive int (the training items read each epoch)", "partial_n", partial_n))
+    return min(int(partial_n), n_train)
+
+
+def _short(value: Any, n: int = 80) -> Any:
+    text = repr(value)
+    return value if len(text) <= n else text[: n - 3] + "..."
+
+
+def weighted_draws(weights: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`n` positions drawn with replacement, each with probability proportional to its weight (int64, ``(n,)``).
+
+    Inverse-CDF sampling of sorted uniforms, then shuffled: unlike ``torch.multinomial`` it has no limit of 2**24
+    items, and sorted look-ups make it several times faster on millions of items (about 3 s instead of 30 s for
+    16 million on one core). A weight of 0 is never drawn. `weights` are non-negative float64, not all zero.
+    """
+    cdf = weights.cumsum(0)  # (N,)
+    # n sorted uniforms in [0, total): the partial sums of n + 1 exponential draws, over their sum.
+    gaps = torch.empty(n + 1, dtype=torch.float64).exponential_(generator=generator)  # (n + 1,)
+    u = gaps.cumsum(0)[:n] * (cdf[-1] / gaps.sum())  # (n,)
+    # The first position whose cumulative weight exceeds u; the clamp guards a u rounded up to the total.
+    last = int(torch.nonzero(weights)[-1])
+    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=last)  # (n,) sorted
+    return idx[torch.randperm(n, generator=generator)]
+
+
+class _WeightedSampler(WeightedRandomSampler):
+    """torch's WeightedRandomSampler (with replacement) drawing by :func:`weighted_draws`: any number of items."""
+
+    def __iter__(self) -> Iterator[int]:
+        yield from weighted_draws(self.weights, self.num_samples, self.generator).tolist()
+
+
+def _random_train_sampler(
+    n_train: int, generator: torch.Generator, wgts: torch.Tensor | None = None, partial_n: int | None = None
+) -> Sampler:
+    """The sampler of a weighted or partial training loader (torch's own samplers, drawing from `generator`).
+
+    Weighted: ``n_train`` items an epoch, drawn with replacement in proportion to `wgts`. Partial: `partial_n`
+    distinct items an epoch, a fresh random choice each time.
+    """
+    if wgts is not None:
+        return _WeightedSampler(wgts, n_train, replacement=True, generator=generator)
+    # RandomSampler without replacement and num_samples < n yields the start of a fresh permutation each epoch.
+    return RandomSampler(range(n_train), replacement=False, num_samples=partial_n, generator=generator)
+
+
+def _keeps_sampler(sampler: Any, dataset: Any) -> bool:
+    """Whether a rebuilt loader keeps `sampler`: a weighted one, or a random one that draws part of the items."""
+    if isinstance(sampler, WeightedRandomSampler):
+        return True
+    try:
+        return isinstance(sampler, RandomSampler) and sampler.num_samples != len(dataset)
+    except TypeError:
+        return False
 
 
 def loading_settings(dl: DataLoader) -> dict[str, Any]:
@@ -309,16 +421,16 @@ def loading_settings(dl: DataLoader) -> dict[str, Any]:
 
 def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
     """Rebuild a torch DataLoader with the same settings but a few changed."""
-    if shuffle is None:
-        shuffle = isinstance(dl.sampler, torch.utils.data.RandomSampler)
-    settings = {
-        "batch_size": dl.batch_size if bs is None else bs,
-        "shuffle": shuffle,
-        "drop_last": dl.drop_last,
-        **loading_settings(dl),
-    }
+    settings = {"batch_size": dl.batch_size if bs is None else bs, "drop_last": dl.drop_last, **loading_settings(dl)}
     settings.update(kwargs)
-    return DataLoader(dl.dataset, **settings)
+    if shuffle is None and _keeps_sampler(dl.sampler, dl.dataset):
+        # A weighted or partial loader stays one; a new generator (a copy's own) goes to its sampler.
+        sampler = copy.copy(dl.sampler)
+        sampler.generator = settings["generator"]
+        return DataLoader(dl.dataset, sampler=sampler, **settings)
+    if shuffle is None:
+        shuffle = isinstance(dl.sampler, RandomSampler)
+    return DataLoader(dl.dataset, shuffle=shuffle, **settings)
 
 
 def _inference_tfms(tfms: Sequence[Transform], what: str) -> list[dict[str, Any]]:
@@ -369,6 +481,31 @@ def _label_getters(dsets: Any) -> list[dict[str, Any]]:
             rec = None
         out.append(rec if rec is not None else {"type": "missing", "name": getattr(g, "__name__", None) or repr(g)})
     return out
+
+
+def _random_sampler_of(
+    dsets: Any, n_train: int, wgts: Any, partial_n: Any, shuffle: bool, common: dict[str, Any]
+) -> Sampler:
+    """The weighted or partial training sampler of :meth:`DataLoaders.from_dsets`, with its own generator."""
+    if wgts is not None and partial_n is not None:
+        raise ConfigError("Pass `wgts` (weighted loaders) or `partial_n` (partial loaders), not both.")
+    if not shuffle:
+        what = "weighted" if wgts is not None else "partial"
+        raise ConfigError(
+            f"A {what} training loader draws its items at random, so it cannot keep them in order: leave "
+            "`shuffle` at True (a loader in order: dataloaders(..., shuffle=False) without weights)."
+        )
+    if "sampler" in common or "batch_sampler" in common:
+        raise ConfigError("Weighted and partial loaders make their own sampler: do not pass `sampler`/`batch_sampler`.")
+    if n_train == 0:
+        raise DataError("The training set is empty: weighted and partial loaders need training items to draw from.")
+    gen = common.get("generator") or _loader_generator()
+    if wgts is not None:
+        source = None
+        if hasattr(dsets, "source_positions"):
+            source = (dsets.n_source, dsets.source_positions(dsets.splits[0]))
+        return _random_train_sampler(n_train, gen, wgts=train_weights(wgts, n_train, source))
+    return _random_train_sampler(n_train, gen, partial_n=check_partial_n(partial_n, n_train))
 
 
 @recipe.register_recipe()
@@ -453,6 +590,8 @@ class DataLoaders:
         num_workers: int | None = None,
         device: torch.device | str | None = None,
         batch_tfms: Sequence[BatchTfm] | None = None,
+        wgts: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        partial_n: int | None = None,
         **dl_kwargs: Any,
     ) -> DataLoaders:
         """Loaders over :class:`~ember.data.datasets.Datasets` (``dsets.train`` and ``dsets.valid``).
@@ -463,12 +602,26 @@ class DataLoaders:
         Args:
             num_workers: ``None``: 0 when the data is fully cached in memory, else ``min(8, cpu_count)``.
             batch_tfms: transforms run on each batch on the device (``split`` 0 for training, 1 for validation).
+            wgts: weighted sampling (imbalanced data): each epoch the training loader draws ``len(dsets.train)``
+                items with replacement, in proportion to these non-negative weights, one per training item or one
+                per item of the whole source (see :meth:`~ember.data.datasets.Datasets.weighted_dataloaders`).
+            partial_n: each epoch the training loader reads a fresh random choice of this many distinct training
+                items (all of them when there are fewer).
             dl_kwargs: passed to :class:`torch.utils.data.DataLoader`.
+
+        Raises:
+            ConfigError: bad `wgts` or `partial_n`, both given, or either with ``shuffle=False``.
         """
         device = default_device(device)
         train_ds, valid_ds = dsets.train, dsets.valid
         common = {"num_workers": num_workers, "device": device, **dl_kwargs}
-        train_dl = make_loader(train_ds, bs, shuffle=shuffle, drop_last=drop_last and len(train_ds) >= bs, **common)
+        if wgts is None and partial_n is None:
+            train_dl = make_loader(train_ds, bs, shuffle=shuffle, drop_last=drop_last and len(train_ds) >= bs, **common)
+        else:
+            sampler = _random_sampler_of(dsets, len(train_ds), wgts, partial_n, shuffle, common)
+            n_draw = len(sampler)
+            common_train = {**common, "generator": sampler.generator}
+            train_dl = make_loader(train_ds, bs, sampler=sampler, drop_last=drop_last and n_draw >= bs, **common_train)
         loaders = [DeviceLoader(train_dl, device, batch_tfms, n_inp=dsets.n_inp, split=0, blocks=dsets.blocks)]
         if len(valid_ds) > 0:
             valid_dl = make_loader(valid_ds, bs, shuffle=False, drop_last=False, **common)

@@ -33,7 +33,7 @@ from ember.learner.checkpoint import (
 from ember.learner.optim import Adam, check_rate, get_hyper, params_of, set_hyper, spread_lr
 from ember.learner.progress import ProgressCallback
 from ember.learner.recorder import Recorder
-from ember.learner.schedule import ParamScheduler, flat_cos_scheds, one_cycle_scheds
+from ember.learner.schedule import ParamScheduler, flat_cos_scheds, one_cycle_scheds, sgdr_epochs, sgdr_scheds
 from ember.losses import loss_activation, loss_decodes
 
 __all__ = ["Learner", "PRECISIONS"]
@@ -653,6 +653,45 @@ class Learner:
             lr=lr,
             wd=wd,
             cbs=[ParamScheduler(flat_cos_scheds(lrs, div_final, pct_start)), *_listify(cbs)],
+            reset_opt=reset_opt,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+
+    def fit_sgdr(
+        self,
+        n_cycles: int,
+        cycle_len: int,
+        lr_max: float | slice | Sequence[float] | None = None,
+        cycle_mult: int = 2,
+        cbs: Callback | Sequence[Callback] | None = None,
+        reset_opt: bool = False,
+        wd: float | None = None,
+        checkpoint: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        """Train with SGD with warm restarts (SGDR): `n_cycles` cycles, cycle ``i`` lasting
+        ``cycle_len * cycle_mult**i`` epochs, in each of which the rate falls along a cosine from `lr_max` to 0.
+
+        With the defaults, ``fit_sgdr(3, 1)`` trains 1 + 2 + 4 = 7 epochs. Checkpoints and ``resume`` work as in
+        :meth:`fit`: the schedule follows the fraction of training done, so a resumed run continues its cycle.
+
+        Args:
+            lr_max: the rate at the start of every cycle (a rate, ``slice(lo, hi)`` or one per group; default
+                ``learn.lr``).
+            cycle_mult: how much longer each cycle is than the one before (1: all alike).
+
+        Raises:
+            ConfigError: `n_cycles`, `cycle_len` or `cycle_mult` is not a positive int.
+        """
+        self._check_trainable()
+        n_epoch = sgdr_epochs(n_cycles, cycle_len, cycle_mult)  # checks the three counts before anything changes
+        lrs = self._group_lrs(lr_max, "lr_max")
+        self.fit(
+            n_epoch,
+            lr=lr_max,
+            wd=wd,
+            cbs=[ParamScheduler(sgdr_scheds(lrs, n_cycles, cycle_len, cycle_mult)), *_listify(cbs)],
             reset_opt=reset_opt,
             checkpoint=checkpoint,
             resume=resume,

@@ -7,12 +7,13 @@ an array of values (one per parameter group, for discriminative learning rates).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ember.core.errors import ConfigError
+from ember.core.errors import ConfigError, expected
 from ember.learner.callback import Callback
 from ember.learner.optim import set_hyper
 
@@ -25,8 +26,12 @@ __all__ = [
     "combine_scheds",
     "one_cycle_scheds",
     "flat_cos_scheds",
+    "sgdr_epochs",
+    "sgdr_scheds",
     "ParamScheduler",
 ]
+
+_EPS = 1e-9
 
 Value = Any  # a float or a numpy array of floats (one per parameter group)
 Schedule = Callable[[float], Value]
@@ -76,10 +81,12 @@ def combine_scheds(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Schedul
     def sched(pct: float) -> Value:
         pct = min(max(pct, 0.0), 1.0)
         i = 0
-        while i < last and (pct >= bounds[i + 1] or pcts[i] == 0):  # a handful of segments: a loop beats numpy
+        # A handful of segments: a loop beats numpy. The tolerance puts a boundary (3/7 summed as 1/7 + 2/7) in the
+        # segment it starts, whatever the rounding of the sum and of the fraction of training done.
+        while i < last and (pct >= bounds[i + 1] - _EPS or pcts[i] == 0):
             i += 1
         width = pcts[i] or 1.0
-        return scheds[i]((pct - bounds[i]) / width)
+        return scheds[i](min(max((pct - bounds[i]) / width, 0.0), 1.0))
 
     return sched
 
@@ -112,6 +119,39 @@ def flat_cos_scheds(lr: Value, div_final: float = 1e5, pct_start: float = 0.75) 
     """Flat at `lr` for `pct_start` of training, then a cosine down to ``lr/div_final``."""
     lr = np.asarray(lr, dtype=float)
     return {"lr": combine_scheds([pct_start, 1 - pct_start], [sched_no(lr), sched_cos(lr, lr / div_final)])}
+
+
+def _check_count(value: Any, name: str, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        what = "a positive int" if least == 1 else f"an int >= {least}"
+        raise ConfigError(expected(what, name, value))
+    return int(value)
+
+
+def sgdr_epochs(n_cycles: int, cycle_len: int = 1, cycle_mult: int = 2) -> int:
+    """The epochs SGDR takes: cycle ``i`` lasts ``cycle_len * cycle_mult**i`` epochs, for `n_cycles` cycles.
+
+    >>> sgdr_epochs(3, 1, 2)  # 1 + 2 + 4
+    7
+    """
+    n_cycles = _check_count(n_cycles, "n_cycles")
+    cycle_len = _check_count(cycle_len, "cycle_len")
+    cycle_mult = _check_count(cycle_mult, "cycle_mult")
+    return sum(cycle_len * cycle_mult**i for i in range(n_cycles))
+
+
+def sgdr_scheds(lr_max: Value, n_cycles: int, cycle_len: int = 1, cycle_mult: int = 2) -> dict[str, Schedule]:
+    """SGD with warm restarts: in each cycle the rate falls along a half cosine from `lr_max` to 0, then restarts.
+
+    Cycle ``i`` lasts ``cycle_len * cycle_mult**i`` epochs (:func:`sgdr_epochs` gives the total), so with the
+    default ``cycle_mult=2`` each cycle is twice as long as the one before. The schedule is a function of the
+    fraction of all the cycles done, like every other schedule; its rate reaches 0 only at the end of a cycle,
+    which no training batch sits on.
+    """
+    lr_max = np.asarray(lr_max, dtype=float)
+    n_epoch = sgdr_epochs(n_cycles, cycle_len, cycle_mult)
+    pcts = [cycle_len * cycle_mult**i / n_epoch for i in range(int(n_cycles))]
+    return {"lr": combine_scheds(pcts, [sched_cos(lr_max, 0.0 * lr_max) for _ in pcts])}
 
 
 class ParamScheduler(Callback):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from ember.tabular.data import (
     BatchIndexSampler,
+    PartialBatchIndexSampler,
     SliceLoader,
     TabularDataLoaders,
     TabularPandas,
     TabularSplit,
     TensorBatches,
+    WeightedBatchIndexSampler,
     random_split_idx,
     tensor_loader,
 )
@@ -56,6 +58,8 @@ __all__ = [
     "tabular_learner",
     "TensorBatches",
     "BatchIndexSampler",
+    "WeightedBatchIndexSampler",
+    "PartialBatchIndexSampler",
     "SliceLoader",
     "tensor_loader",
     "random_split_idx",

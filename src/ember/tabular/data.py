@@ -13,6 +13,7 @@ workers, pinned memory and distributed samplers still behave as PyTorch users ex
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 import os
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ember.core.device import default_device
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
-from ember.data.loaders import DataLoaders, DeviceLoader
+from ember.data.loaders import DataLoaders, DeviceLoader, check_partial_n, train_weights, weighted_draws
 from ember.tabular.procs import TabularProc, TabularProcessor, _check_frame
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "TabularDataLoaders",
     "TensorBatches",
     "BatchIndexSampler",
+    "WeightedBatchIndexSampler",
+    "PartialBatchIndexSampler",
     "SliceLoader",
     "tensor_loader",
     "random_split_idx",
@@ -176,6 +179,50 @@ class BatchIndexSampler(Sampler):
         return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
 
 
+class WeightedBatchIndexSampler(BatchIndexSampler):
+    """Batches of positions drawn with replacement in proportion to `weights`: ``len(weights)`` of them an epoch.
+
+    Args:
+        weights: one non-negative weight per item (a 1-d tensor; they need not sum to 1).
+        bs: batch size.
+        drop_last: skip the last, incomplete batch.
+        generator: the torch Generator for the draws (``None``: torch's global one).
+    """
+
+    def __init__(
+        self, weights: torch.Tensor, bs: int, drop_last: bool = False, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(len(weights), bs, shuffle=True, drop_last=drop_last, generator=generator)
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        stop = self.n - self.n % self.bs if self.drop_last else self.n
+        if stop <= 0:
+            return
+        order = weighted_draws(self.weights, self.n, self.generator)  # (n,)
+        yield from order[:stop].split(self.bs)
+
+
+class PartialBatchIndexSampler(BatchIndexSampler):
+    """Batches of `n` distinct positions out of `n_items`, a fresh random choice every epoch.
+
+    ``n`` (what the batches hold in all) is the count a distributed loader divides, as for the other samplers.
+    """
+
+    def __init__(
+        self, n_items: int, n: int, bs: int, drop_last: bool = False, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(min(n, n_items), bs, shuffle=True, drop_last=drop_last, generator=generator)
+        self.n_items = n_items
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        stop = self.n - self.n % self.bs if self.drop_last else self.n
+        if stop <= 0:
+            return
+        order = torch.randperm(self.n_items, generator=self.generator)[: self.n]  # (n,)
+        yield from order[:stop].split(self.bs)
+
+
 def _identity(batch: Any) -> Any:
     # Module level (not a lambda) so that loaders with workers can pickle it.
     return batch
@@ -187,11 +234,18 @@ def tensor_loader(
     shuffle: bool = False,
     drop_last: bool = False,
     generator: torch.Generator | None = None,
+    sampler: BatchIndexSampler | None = None,
     **dl_kwargs: Any,
 ) -> DataLoader:
-    """A torch DataLoader whose batches are slices of `tensors` (one index op per tensor per batch)."""
+    """A torch DataLoader whose batches are slices of `tensors` (one index op per tensor per batch).
+
+    Args:
+        sampler: the batches of positions (a weighted or partial sampler); default: a :class:`BatchIndexSampler`
+            over every row built from `bs`, `shuffle`, `drop_last` and `generator`.
+    """
     ds = TensorBatches(*tensors)
-    sampler = BatchIndexSampler(len(ds), bs, shuffle=shuffle, drop_last=drop_last, generator=generator)
+    if sampler is None:
+        sampler = BatchIndexSampler(len(ds), bs, shuffle=shuffle, drop_last=drop_last, generator=generator)
     return DataLoader(ds, batch_size=None, sampler=sampler, collate_fn=_identity, **dl_kwargs)
 
 
@@ -262,12 +316,20 @@ class SliceLoader(DeviceLoader):
         """A copy over the same tensors with some settings changed (``bs``, ``shuffle``, ``drop_last``)."""
         if dl is None:
             s = self.dl.sampler
+            bs, shuffle = kwargs.pop("bs", s.bs), kwargs.pop("shuffle", None)
+            drop_last, generator = kwargs.pop("drop_last", s.drop_last), kwargs.pop("generator", s.generator)
+            sampler = None
+            if shuffle is None and type(s) is not BatchIndexSampler:
+                # A weighted or partial loader stays one, with the new batch size and generator.
+                sampler = copy.copy(s)
+                sampler.bs, sampler.drop_last, sampler.generator = check_bs(bs), drop_last, generator
             dl = tensor_loader(
                 self.dl.dataset.tensors,
-                bs=kwargs.pop("bs", s.bs),
-                shuffle=kwargs.pop("shuffle", s.shuffle),
-                drop_last=kwargs.pop("drop_last", s.drop_last),
-                generator=kwargs.pop("generator", s.generator),
+                bs=bs,
+                shuffle=s.shuffle if shuffle is None else shuffle,
+                drop_last=drop_last,
+                generator=generator,
+                sampler=sampler,
                 num_workers=kwargs.pop("num_workers", self.dl.num_workers),
                 pin_memory=kwargs.pop("pin_memory", self.dl.pin_memory),
                 **kwargs,
@@ -359,6 +421,7 @@ class TabularPandas:
         if len(train_idx) == 0:
             raise DataError("The training split is empty; check `valid_idx`/`splitter`/`valid_pct`.")
         self.splits = (train_idx, valid_idx)
+        self.n_rows = n
         proc = self.processor
         cols = proc._fit(df, train_idx)
         every_row = len(train_idx) == n and len(valid_idx) == 0 and bool((train_idx == np.arange(n)).all())
@@ -394,6 +457,31 @@ class TabularPandas:
         return TabularDataLoaders.from_tensors_of(
             self, bs=bs, val_bs=val_bs, shuffle=shuffle, drop_last=drop_last, device=device, seed=seed, **dl_kwargs
         )
+
+    def weighted_dataloaders(self, wgts: Sequence[float] | Any, bs: int = 64, **kwargs: Any) -> TabularDataLoaders:
+        """Loaders whose training loader draws rows in proportion to `wgts` (for imbalanced classes).
+
+        Each epoch it draws as many rows as the training split has, with replacement (weight 0: never drawn);
+        with `seed` (or after ``set_seed``) the draws repeat. The validation loader is unchanged.
+
+        Args:
+            wgts: non-negative weights, one per row of the DataFrame (the training rows' are used) or one per
+                training row.
+            kwargs: as for :meth:`dataloaders` (``val_bs``, ``device``, ``seed``, ``num_workers``, …).
+
+        Raises:
+            ConfigError: weights of another length, negative or not finite, or zero on every training row.
+        """
+        return TabularDataLoaders.from_tensors_of(self, bs=bs, wgts=wgts, **kwargs)
+
+    def partial_dataloaders(self, partial_n: int, bs: int = 64, **kwargs: Any) -> TabularDataLoaders:
+        """Loaders whose training loader reads a fresh random choice of `partial_n` distinct training rows each
+        epoch (a quick run on a large table); the validation loader is unchanged.
+
+        Raises:
+            ConfigError: `partial_n` is not a positive int.
+        """
+        return TabularDataLoaders.from_tensors_of(self, bs=bs, partial_n=partial_n, **kwargs)
 
 
 class TabularSplit(tuple):
@@ -460,9 +548,17 @@ class TabularDataLoaders(DataLoaders):
         drop_last: bool | None = None,
         device: torch.device | str | None = None,
         seed: int | None = None,
+        wgts: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        partial_n: int | None = None,
         **dl_kwargs: Any,
     ) -> TabularDataLoaders:
-        """Loaders over the tensors of a :class:`TabularPandas`."""
+        """Loaders over the tensors of a :class:`TabularPandas`.
+
+        Args:
+            wgts: weighted sampling of the training rows (see :meth:`TabularPandas.weighted_dataloaders`).
+            partial_n: each epoch a fresh random `partial_n` training rows (see
+                :meth:`TabularPandas.partial_dataloaders`).
+        """
         bs = check_bs(bs)
         val_bs = None if val_bs is None else check_bs(val_bs, "val_bs")
         check_dl_kwargs(dl_kwargs, "TabularDataLoaders")
@@ -480,8 +576,9 @@ class TabularDataLoaders(DataLoaders):
             # Small enough to live on the accelerator: slicing there saves a host-to-device copy per batch.
             train_t = tuple(t.to(device) for t in train_t)
             valid_t = tuple(t.to(device) for t in valid_t)
+        sampler = _random_sampler(to, n_train, bs, drop_last, shuffle, gen, wgts, partial_n)
         train = SliceLoader(
-            tensor_loader(train_t, bs, shuffle=shuffle, drop_last=drop, generator=gen, **dl_kwargs),
+            tensor_loader(train_t, bs, shuffle=shuffle, drop_last=drop, generator=gen, sampler=sampler, **dl_kwargs),
             device=device,
             n_inp=2,
             kinds=kinds,
@@ -656,6 +753,42 @@ class TabularDataLoaders(DataLoaders):
         dls = cls(train, None, device="cpu", n_inp=2)
         dls.processor = proc
         return dls
+
+
+def _random_sampler(
+    to: Any,
+    n_train: int,
+    bs: int,
+    drop_last: bool | None,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    wgts: Any,
+    partial_n: Any,
+) -> BatchIndexSampler | None:
+    """The weighted or partial training sampler of a table, or None for the usual shuffling."""
+    if wgts is None and partial_n is None:
+        return None
+    if wgts is not None and partial_n is not None:
+        raise ConfigError("Pass `wgts` (weighted loaders) or `partial_n` (partial loaders), not both.")
+    if not shuffle:
+        raise ConfigError(
+            "A weighted or partial training loader draws its rows at random, so it cannot keep them in order: "
+            "leave `shuffle` at True."
+        )
+    if wgts is not None:
+        source = None
+        n_rows = getattr(to, "n_rows", None)
+        if n_rows is not None:
+            source = (n_rows, to.splits[0])
+        weights = train_weights(wgts, n_train, source)
+        n = n_train
+    else:
+        n = check_partial_n(partial_n, n_train)
+    # Dropping the last incomplete batch keeps a batch of one away from BatchNorm (as for the usual loader).
+    drop = (n > bs) if drop_last is None else drop_last
+    if wgts is not None:
+        return WeightedBatchIndexSampler(weights, bs, drop_last=drop, generator=generator)
+    return PartialBatchIndexSampler(n_train, n, bs, drop_last=drop, generator=generator)
 
 
 def tabular_test_dl(
