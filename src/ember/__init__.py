@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from ember.core.errors import EmberError
     from ember.core.seed import set_seed
     from ember.data.loaders import DataLoaders
+    from ember.hub import from_hub, push_to_hub
     from ember.learner.learner import Learner
 
-__all__ = ["__version__", "EmberError", "set_seed", "DataLoaders", "Learner", "load_learner"]
+__all__ = ["__version__", "EmberError", "set_seed", "DataLoaders", "Learner", "load_learner", "push_to_hub", "from_hub"]
 
 _LAZY = {
     "EmberError": "ember.core.errors",
@@ -26,6 +27,8 @@ _LAZY = {
     "DataLoaders": "ember.data.loaders",
     "Learner": "ember.learner.learner",
     "load_learner": "ember.learner.export",
+    "push_to_hub": "ember.hub",
+    "from_hub": "ember.hub",
 }
 
 

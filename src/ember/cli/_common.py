@@ -208,7 +208,9 @@ def info_lines(rec: dict[str, Any], path: str | None = None) -> list[str]:
     it, if any)."""
     lines = []
     if path is not None:
-        lines.append(f"File: {path} ({Path(path).stat().st_size / 1e6:.2f} MB)")
+        from ember.hub import resolve_model_path  # an hf:// address is measured through its cached copy
+
+        lines.append(f"File: {path} ({resolve_model_path(path).stat().st_size / 1e6:.2f} MB)")
     model = rec["model"]
     lines.append(f"Written by ember {rec['ember_version']} (format {rec['format_version']})")
     lines.append(f"Learner: {rec.get('learner')}  application: {rec.get('application') or 'generic'}")

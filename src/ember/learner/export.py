@@ -243,6 +243,10 @@ def _open(path: Path) -> tuple[dict[str, Any], bytes]:
 
 def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON recipe of an ``.ember`` file (what `ember info` shows), after the file's checks."""
+    if isinstance(path, str) and path.startswith("hf://"):  # a model on the Hugging Face Hub (see ember.hub)
+        from ember.hub import resolve_model_path
+
+        path = resolve_model_path(path)
     return _open(Path(path))[0]
 
 
@@ -312,7 +316,8 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu", mo
     """Rebuild an inference learner from an ``.ember`` file, without unpickling or running code from it.
 
     Args:
-        path: the file `learn.export` wrote.
+        path: the file `learn.export` wrote, or a model on the Hugging Face Hub, ``"hf://user/name"`` or
+            ``"hf://user/name@revision"`` (downloaded once into the Hugging Face cache; see :mod:`ember.hub`).
         device: where the model runs.
         model: the model to load the weights into, when the file's model is a class of yours that ember cannot
             rebuild by itself.
@@ -320,6 +325,10 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu", mo
     from ember.core.device import default_device
 
     device = default_device(device)  # a device this machine lacks is a clear error before the file is read
+    if isinstance(path, str) and path.startswith("hf://"):
+        from ember.hub import resolve_model_path
+
+        path = resolve_model_path(path)
     path = Path(path)
     rec, weights = _open(path)
     app = rec.get("application")
