@@ -21,6 +21,7 @@ from ember.tabular.data import (
     tensor_loader,
 )
 from ember.tabular.frames import add_elapsed_times, df_shrink, df_shrink_dtypes, make_date
+from ember.tabular.interpret import permutation_importance, plot_importance, tabular_features
 from ember.tabular.learner import TabularLearner, tabular_learner
 from ember.tabular.model import TabularModel, emb_sz_rule, get_emb_sz, tabular_model
 from ember.tabular.procs import (
@@ -56,6 +57,9 @@ __all__ = [
     "get_emb_sz",
     "TabularLearner",
     "tabular_learner",
+    "permutation_importance",
+    "plot_importance",
+    "tabular_features",
     "TensorBatches",
     "BatchIndexSampler",
     "WeightedBatchIndexSampler",

@@ -26,6 +26,7 @@ from ember.tabular.data import (
     print_table,
     tabular_test_dl,
 )
+from ember.tabular.interpret import permutation_importance, plot_importance, tabular_features
 from ember.tabular.model import get_emb_sz, tabular_model
 from ember.tabular.procs import TabularProcessor
 
@@ -58,7 +59,8 @@ class TrainableCheck:
 @register_learner
 class TabularLearner(TrainableCheck, Learner):
     """A :class:`~ember.learner.Learner` for tables: adds :meth:`predict` (one row), :meth:`predict_df`
-    and :meth:`predict_batch` (many), :meth:`test_dl` and :meth:`show_results`.
+    and :meth:`predict_batch` (many), :meth:`test_dl`, :meth:`show_results` and
+    :meth:`permutation_importance` (which columns the model relies on).
 
     ``learn.export(path)`` writes the weights, the model recipe and the loaders' processing;
     ``ember.load_learner(path)`` gives back a ``TabularLearner`` whose ``predict``, ``predict_df`` and
@@ -202,6 +204,43 @@ class TabularLearner(TrainableCheck, Learner):
         if print_out:
             print_table(df, title="Results")
         return df
+
+    def permutation_importance(
+        self,
+        dl: Any = None,
+        metric: str | Any = None,
+        n_repeats: int = 5,
+        seed: int | None = None,
+        columns: Sequence[str] | dict[str, Sequence[str]] | None = None,
+        group_na: bool = True,
+        bs: int = 4096,
+    ) -> pd.DataFrame:
+        """Which columns the model relies on: how much shuffling each one across the validation rows (or `dl`)
+        worsens the loss, or `metric` (see :func:`~ember.tabular.interpret.permutation_importance`).
+
+        Args:
+            dl: the rows (default: the validation set), e.g. ``learn.test_dl(df, with_labels=True)``.
+            metric: ``None`` for the loss, the name of one of ``learn.metrics`` (``"accuracy"``), or a metric object
+                or function; a metric where higher is better still gives positive importance when shuffling hurts.
+            n_repeats: shuffles per column (the ``std`` column is their spread).
+            seed: repeatable shuffles.
+            columns: the columns to measure (default all), or ``{name: [column, ...]}`` to shuffle groups together.
+            group_na: shuffle FillMissing's ``<col>_na`` indicator with ``<col>`` (``False``: measure it alone).
+            bs: rows per forward pass.
+
+        Returns:
+            One row per column, most important first: ``column``, ``importance``, ``std``, ``score`` and
+            ``baseline``.
+
+        >>> learn.permutation_importance(metric="accuracy", seed=0).head()   # doctest: +SKIP
+        """
+        features = tabular_features(self.processor, columns, group_na=group_na)
+        return permutation_importance(self, features, dl=dl, metric=metric, n_repeats=n_repeats, seed=seed, bs=bs)
+
+    def plot_permutation_importance(self, k: int = 20, fname: str | None = None, **kwargs: Any) -> Any:
+        """A horizontal bar chart of the `k` most important columns with their std as error bars; returns the
+        matplotlib Figure (saved to `fname` if given). `kwargs` go to :meth:`permutation_importance`."""
+        return plot_importance(self.permutation_importance(**kwargs), k=k, fname=fname)
 
 
 def check_y_range(y_range: Any) -> tuple[float, float] | None:
