@@ -29,3 +29,13 @@ def test_cli_version_and_help():
     assert out.stdout.strip() == f"ember {__version__}"
     out = subprocess.run([sys.executable, "-m", "ember.cli", "--help"], capture_output=True, text=True, check=True)
     assert "demo" in out.stdout
+
+
+def test_vision_registers_every_image_block_without_optional_packages():
+    # a fresh process that loads an exported file imports ember.vision only: every block a file may name must be
+    # registered by then, while optional packages (pydicom) stay unimported until a file of theirs is read
+    out = _run(
+        "import sys, ember.vision; from ember.core.recipe import _REGISTRY; "
+        "print(all(n in _REGISTRY for n in ('ImageBlock', 'BBoxBlock', 'DicomBlock')), 'pydicom' in sys.modules)"
+    )
+    assert out == "True False"

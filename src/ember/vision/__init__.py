@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Imported for their side effect: they register the recipes (and model factory) that exported files name.
+# Imported for their side effect: they register the recipes (and model factory) that exported files name
+# (ember.medical's DicomBlock too; it imports pydicom only when a DICOM file is read).
+from ember import medical as _medical  # noqa: F401
 from ember.vision import augment as _augment  # noqa: F401
 from ember.vision import bbox as _bbox  # noqa: F401
 from ember.vision import core as _core  # noqa: F401
