@@ -14,14 +14,14 @@ import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from ember.core.errors import ConfigError, expected
+from ember.core.errors import ConfigError, DataError, expected
 
 __all__ = [
     "NormType",
@@ -37,6 +37,7 @@ __all__ = [
     "icnr_init",
     "PixelShuffle_ICNR",
     "SelfAttention",
+    "TimeDistributed",
     "SigmoidRange",
     "LinBnDrop",
     "Embedding",
@@ -131,7 +132,8 @@ def init_default(
         The same module, so that the call can wrap a constructor.
     """
     weight = getattr(module, "weight", None)
-    if func is not None and isinstance(weight, torch.Tensor):
+    # a meta tensor has no values to fill (and random fills on it import torch's compiler stack: seconds)
+    if func is not None and isinstance(weight, torch.Tensor) and not weight.is_meta:
         with torch.no_grad():
             func(weight)
     bias = getattr(module, "bias", None)
@@ -345,8 +347,14 @@ def res_block(
     )
 
 
+def _check_groups(name: str, groups: int, *channels: int) -> None:
+    # a grouped convolution splits its input and its output channels alike
+    if any(c % groups for c in channels):
+        raise ConfigError(expected(f"a divisor of the channels it splits, {channels}", name, groups))
+
+
 class ResBlock(nn.Module):
-    """The residual block of XResNet ("bag of tricks" ResNet-D).
+    """The residual block of XResNet ("bag of tricks" ResNet-D), with optional squeeze-and-excitation and attention.
 
     A basic block (two ``ks`` convolutions) when ``expansion == 1``, otherwise a bottleneck (1x1, ``ks``, 1x1).
     The input has ``ni`` channels, the branch's hidden width is ``nf`` and the output has ``nf * expansion``
@@ -359,9 +367,21 @@ class ResBlock(nn.Module):
         ni: input channels.
         nf: hidden width; the output has ``nf * expansion`` channels.
         stride: 1 or the downsampling factor.
-        groups: groups of the ``ks`` convolution (ResNeXt-style); must divide ``nf``.
+        groups: groups of the strided ``ks`` convolution (ResNeXt-style); must divide its channels.
         pool_first: in the shortcut, pool before (True) or after the 1x1 convolution.
         sa: add self-attention at the end of the branch.
+        reduction: add an :class:`ember.attention.SEModule` of this reduction at the end of the branch, before
+            any self-attention (None or 0: none).
+        nh1: width of a bottleneck's first 1x1 convolution (default ``nh2``).
+        nh2: width out of the strided ``ks`` convolution (default ``nf``).
+        dw: make the strided convolution depthwise (one group per input channel), instead of ``groups``.
+        g2: groups of the branch's last convolution; by default ``groups`` in a basic block, 1 in a bottleneck.
+        sa_type: ``"full"`` for :class:`SelfAttention`, ``"simple"`` for
+            :class:`ember.attention.SimpleSelfAttention` (fastai's XResNet choice: much cheaper on large maps).
+        sym: give the simple self-attention a symmetric weight.
+
+    Raises:
+        ConfigError: for a bad channel count, group count, ``reduction`` or ``sa_type``.
     """
 
     def __init__(
@@ -377,30 +397,52 @@ class ResBlock(nn.Module):
         pool_first: bool = True,
         sa: bool = False,
         ndim: int = 2,
+        reduction: int | None = None,
+        nh1: int | None = None,
+        nh2: int | None = None,
+        dw: bool = False,
+        g2: int | None = None,
+        sa_type: Literal["full", "simple"] = "full",
+        sym: bool = False,
     ) -> None:
         super().__init__()
+        nh2 = nf if nh2 is None else nh2
+        nh1 = nh2 if nh1 is None else nh1
         for name, value in (("expansion", expansion), ("ni", ni), ("nf", nf), ("stride", stride), ("groups", groups)):
             _check_positive_int(name, value)
-        if nf % groups:
-            raise ConfigError(expected(f"a divisor of nf={nf}", "groups", groups))
+        for name, value in (("nh1", nh1), ("nh2", nh2)):
+            _check_positive_int(name, value)
+        if reduction is not None and reduction != 0:
+            _check_positive_int("reduction", reduction)
+        if sa_type not in ("full", "simple"):
+            raise ConfigError(expected("a self-attention kind", "sa_type", sa_type, valid=("full", "simple")))
+        if sym and sa_type != "simple":
+            raise ConfigError(expected('"simple" when sym=True', "sa_type", sa_type))
         _check_ndim(ndim)
         _check_norm_type(norm_type)
         n_out = nf * expansion
         last_norm = "batch_zero" if norm_type == "batch" else norm_type
         common = {"ndim": ndim, "act_cls": act_cls, "norm_type": norm_type}
-        if expansion == 1:
-            branch = [
-                ConvLayer(ni, nf, ks, stride=stride, groups=groups, **common),
-                ConvLayer(nf, n_out, ks, groups=groups, ndim=ndim, norm_type=last_norm, act_cls=None),
-            ]
-        else:
-            branch = [
-                ConvLayer(ni, nf, 1, **common),
-                ConvLayer(nf, nf, ks, stride=stride, groups=groups, **common),
-                ConvLayer(nf, n_out, 1, ndim=ndim, norm_type=last_norm, act_cls=None),
-            ]
+        last = {"ndim": ndim, "norm_type": last_norm, "act_cls": None}
+        mid_in = ni if expansion == 1 else nh1  # input of the strided ks convolution
+        g2 = (groups if expansion == 1 else 1) if g2 is None else g2
+        _check_positive_int("g2", g2)
+        if dw:
+            groups = mid_in
+        _check_groups("groups", groups, mid_in, nh2)
+        _check_groups("g2", g2, nh2, n_out)
+        branch = [] if expansion == 1 else [ConvLayer(ni, nh1, 1, **common)]
+        branch += [
+            ConvLayer(mid_in, nh2, ks, stride=stride, groups=groups, **common),
+            ConvLayer(nh2, n_out, ks if expansion == 1 else 1, groups=g2, **last),
+        ]
+        # imported here: ember.attention builds on this module
+        from ember.attention import SEModule, SimpleSelfAttention
+
+        if reduction:
+            branch.append(SEModule(n_out, reduction, act_cls=act_cls, ndim=ndim))
         if sa:
-            branch.append(SelfAttention(n_out))
+            branch.append(SelfAttention(n_out) if sa_type == "full" else SimpleSelfAttention(n_out, sym=sym))
         self.convpath = nn.Sequential(*branch)
 
         shortcut: list[nn.Module] = []
@@ -613,6 +655,60 @@ class SelfAttention(nn.Module):
         attn = F.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # (B, N, N): row i weighs every position j
         out = torch.bmm(v, attn.transpose(1, 2))  # (B, C, N)
         return x + self.gamma * out.view_as(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# wrappers
+# --------------------------------------------------------------------------------------------------------------
+
+
+class TimeDistributed(nn.Module):
+    """Apply ``module`` to every step of a sequence: inputs ``(B, T, ...)`` (time at ``tdim``) give ``(B, T, ...)``.
+
+    By default the steps are folded into the batch and ``module`` runs once on ``(B * T, ...)``; ``low_mem``
+    runs it once per step (less memory, slower). Several inputs, tuple outputs and keyword arguments work.
+
+    Args:
+        module: the module to apply to each step.
+        low_mem: run the steps one at a time.
+        tdim: the time dimension of the inputs and outputs (0 for sequence-first ``(T, B, ...)``).
+
+    Raises:
+        ConfigError: for a negative ``tdim``.
+        DataError: (when called) for inputs without a ``tdim`` or of different lengths along it.
+
+    >>> TimeDistributed(nn.Linear(4, 2))(torch.zeros(3, 5, 4)).shape
+    torch.Size([3, 5, 2])
+    """
+
+    def __init__(self, module: nn.Module, low_mem: bool = False, tdim: int = 1) -> None:
+        super().__init__()
+        if isinstance(tdim, bool) or not isinstance(tdim, numbers.Integral) or tdim < 0:
+            raise ConfigError(expected("a non-negative dimension index", "tdim", tdim))
+        self.module = module
+        self.low_mem = low_mem
+        self.tdim = int(tdim)
+
+    def forward(self, *tensors: torch.Tensor, **kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        sizes = [tuple(t.shape) for t in tensors]
+        if not tensors or any(len(size) <= max(self.tdim, 1) for size in sizes):
+            raise DataError(expected(f"tensors with a batch dim and a time dim tdim={self.tdim}", "shapes", sizes))
+        steps_in = [t.movedim(self.tdim, 1) for t in tensors]  # (B, T, ...)
+        if len({t.shape[:2] for t in steps_in}) != 1:
+            raise DataError(expected(f"the same batch size and length along tdim={self.tdim}", "shapes", sizes))
+        b, n = steps_in[0].shape[:2]
+        if self.low_mem:
+            outs = [self.module(*(t[:, i] for t in steps_in), **kwargs) for i in range(n)]
+            if isinstance(outs[0], tuple):
+                return tuple(torch.stack(o, dim=self.tdim) for o in zip(*outs))
+            return torch.stack(outs, dim=self.tdim)
+        out = self.module(*(t.reshape(b * n, *t.shape[2:]) for t in steps_in), **kwargs)  # (B * T, ...)
+        if isinstance(out, tuple):
+            return tuple(o.reshape(b, n, *o.shape[1:]).movedim(1, self.tdim) for o in out)
+        return out.reshape(b, n, *out.shape[1:]).movedim(1, self.tdim)  # (B, T, ...), T moved back to tdim
+
+    def extra_repr(self) -> str:
+        return f"low_mem={self.low_mem}, tdim={self.tdim}"
 
 
 # --------------------------------------------------------------------------------------------------------------
