@@ -236,8 +236,9 @@ def test_dicom_block_trains_exports_and_predicts(tmp_path):
         get_y=parent_label,
         item_tfms=[Resize(16)],
     ).dataloaders(root, bs=4, device="cpu", num_workers=0)
-    xb, yb = dls.one_batch()
+    xb, yb = dls.valid.one_batch()  # both classes (a shuffled training batch may hold only the darker one)
     assert xb.shape == (4, 3, 16, 16) and xb.dtype == torch.float32 and 0.5 < float(xb.max()) <= 1.0
+    assert sorted(yb.tolist()) == [0, 0, 1, 1]
     dls.show_batch(max_n=2)
     learn = vision_learner(dls, "xresnet_tiny", pretrained=False, lin_ftrs=[8], path=tmp_path)
     learn.fit(1, 1e-3)
