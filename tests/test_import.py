@@ -17,9 +17,15 @@ def test_import_ember_does_not_import_torch():
     assert version.count(".") == 2
 
 
-def test_lazy_names_resolve():
-    out = _run("import ember; print(ember.Learner.__name__, ember.set_seed.__name__, ember.EmberError.__name__)")
-    assert out == "Learner set_seed EmberError"
+def test_lazy_names_resolve_and_vision_registers_every_image_block():
+    # A fresh process that loads an exported file imports ember.vision only: every block a file may name must be
+    # registered by then, while optional packages (pydicom) stay unimported until a file of theirs is read.
+    out = _run(
+        "import sys, ember; print(ember.Learner.__name__, ember.set_seed.__name__, ember.EmberError.__name__); "
+        "import ember.vision; from ember.core.recipe import _REGISTRY; "
+        "print(all(n in _REGISTRY for n in ('ImageBlock', 'BBoxBlock', 'DicomBlock')), 'pydicom' in sys.modules)"
+    )
+    assert out.splitlines() == ["Learner set_seed EmberError", "True False"]
 
 
 def test_cli_version_and_help():
@@ -29,13 +35,3 @@ def test_cli_version_and_help():
     assert out.stdout.strip() == f"ember {__version__}"
     out = subprocess.run([sys.executable, "-m", "ember.cli", "--help"], capture_output=True, text=True, check=True)
     assert "demo" in out.stdout
-
-
-def test_vision_registers_every_image_block_without_optional_packages():
-    # a fresh process that loads an exported file imports ember.vision only: every block a file may name must be
-    # registered by then, while optional packages (pydicom) stay unimported until a file of theirs is read
-    out = _run(
-        "import sys, ember.vision; from ember.core.recipe import _REGISTRY; "
-        "print(all(n in _REGISTRY for n in ('ImageBlock', 'BBoxBlock', 'DicomBlock')), 'pydicom' in sys.modules)"
-    )
-    assert out == "True False"
