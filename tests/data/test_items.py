@@ -178,6 +178,11 @@ def test_end_mask_file_and_random_subset_splitters(tmp_path):
         FileSplitter(tmp_path / "other.txt")(files)
     with pytest.raises(DataError, match="cannot read"):
         FileSplitter(tmp_path / "missing.txt")
+    # Items that are not paths (numbers, the rows of a DataFrame) are refused, pointing to the splitters for them.
+    with pytest.raises(DataError, match=r"file paths.*`items\[0\]=1` \(int\).*ColSplitter"):
+        FileSplitter(tmp_path / "valid.txt")([1, 2, 3])
+    with pytest.raises(DataError, match="DataFrame.*FuncSplitter"):
+        FileSplitter(tmp_path / "valid.txt")(pd.DataFrame({"fname": ["1.jpg", "2.jpg"]}))
 
     many = list(range(100))
     train, valid = RandomSubsetSplitter(0.3, 0.1, seed=1)(many)

@@ -139,6 +139,56 @@ class Column(torch.nn.Module):
         return self.lin(x[:, None] / 40)  # (B,) -> (B, 2)
 
 
+@pytest.mark.parametrize("kind", ["weighted", "partial"])
+def test_predictions_on_the_training_set_come_in_dataset_order(kind):
+    from ember.learner.learner import Learner
+
+    dsets = make_dsets()
+    wgts = np.zeros(40)
+    wgts[:4] = 1  # the loader draws items 0..3 only
+    set_seed(0)
+    if kind == "weighted":  # the last partial batch kept: only the sampler reorders
+        dls = dsets.weighted_dataloaders(wgts, bs=64, **CPU)  # fewer items than bs: nothing dropped
+    else:
+        dls = dsets.partial_dataloaders(10, bs=8, drop_last=False, **CPU)
+    assert not dls.train.drop_last
+    learn = Learner(dls, Column(), loss_func=torch.nn.CrossEntropyLoss())
+    learn.silent = True
+    gen = dls.train.dl.sampler.generator
+    state = gen.get_state()
+    preds, targs = learn.get_preds(ds_idx=0)
+    assert preds.shape == (32, 2) and targs.tolist() == [i % 2 for i in range(32)]  # every item once, in order
+    assert torch.equal(gen.get_state(), state)  # the loader's own draws are untouched
+    assert len(drawn(dls.train)) == (32 if kind == "weighted" else 10)
+
+
+def test_a_rebuilt_loader_draws_from_its_own_generator():
+    set_seed(0)
+    dls = make_dsets().weighted_dataloaders(np.arange(40.0), bs=8, **CPU)
+    small = dls.new(bs=4)
+    assert small.train.dl.sampler.generator is not dls.train.dl.sampler.generator
+    first = drawn(small.train)
+    assert drawn(dls.train) == first  # both start where the original was; reading one did not move the other
+    set_seed(0)
+    plain = make_dsets().dataloaders(bs=8, **CPU)
+    copy = plain.new(bs=4)
+    assert drawn(copy.train) == drawn(plain.train)
+    to = TabularPandas(_table(), cont_names=["row"], y_names="y", splits=(range(50), range(50, 60)))
+    table = to.weighted_dataloaders(np.arange(60.0), bs=10, seed=0, device="cpu")
+    rebuilt = table.new(bs=5)
+    assert _rows(rebuilt.train) == _rows(table.train)
+
+
+def test_huge_weights_do_not_overflow_into_one_item():
+    dsets = make_dsets()
+    set_seed(0)
+    dls = dsets.weighted_dataloaders(np.r_[np.full(32, 1e308), np.ones(8)], bs=8, **CPU)  # their sum is inf
+    assert len(set(drawn(dls.train, epochs=3))) > 20  # 96 draws of 32 equal weights, not item 31 alone
+    tiny = np.zeros(40)
+    tiny[[5, 6]] = 1e-320  # subnormal
+    assert set(drawn(dsets.weighted_dataloaders(tiny, bs=8, **CPU).train, epochs=3)) == {5, 6}
+
+
 def test_a_resumed_weighted_fit_draws_what_the_whole_run_drew(tmp_path):
     from ember.core.errors import CallbackError
     from ember.learner.callback import Callback
@@ -277,9 +327,50 @@ def test_bad_weights_and_partial_counts_are_clear_errors():
     with pytest.raises(ConfigError, match="not both"):
         dsets.dataloaders(wgts=[1.0] * 40, partial_n=4, **CPU)
     to = TabularPandas(_table(), cont_names=["row"], y_names="y", splits=(range(50), range(50, 60)))
-    with pytest.raises(ConfigError, match=r"item of the source \(60\) or one weight per training item \(50\)"):
+    with pytest.raises(ConfigError, match=r"row of the DataFrame \(60\) or one weight per training row \(50\)"):
         to.weighted_dataloaders(np.ones(59), device="cpu")
-    with pytest.raises(ConfigError, match="weight 0"):
+    with pytest.raises(ConfigError, match="Every training row has weight 0"):
         to.weighted_dataloaders(np.zeros(60), device="cpu")
     with pytest.raises(ConfigError, match="`partial_n`"):
         to.partial_dataloaders(2.5, device="cpu")
+    with pytest.raises(ConfigError, match="own sampler: do not pass `sampler`"):
+        to.weighted_dataloaders(np.ones(60), device="cpu", sampler=range(50))
+
+
+def test_missing_weights_or_counts_are_errors_not_the_usual_loaders():
+    # None means "not weighted" inside `dataloaders`: the weighted/partial methods must not quietly fall back.
+    db = DataBlock([RegressionBlock(), CategoryBlock()], get_x=value, get_y=parity, splitter=IndexSplitter([0]))
+    to = TabularPandas(_table(), cont_names=["row"], y_names="y", splits=(range(50), range(50, 60)))
+    for make in (
+        lambda: make_dsets().weighted_dataloaders(None, **CPU),
+        lambda: db.weighted_dataloaders(list(range(10)), None, **CPU),
+        lambda: to.weighted_dataloaders(None, device="cpu"),
+    ):
+        with pytest.raises(ConfigError, match="Expected `wgts` to be one weight per (item|row); received `wgts=None`"):
+            make()
+    for make in (
+        lambda: make_dsets().partial_dataloaders(None, **CPU),
+        lambda: db.partial_dataloaders(list(range(10)), None, **CPU),
+        lambda: to.partial_dataloaders(None, device="cpu"),
+    ):
+        with pytest.raises(ConfigError, match="received `partial_n=None`"):
+            make()
+
+
+def test_datablock_refuses_conflicting_arguments_before_reading_any_item():
+    read = []
+
+    def slow_value(item: int) -> float:
+        read.append(item)
+        return float(item)
+
+    db = DataBlock([RegressionBlock(), CategoryBlock()], get_x=slow_value, get_y=parity, splitter=IndexSplitter([0]))
+    source = list(range(10))
+    for kwargs, message in (
+        ({"shuffle": False}, "cannot keep the training order"),
+        ({"sampler": range(9)}, "do not pass `sampler`"),
+        ({"partial_n": 3}, "not both"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            db.weighted_dataloaders(source, np.ones(10), cache=True, **kwargs, **CPU)
+    assert read == []  # refused before the cache was filled

@@ -200,6 +200,20 @@ def test_tabular_pandas_splits_as_pandas_for_other_models():
     assert unlabelled.train.y is None and unlabelled.train.xs.shape == (40, 2)
 
 
+def test_editing_the_pandas_target_leaves_the_training_targets_alone():
+    df = _table(40)
+    to = TabularPandas(df, PROCS, ["cat1"], ["num2"], "label", splits=(range(30), range(30, 40)))
+    reg = TabularPandas(df, PROCS, ["cat1"], ["num1"], ["value", "num2"], y_block="regression")
+    before, reg_before = to.train[2].clone(), reg.train[2].clone()
+    y, reg_y = to.train.y, reg.train.y
+    # Without copy-on-write (pandas 2) a Series over the tensor's memory would write through to it.
+    assert not np.shares_memory(y.to_numpy(), to.train[2].numpy())
+    assert not np.shares_memory(reg_y.to_numpy(), reg.train[2].numpy())
+    y.iloc[:5] = 7
+    reg_y.iloc[:5, 0] = -100.0
+    assert torch.equal(to.train[2], before) and torch.equal(reg.train[2], reg_before)
+
+
 def test_from_csv(tmp_path):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)

@@ -626,10 +626,11 @@ class DataBlock:
             device: where batches go (default: CUDA when available).
             kwargs: passed to :class:`torch.utils.data.DataLoader`.
         """
-        from ember.data.loaders import DataLoaders, check_partial_n, train_weights
+        from ember.data.loaders import DataLoaders, check_partial_n, check_random_loader_args, train_weights
 
+        # Weighted or partial loaders: bad arguments are reported before the cache is filled (minutes on large data).
+        check_random_loader_args(kwargs.get("wgts"), kwargs.get("partial_n"), shuffle, kwargs)
         dsets = self.datasets(source, cache=cache)
-        # Weighted or partial loaders: bad weights are reported before the cache is filled (minutes on large data).
         if kwargs.get("wgts") is not None:
             train_idx = dsets.splits[0]
             train_weights(kwargs["wgts"], len(train_idx), (dsets.n_source, dsets.source_positions(train_idx)))
@@ -661,17 +662,27 @@ class DataBlock:
             kwargs: as for :meth:`dataloaders`.
 
         Raises:
-            ConfigError: weights of another length, negative or not finite, or zero on every training item.
+            ConfigError: no weights (None), weights of another length, negative or not finite, or zero on every
+                training item.
         """
+        from ember.data.loaders import require_arg
+
+        require_arg(wgts, "wgts", "one weight per item")
         return self.dataloaders(source, bs=bs, wgts=wgts, **kwargs)
 
     def partial_dataloaders(self, source: Any, partial_n: int, bs: int = 64, **kwargs: Any) -> Any:
         """Like :meth:`dataloaders`, but each epoch the training loader reads a fresh random choice of `partial_n`
         distinct training items (a quick run on a large dataset). The validation loader is unchanged.
 
+        With ``drop_last`` (the default) and `partial_n` of at least `bs`, an epoch reads whole batches only:
+        ``partial_n=15, bs=10`` reads 10 items.
+
         Raises:
             ConfigError: `partial_n` is not a positive int.
         """
+        from ember.data.loaders import require_arg
+
+        require_arg(partial_n, "partial_n", "a positive int (the training items read each epoch)")
         return self.dataloaders(source, bs=bs, partial_n=partial_n, **kwargs)
 
     def summary(self, source: Any, bs: int = 4, device: Any = "cpu") -> None:

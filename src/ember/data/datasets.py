@@ -409,21 +409,31 @@ class Datasets(Dataset):
             kwargs: as for :meth:`dataloaders` (``num_workers``, ``device``, ``batch_tfms``, …).
 
         Raises:
-            ConfigError: weights of another length, negative or not finite, or zero on every training item.
+            ConfigError: no weights (None), weights of another length, negative or not finite, or zero on every
+                training item.
 
         >>> counts = {"cat": 90, "dog": 10}                                        # doctest: +SKIP
         >>> wgts = [1 / counts[label] for label in labels]                         # doctest: +SKIP
         >>> dls = dsets.weighted_dataloaders(wgts, bs=32)                          # doctest: +SKIP
         """
+        from ember.data.loaders import require_arg
+
+        require_arg(wgts, "wgts", "one weight per item")
         return self.dataloaders(bs=bs, wgts=wgts, **kwargs)
 
     def partial_dataloaders(self, partial_n: int, bs: int = 64, **kwargs: Any) -> Any:
         """Loaders whose training loader reads a fresh random choice of `partial_n` distinct training items each
         epoch (a quick run on a large dataset); the validation loader is unchanged.
 
+        With ``drop_last`` (the default) and `partial_n` of at least `bs`, an epoch reads whole batches only:
+        ``partial_n=15, bs=10`` reads 10 items.
+
         Raises:
             ConfigError: `partial_n` is not a positive int.
         """
+        from ember.data.loaders import require_arg
+
+        require_arg(partial_n, "partial_n", "a positive int (the training items read each epoch)")
         return self.dataloaders(bs=bs, partial_n=partial_n, **kwargs)
 
     # -- the cache --------------------------------------------------------------------------------------

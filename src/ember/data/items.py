@@ -144,6 +144,11 @@ def _n_items(items: Any) -> int:
         raise DataError(f"A splitter needs a sized list of items; received a {type(items).__name__}.") from e
 
 
+def _short_repr(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _iter_items(items: Any) -> Iterable[Any]:
     """Items one by one; a DataFrame's rows as Series."""
     if hasattr(items, "iloc") and hasattr(items, "columns"):
@@ -401,8 +406,19 @@ class FileSplitter:
             raise DataError(f"FileSplitter: {str(path)!r} names no file (one validation file name per line).")
 
     def __call__(self, items: Sequence[Any]) -> Split:
+        other = "Split other items with ColSplitter (a column marking the validation rows) or FuncSplitter."
+        if hasattr(items, "iloc") and hasattr(items, "columns"):
+            raise DataError(
+                f"{self!r} splits file paths; received a DataFrame of items. {other} For example "
+                "FuncSplitter(lambda row: Path(row['fname']).name in names), with your file-name column."
+            )
         train, valid = [], []
-        for i, item in enumerate(items):
+        for i, item in enumerate(_iter_items(items)):
+            if not isinstance(item, (str, os.PathLike)):
+                raise DataError(
+                    f"{self!r} splits file paths (str or os.PathLike); received "
+                    f"`items[{i}]={_short_repr(item)}` ({type(item).__name__}). {other}"
+                )
             (valid if Path(item).name in self.names else train).append(i)
         hint = f"None of the items' file names is among the {len(self.names)} listed in {str(self.fname)!r}."
         return _check_split(train, valid, repr(self), hint if not valid else "")

@@ -300,8 +300,16 @@ def _loader_generator() -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
 
 
-def train_weights(wgts: Any, n_train: int, source: tuple[int, Sequence[int]] | None = None) -> torch.Tensor:
+def train_weights(
+    wgts: Any,
+    n_train: int,
+    source: tuple[int, Sequence[int]] | None = None,
+    nouns: tuple[str, str] = ("item of the source", "training item"),
+) -> torch.Tensor:
     """Check sampling weights and return those of the training items (float64, one per training item).
+
+    The weights returned are scaled so that the largest is 1: their sum stays finite however large they were,
+    and the draws are the same (only the ratios count).
 
     Args:
         wgts: one non-negative weight per training item, or (when `source` is given) one per item of the whole
@@ -310,19 +318,21 @@ def train_weights(wgts: Any, n_train: int, source: tuple[int, Sequence[int]] | N
         n_train: the number of training items.
         source: ``(n_items, train_positions)``: how many items the source has and where the training items are
             in it.
+        nouns: what the messages call an item of the source and a training item (``("row of the DataFrame",
+            "training row")`` for a table).
 
     Raises:
         ConfigError: weights that are not numbers, of another length, negative or not finite, or all zero on
             the training items.
     """
+    source_noun, train_noun = nouns
     try:
         arr = np.asarray(wgts.detach().cpu() if isinstance(wgts, torch.Tensor) else wgts, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ConfigError(expected("a sequence of numbers, one weight per item", "wgts", _short(wgts))) from e
+        raise ConfigError(expected(f"a sequence of numbers, one weight per {train_noun}", "wgts", _short(wgts))) from e
     sizes = [n_train] if source is None or source[0] == n_train else [source[0], n_train]
     what = " or ".join(
-        f"one weight per {'item of the source' if source is not None and k == source[0] else 'training item'} ({k})"
-        for k in sizes
+        f"one weight per {source_noun if source is not None and k == source[0] else train_noun} ({k})" for k in sizes
     )
     if arr.ndim != 1 or len(arr) not in sizes:
         raise ConfigError(f"Expected `wgts` to hold {what}; received {arr.size} weights of shape {arr.shape}.")
@@ -331,15 +341,19 @@ def train_weights(wgts: Any, n_train: int, source: tuple[int, Sequence[int]] | N
         i = int(bad[0])
         raise ConfigError(
             f"Expected `wgts` to be non-negative finite numbers; received `wgts[{i}]={float(arr[i])!r}` "
-            f"({len(bad)} such weight(s)). A weight of 0 leaves an item out; a larger one draws it more often."
+            f"({len(bad)} such weight(s)). A weight of 0 is never drawn; a larger one is drawn more often."
         )
     if source is not None and len(arr) == source[0]:
         arr = arr[np.asarray(source[1], dtype=np.int64)]  # (n_train,)
-    if n_train and not arr.sum() > 0:
+    top = arr.max() if len(arr) else 0.0
+    if n_train and not top > 0:
         raise ConfigError(
-            "Every training item has weight 0 in `wgts`, so none can be drawn: give at least one training item a "
-            "positive weight (the validation items' weights are not used)."
+            f"Every {train_noun} has weight 0 in `wgts`, so none can be drawn: give at least one {train_noun} a "
+            "positive weight (the validation weights are not used)."
         )
+    if len(arr):
+        # Weights near the float64 limit would sum to inf, and every draw would land on the last positive one.
+        arr = arr / top  # (n_train,) in [0, 1]
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -360,7 +374,8 @@ def weighted_draws(weights: torch.Tensor, n: int, generator: torch.Generator | N
 
     Inverse-CDF sampling of sorted uniforms, then shuffled: unlike ``torch.multinomial`` it has no limit of 2**24
     items, and sorted look-ups make it several times faster on millions of items (about 3 s instead of 30 s for
-    16 million on one core). A weight of 0 is never drawn. `weights` are non-negative float64, not all zero.
+    16 million on one core). A weight of 0 is never drawn. `weights` are non-negative float64, not all zero, with
+    a finite sum (:func:`train_weights` returns them so).
     """
     cdf = weights.cumsum(0)  # (N,)
     # n sorted uniforms in [0, total): the partial sums of n + 1 exponential draws, over their sum.
@@ -422,9 +437,13 @@ def loading_settings(dl: DataLoader) -> dict[str, Any]:
 def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
     """Rebuild a torch DataLoader with the same settings but a few changed."""
     settings = {"batch_size": dl.batch_size if bs is None else bs, "drop_last": dl.drop_last, **loading_settings(dl)}
+    if "generator" not in kwargs and isinstance(dl.generator, torch.Generator):
+        # The copy draws from a generator of its own, starting where the original's is now: reading one loader
+        # leaves the other's draws alone.
+        settings["generator"] = torch.Generator(dl.generator.device).set_state(dl.generator.get_state())
     settings.update(kwargs)
     if shuffle is None and _keeps_sampler(dl.sampler, dl.dataset):
-        # A weighted or partial loader stays one; a new generator (a copy's own) goes to its sampler.
+        # A weighted or partial loader stays one, its sampler drawing from the copy's generator.
         sampler = copy.copy(dl.sampler)
         sampler.generator = settings["generator"]
         return DataLoader(dl.dataset, sampler=sampler, **settings)
@@ -483,20 +502,43 @@ def _label_getters(dsets: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _random_sampler_of(
-    dsets: Any, n_train: int, wgts: Any, partial_n: Any, shuffle: bool, common: dict[str, Any]
-) -> Sampler:
-    """The weighted or partial training sampler of :meth:`DataLoaders.from_dsets`, with its own generator."""
+def check_random_loader_args(wgts: Any, partial_n: Any, shuffle: bool, dl_kwargs: dict[str, Any]) -> None:
+    """Refuse what a weighted or partial training loader cannot do, before any work (filling a cache) starts.
+
+    Nothing is checked when neither `wgts` nor `partial_n` is given (the usual loaders). The weights and the count
+    themselves are checked by :func:`train_weights` and :func:`check_partial_n`.
+
+    Raises:
+        ConfigError: both given, ``shuffle=False``, or a ``sampler``/``batch_sampler`` in `dl_kwargs`.
+    """
+    if wgts is None and partial_n is None:
+        return
     if wgts is not None and partial_n is not None:
         raise ConfigError("Pass `wgts` (weighted loaders) or `partial_n` (partial loaders), not both.")
+    what = "weighted" if wgts is not None else "partial"
     if not shuffle:
-        what = "weighted" if wgts is not None else "partial"
         raise ConfigError(
-            f"A {what} training loader draws its items at random, so it cannot keep them in order: leave "
-            "`shuffle` at True (a loader in order: dataloaders(..., shuffle=False) without weights)."
+            f"A {what} training loader draws at random, so it cannot keep the training order: leave `shuffle` at "
+            "True (for a loader in order, build one without weights or partial_n, with shuffle=False)."
         )
-    if "sampler" in common or "batch_sampler" in common:
-        raise ConfigError("Weighted and partial loaders make their own sampler: do not pass `sampler`/`batch_sampler`.")
+    given = [k for k in ("sampler", "batch_sampler") if dl_kwargs.get(k) is not None]
+    if given:
+        raise ConfigError(f"A {what} training loader makes its own sampler: do not pass `{given[0]}`.")
+
+
+def require_arg(value: Any, name: str, what: str) -> None:
+    """ConfigError when `value` (an argument that a weighted or partial loader needs) is None: inside
+    ``dataloaders`` None means "not weighted", so a variable never filled in would quietly give the usual loaders.
+    """
+    if value is None:
+        raise ConfigError(
+            expected(what, name, None, hint="Fill it in, or call `dataloaders` for the usual training loader.")
+        )
+
+
+def _random_sampler_of(dsets: Any, n_train: int, wgts: Any, partial_n: Any, common: dict[str, Any]) -> Sampler:
+    """The weighted or partial training sampler of :meth:`DataLoaders.from_dsets`, with its own generator
+    (the arguments already passed :func:`check_random_loader_args`)."""
     if n_train == 0:
         raise DataError("The training set is empty: weighted and partial loaders need training items to draw from.")
     gen = common.get("generator") or _loader_generator()
@@ -610,15 +652,16 @@ class DataLoaders:
             dl_kwargs: passed to :class:`torch.utils.data.DataLoader`.
 
         Raises:
-            ConfigError: bad `wgts` or `partial_n`, both given, or either with ``shuffle=False``.
+            ConfigError: bad `wgts` or `partial_n`, both given, or either with ``shuffle=False`` or a ``sampler``.
         """
+        check_random_loader_args(wgts, partial_n, shuffle, dl_kwargs)
         device = default_device(device)
         train_ds, valid_ds = dsets.train, dsets.valid
         common = {"num_workers": num_workers, "device": device, **dl_kwargs}
         if wgts is None and partial_n is None:
             train_dl = make_loader(train_ds, bs, shuffle=shuffle, drop_last=drop_last and len(train_ds) >= bs, **common)
         else:
-            sampler = _random_sampler_of(dsets, len(train_ds), wgts, partial_n, shuffle, common)
+            sampler = _random_sampler_of(dsets, len(train_ds), wgts, partial_n, common)
             n_draw = len(sampler)
             common_train = {**common, "generator": sampler.generator}
             train_dl = make_loader(train_ds, bs, sampler=sampler, drop_last=drop_last and n_draw >= bs, **common_train)

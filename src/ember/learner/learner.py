@@ -66,8 +66,12 @@ def _in_dataset_order(loader: DeviceLoader) -> DeviceLoader:
     dl = loader.dl
     shuffles = getattr(loader, "shuffle", None)
     if not isinstance(shuffles, bool):
-        shuffles = isinstance(dl.sampler, torch.utils.data.RandomSampler) and isinstance(
-            dl.batch_sampler, torch.utils.data.BatchSampler
+        # Any sampler of a map-style dataset other than the sequential one reorders the items: a shuffling, a
+        # weighted (items repeated, others missing) or a partial one. A custom batch sampler is left as it is.
+        shuffles = (
+            isinstance(dl.batch_sampler, torch.utils.data.BatchSampler)
+            and not isinstance(dl.dataset, torch.utils.data.IterableDataset)
+            and not isinstance(dl.sampler, torch.utils.data.SequentialSampler)
         )
     drops = bool(getattr(loader, "drop_last", False))
     if not (shuffles or drops):

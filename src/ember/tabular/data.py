@@ -29,7 +29,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ember.core.device import default_device
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
-from ember.data.loaders import DataLoaders, DeviceLoader, check_partial_n, train_weights, weighted_draws
+from ember.data.loaders import (
+    DataLoaders,
+    DeviceLoader,
+    check_partial_n,
+    check_random_loader_args,
+    require_arg,
+    train_weights,
+    weighted_draws,
+)
 from ember.tabular.procs import TabularProc, TabularProcessor, _check_frame
 
 __all__ = [
@@ -317,7 +325,10 @@ class SliceLoader(DeviceLoader):
         if dl is None:
             s = self.dl.sampler
             bs, shuffle = kwargs.pop("bs", s.bs), kwargs.pop("shuffle", None)
-            drop_last, generator = kwargs.pop("drop_last", s.drop_last), kwargs.pop("generator", s.generator)
+            drop_last, generator = kwargs.pop("drop_last", s.drop_last), kwargs.pop("generator", None)
+            if generator is None and isinstance(s.generator, torch.Generator):
+                # The copy draws from a generator of its own, starting where the original's is now.
+                generator = torch.Generator(s.generator.device).set_state(s.generator.get_state())
             sampler = None
             if shuffle is None and type(s) is not BatchIndexSampler:
                 # A weighted or partial loader stays one, with the new batch size and generator.
@@ -470,17 +481,23 @@ class TabularPandas:
             kwargs: as for :meth:`dataloaders` (``val_bs``, ``device``, ``seed``, ``num_workers``, …).
 
         Raises:
-            ConfigError: weights of another length, negative or not finite, or zero on every training row.
+            ConfigError: no weights (None), weights of another length, negative or not finite, or zero on every
+                training row.
         """
+        require_arg(wgts, "wgts", "one weight per row")
         return TabularDataLoaders.from_tensors_of(self, bs=bs, wgts=wgts, **kwargs)
 
     def partial_dataloaders(self, partial_n: int, bs: int = 64, **kwargs: Any) -> TabularDataLoaders:
         """Loaders whose training loader reads a fresh random choice of `partial_n` distinct training rows each
         epoch (a quick run on a large table); the validation loader is unchanged.
 
+        When `partial_n` is larger than `bs`, an epoch reads whole batches only (unless ``drop_last=False``):
+        ``partial_n=10, bs=4`` reads 8 rows.
+
         Raises:
             ConfigError: `partial_n` is not a positive int.
         """
+        require_arg(partial_n, "partial_n", "a positive int (the training rows read each epoch)")
         return TabularDataLoaders.from_tensors_of(self, bs=bs, partial_n=partial_n, **kwargs)
 
 
@@ -521,9 +538,10 @@ class TabularSplit(tuple):
         if len(self) < 3:
             return None
         names, ys = self.processor.y_names, self[2].numpy()  # (n,) or (n, n_targets)
+        # A copy: without copy-on-write (pandas 2), editing the Series would change the training targets.
         if ys.ndim == 1:
-            return pd.Series(ys, index=self.index, name=names[0])
-        return pd.DataFrame(ys, index=self.index, columns=names)
+            return pd.Series(ys, index=self.index, name=names[0], copy=True)
+        return pd.DataFrame(ys, index=self.index, columns=names, copy=True)
 
 
 @register_recipe()
@@ -561,6 +579,7 @@ class TabularDataLoaders(DataLoaders):
         """
         bs = check_bs(bs)
         val_bs = None if val_bs is None else check_bs(val_bs, "val_bs")
+        check_random_loader_args(wgts, partial_n, shuffle, dl_kwargs)
         check_dl_kwargs(dl_kwargs, "TabularDataLoaders")
         proc = to.processor
         if not proc.y_names:
@@ -576,7 +595,7 @@ class TabularDataLoaders(DataLoaders):
             # Small enough to live on the accelerator: slicing there saves a host-to-device copy per batch.
             train_t = tuple(t.to(device) for t in train_t)
             valid_t = tuple(t.to(device) for t in valid_t)
-        sampler = _random_sampler(to, n_train, bs, drop_last, shuffle, gen, wgts, partial_n)
+        sampler = _random_sampler(to, n_train, bs, drop_last, gen, wgts, partial_n)
         train = SliceLoader(
             tensor_loader(train_t, bs, shuffle=shuffle, drop_last=drop, generator=gen, sampler=sampler, **dl_kwargs),
             device=device,
@@ -760,27 +779,20 @@ def _random_sampler(
     n_train: int,
     bs: int,
     drop_last: bool | None,
-    shuffle: bool,
     generator: torch.Generator | None,
     wgts: Any,
     partial_n: Any,
 ) -> BatchIndexSampler | None:
-    """The weighted or partial training sampler of a table, or None for the usual shuffling."""
+    """The weighted or partial training sampler of a table, or None for the usual shuffling (the arguments
+    already passed :func:`~ember.data.loaders.check_random_loader_args`)."""
     if wgts is None and partial_n is None:
         return None
-    if wgts is not None and partial_n is not None:
-        raise ConfigError("Pass `wgts` (weighted loaders) or `partial_n` (partial loaders), not both.")
-    if not shuffle:
-        raise ConfigError(
-            "A weighted or partial training loader draws its rows at random, so it cannot keep them in order: "
-            "leave `shuffle` at True."
-        )
     if wgts is not None:
         source = None
         n_rows = getattr(to, "n_rows", None)
         if n_rows is not None:
             source = (n_rows, to.splits[0])
-        weights = train_weights(wgts, n_train, source)
+        weights = train_weights(wgts, n_train, source, nouns=("row of the DataFrame", "training row"))
         n = n_train
     else:
         n = check_partial_n(partial_n, n_train)

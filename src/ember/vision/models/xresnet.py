@@ -4,7 +4,9 @@ Compared with the original ResNet: a stem of three 3x3 convolutions instead of o
 3x3 convolution of a bottleneck instead of the first 1x1, an average-pooled shortcut instead of a strided 1x1,
 and residual branches whose last batch norm starts at zero. The family, as in fastai: ``xresnext*`` (grouped
 ResNeXt blocks), ``xse_resnet*`` and ``xse_resnext*`` (with squeeze-and-excitation), ``*_deep`` (two more
-single-block stages of 256 channels) and ``*_deeper`` (four more, with fewer blocks in the middle stages).
+single-block stages of 256 channels) and ``*_deeper`` (four more; ``xresnet18_deeper`` and the
+``xse_resnext*_deeper`` also have fewer blocks in the middle stages, ``xresnet34_deeper``/``xresnet50_deeper`` keep
+``(3, 4, 6, 3)``).
 
 The model is an ``nn.Sequential``: stem convolutions, a max pool, the stages, then a head of exactly
 :attr:`XResNet.n_head_layers` layers (``AdaptiveAvgPool``, ``Flatten``, ``Dropout``, ``Linear``), so
