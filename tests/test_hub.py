@@ -76,8 +76,9 @@ def rows(n=12):
 # ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_api(monkeypatch, tmp_path):
-    """Stand-ins for the Hub's API methods that record their arguments and keep a copy of the uploaded folder."""
-    calls = {}
+    """Stand-ins for the Hub's API methods that record their arguments and keep a copy of the uploaded folder; the
+    repository holds the files named in ``calls["files"]`` (none at first)."""
+    calls = {"files": set()}
     uploaded = tmp_path / "uploaded"
 
     def create_repo(self, repo_id, **kwargs):
@@ -89,10 +90,16 @@ def fake_api(monkeypatch, tmp_path):
 
     def upload_folder(self, **kwargs):
         calls["upload_folder"] = kwargs
-        shutil.copytree(kwargs["folder_path"], uploaded)  # the folder is temporary: keep what was sent
+        calls["sent"] = sorted(p.name for p in kwargs["folder_path"].iterdir())
+        shutil.copytree(kwargs["folder_path"], uploaded, dirs_exist_ok=True)  # the folder is temporary: keep it
         return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{COMMIT}")
 
+    def file_exists(self, repo_id, filename, **kwargs):
+        calls.setdefault("file_exists", []).append((repo_id, filename, kwargs))
+        return filename in calls["files"]
+
     monkeypatch.setattr(hf.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(hf.HfApi, "file_exists", file_exists)
     monkeypatch.setattr(hf.HfApi, "create_branch", create_branch)
     monkeypatch.setattr(hf.HfApi, "upload_folder", upload_folder)
     return calls, uploaded
@@ -132,6 +139,44 @@ def test_push_to_a_branch_creates_it_and_returns_its_address(trained, fake_api):
     assert url == "https://huggingface.co/alice/penguins/tree/v1"
     assert calls["create_branch"] == ("alice/penguins", {"branch": "v1", "repo_type": "model", "exist_ok": True})
     assert calls["upload_folder"]["revision"] == "v1"
+
+
+def test_push_keeps_a_model_card_already_on_the_hub_unless_told(trained, fake_api):
+    calls, uploaded = fake_api
+    calls["files"].add("README.md")  # a card written, or edited, on the Hub
+    push_to_hub(trained[0], "alice/penguins", revision="v2")
+    assert calls["sent"] == ["model.ember"]
+    assert calls["file_exists"] == [("alice/penguins", "README.md", {"repo_type": "model", "revision": "v2"})]
+    push_to_hub(trained[0], "alice/penguins", model_card="overwrite")
+    assert calls["sent"] == ["README.md", "model.ember"] and len(calls["file_exists"]) == 1  # not asked
+    calls["files"].clear()
+    push_to_hub(trained[0], "alice/penguins", model_card=False)
+    assert calls["sent"] == ["model.ember"] and len(calls["file_exists"]) == 1
+    with pytest.raises(ConfigError, match=r"Expected `model_card` to be whether to write.*valid: True, False"):
+        push_to_hub(trained[0], "alice/penguins", model_card="yes")
+
+
+def test_a_text_classifier_card_lists_its_classes_not_its_tokens(tmp_path):
+    from ember.hub import model_card
+    from ember.learner.export import _learner_recipe
+    from ember.text import TextDataLoaders, text_classifier_learner
+
+    texts = ["good great fine", "bad awful dull", "great fine good", "dull bad awful"]
+    dls = TextDataLoaders.from_texts(texts * 2, texts, ["pos", "neg"] * 4, ["pos", "neg"] * 2, bs=4, min_freq=1)
+    config = {"emb_sz": 8, "n_hid": 8, "n_layers": 1}
+    learn = text_classifier_learner(dls, config=config, pretrained=False, seq_len=8, max_len=16, path=tmp_path)
+    card = model_card(learn, _learner_recipe(learn), "alice/reviews")
+    assert "- **Classes (2):** neg, pos\n" in card and "pipeline_tag: text-classification" in card
+
+
+def test_the_card_of_a_model_of_ones_own_class_says_to_import_its_module(trained):
+    from ember.hub import model_card
+
+    learn, path = trained
+    recipe = {**read_recipe(path), "model": {"class": "penguin_nets.models:Net", "kwargs": {}, "complete": True}}
+    card = model_card(learn, recipe, "alice/penguins")
+    code = card.split("```python\n", 1)[1].split("```")[0]
+    assert code.index("import penguin_nets.models") < code.index('learn = ember.load_learner("hf://alice/penguins")')
 
 
 def test_push_when_not_logged_in_says_how_to_log_in(trained, monkeypatch):
@@ -174,6 +219,28 @@ def test_from_hub_and_hf_paths_load_the_cached_model_offline(trained, tmp_path, 
 
     lines = info_lines(read_recipe("hf://alice/penguins"), "hf://alice/penguins")  # ember info and ember serve
     assert lines[0] == f"File: hf://alice/penguins ({cached.stat().st_size / 1e6:.2f} MB)"
+
+
+def test_serve_and_info_of_an_hf_address_look_it_up_once(trained, tmp_path, monkeypatch, capsys):
+    from ember.cli import main
+    from ember.serve import make_server
+
+    cached = cache_repo(tmp_path, "alice/penguins", trained[1])
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    looked_up, download = [], hf.hf_hub_download
+
+    def counted(*args, **kwargs):
+        looked_up.append(args)
+        return download(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "hf_hub_download", counted)
+    server = make_server("hf://alice/penguins", port=0)
+    server.server_close()
+    assert len(looked_up) == 1 and server.service.info["name"] == "penguins"
+    assert server.service.info["lines"][0] == f"File: hf://alice/penguins ({cached.stat().st_size / 1e6:.2f} MB)"
+    capsys.readouterr()
+    assert main(["info", "hf://alice/penguins"]) == 0 and len(looked_up) == 2
+    assert capsys.readouterr().out.splitlines()[0] == server.service.info["lines"][0]
 
 
 def test_uncached_repo_offline_says_what_to_do(tmp_path):

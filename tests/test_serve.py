@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -21,7 +22,8 @@ from PIL import Image
 import ember
 from ember.cli import main
 from ember.core.errors import ConfigError
-from ember.serve import make_server, serve
+from ember.serve import _input_box, _Known, _mask_in_image, _plain, make_server, serve
+from ember.serve_page import page
 
 
 def make_folder(root, n=6, size=16):
@@ -47,17 +49,30 @@ def running(model, **kwargs):
         server.server_close()
 
 
-def call(server, path, body=None, content_type="application/json"):
-    """``(status, content type, body)`` of a GET (no body) or a POST; a dict body is sent as JSON."""
+def call(server, path, body=None, content_type="application/json", method=None, headers=None):
+    """``(status, content type, body)`` of a GET (no body) or a POST (or `method`); a dict body is sent as JSON."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    headers = {"Content-Type": content_type} if body is not None else {}
-    request = urllib.request.Request(server.url + path.lstrip("/"), data=body, headers=headers)
+    headers = {**({"Content-Type": content_type} if body is not None else {}), **(headers or {})}
+    request = urllib.request.Request(server.url + path.lstrip("/"), data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=20) as r:
             return r.status, r.headers["Content-Type"], r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers["Content-Type"], e.read()
+
+
+def raw(server, data, then=None):
+    """What the server answers, up to its closing the connection, to the bytes `data` sent as they are (and `then`,
+    sent once it has answered a first time)."""
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(data)
+        answer = sock.recv(65536)
+        if then is not None:
+            sock.sendall(then)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
 
 
 def post(server, body, content_type="application/json"):
@@ -131,6 +146,8 @@ def test_a_batch_of_base64_images_is_predict_batch(image_model, image_server):
         ({"text": "a cat"}, "application/json", "received the keys: text"),
         (b"[1, 2]", "application/json", "Expected `body` to be a JSON object"),
         ({"images": []}, "application/json", "Expected `images` to be a non-empty list"),
+        ({"image": "data:image/png;base64"}, "application/json", "A data: URL holds a comma before the data"),
+        (b'{"a": ' + b"[" * 40000 + b"]" * 40000 + b"}", "application/json", "JSON nested too deeply"),
     ],
 )
 def test_bad_input_gets_400_with_the_message_and_the_server_goes_on(image_server, body, content_type, message):
@@ -139,17 +156,43 @@ def test_bad_input_gets_400_with_the_message_and_the_server_goes_on(image_server
     assert call(image_server, "/info")[0] == 200
 
 
+def test_an_unreadable_image_is_told_why(image_server):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    status, answer = post(image_server, buf.getvalue()[:3000], "image/png")  # a PNG cut short
+    assert status == 400 and "Expected `body` to be an image file" in answer["error"]
+    assert "image file is truncated" in answer["error"]  # the reason the image library gave
+
+
 def test_a_body_over_max_bytes_is_refused(image_model):
     with running(image_model[0], max_bytes=1000) as server:
         status, answer = post(server, b"\0" * 5000, "image/png")
         assert status == 400 and "5,000 bytes, over this server's limit of 1,000" in answer["error"]
         status, answer = post(server, (image_model[1] / "red" / "0.png").read_bytes(), "image/png")  # under: fine
         assert status == 200 and answer["prediction"] in ("blue", "red")
+        # a client that asks before sending (curl over 1 MB) is refused before the body, or told to go on at once
+        head = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nConnection: close\r\n"
+        head += "Expect: 100-continue\r\n"
+        answer = raw(server, (head + "Content-Length: 5000\r\n\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"5,000 bytes, over this server's limit" in answer
+        png = (image_model[1] / "red" / "0.png").read_bytes()
+        answer = raw(server, (head + f"Content-Length: {len(png)}\r\n\r\n").encode(), then=png)
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK") and b'"prediction"' in answer
 
 
 def test_unknown_paths_are_404_and_internal_failures_500_without_details(image_model, image_server):
     status, _, body = call(image_server, "/nothing")
     assert status == 404 and "POST /predict" in json.loads(body)["error"]
+    for method, path, allowed in (("GET", "/predict", "POST"), ("PUT", "/predict", "POST"), ("OPTIONS", "/", "GET")):
+        request = urllib.request.Request(image_server.url + path.lstrip("/"), method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=20)
+        error = json.loads(refused.value.read())["error"]
+        assert refused.value.code == 405 and refused.value.headers["Allow"].startswith(allowed)
+        assert f"{method} is not answered at {path}: it takes {allowed}" in error
+    request = urllib.request.Request(image_server.url + "info", method="HEAD")  # a health check
+    with urllib.request.urlopen(request, timeout=20) as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) > 100 and r.read() == b""
     learn = image_server.service.learn
     good = learn.predict_batch
     learn.predict_batch = lambda items: 1 / 0  # a failure of the server's own, not of the input
@@ -193,7 +236,64 @@ def test_info_is_what_ember_info_prints(image_model, image_server, capsys):
     assert info["inputs"] == {"image": {"mode": "RGB"}}
     capsys.readouterr()
     assert main(["info", str(image_model[0])]) == 0
-    assert info["lines"] == capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"File: {image_model[0]} (")  # the command shows the path typed
+    assert info["lines"] == [printed[0].replace(str(image_model[0]), "colors.ember"), *printed[1:]]  # /info its name
+
+
+def test_only_requests_addressed_to_this_machine_are_answered_on_loopback(image_server):
+    status, _, body = call(image_server, "/info", headers={"Host": "rebind.example:8000"})  # DNS rebinding
+    assert status == 403 and "'rebind.example:8000'" in json.loads(body)["error"]
+    status, _, body = call(image_server, "/predict", {"image": "x"}, headers={"Host": "rebind.example"})
+    assert status == 403
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:80"):
+        assert call(image_server, "/info", headers={"Host": host})[0] == 200
+
+
+def test_the_log_escapes_control_characters(image_model, capsys):
+    with running(image_model[0], log=True) as server:
+        raw(server, b"GET /\x1b[2J\x1b[31mFAKE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J\\x1b[31mFAKE" in err
+
+
+def test_the_page_escapes_what_it_shows_and_fills_each_placeholder_once():
+    info = {"name": "x%MODEL%<i>", "kind": "image-classifier", "classes": ["<script>alert(1)</script>", "a%TITLE%"]}
+    text = page(info)
+    assert "<title>x%MODEL%&lt;i&gt; · ember</title>" in text and "<h1>x%MODEL%&lt;i&gt;</h1>" in text
+    assert "Classes (2): &lt;script&gt;alert(1)&lt;/script&gt;, a%TITLE%</p>" in text
+    assert "<script>alert" not in text and "</script><" not in text.split("const MODEL = ")[1].split(";</script>")[0]
+    assert text.count("const MODEL = ") == 1 and json.loads(text.split("const MODEL = ")[1].split(";</script>")[0])
+
+
+def test_values_json_cannot_hold_become_text_and_form_texts_find_the_category():
+    day = pd.Timestamp("2024-01-02")
+    assert _plain([day, np.datetime64("2024-01-03"), pd.NaT, float("nan"), np.int64(4), {"k": np.float32(0.5)}]) == [
+        "2024-01-02T00:00:00",
+        "2024-01-03",
+        None,
+        None,
+        4,
+        {"k": 0.5},
+    ]
+    known = _Known([2007, 2008, "2008", day])
+    assert known("2007") == 2007 and known(2008) == 2008 and known("2008") == "2008"  # a text category is itself
+    assert known("2024-01-02T00:00:00") is day and known("2024-01-02") is day and known("2024-01-02 00:00:00") is day
+    assert known("1999") == "1999" and known("") is None and known(None) is None  # unseen stays; "" is missing
+    big = _Known(list(range(50_000)))
+    start = time.perf_counter()
+    assert [big(str(i)) for i in range(0, 50_000, 10)] == list(range(0, 50_000, 10))
+    assert time.perf_counter() - start < 1.0  # a lookup, not a scan of the 50,000 values (that took seconds)
+
+
+def test_a_mask_is_mapped_back_to_the_pixels_of_the_image_sent():
+    mask = torch.arange(16).reshape(4, 4)  # (4, 4) the model's view of the centre 6 x 6 of a 10 x 6 image
+    out = _mask_in_image(mask, (2.0, 0.0, 8.0, 6.0), 6, 10, 255)  # (6, 10)
+    assert out.shape == (6, 10)
+    assert (out[:, :2] == 255).all() and (out[:, 8:] == 255).all()  # cut off by the crop: unknown
+    cols = [int((x + 0.5 - 2) * 4 / 6) for x in range(2, 8)]  # nearest neighbour: the mask pixel of each centre
+    rows = [int((y + 0.5) * 4 / 6) for y in range(6)]
+    assert out[:, 2:8].tolist() == [[int(mask[r, c]) for c in cols] for r in rows]
 
 
 def _mask_path(labels, image):
@@ -227,6 +327,24 @@ def test_a_segmentation_learner_in_memory_answers_its_mask(tmp_path):
     shares = {c["label"]: c["share"] for c in answer["classes"]}
     expected = {codes[i]: (mask == i).float().mean().item() for i in range(4) if (mask == i).any()}
     assert shares == pytest.approx(expected, abs=1e-6) and set(answer["colors"]) == set(codes)
+
+    # a 40 x 24 photo: Resize(16) shows the model its centre 24 x 24 (columns 8 to 32), at 16 x 16
+    wide = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 24, 40), dtype=np.uint8))
+    assert _input_box(learn, wide) == pytest.approx((8.0, 0.0, 32.0, 24.0))
+    buf = io.BytesIO()
+    Image.fromarray(wide.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    small, _, _ = learn.predict(wide)  # (16, 16)
+    with running(learn) as server:
+        status, answer = post(server, buf.getvalue(), "image/png")
+    assert status == 200 and (answer["width"], answer["height"], answer["unknown"]) == (40, 24, 255)
+    png = Image.open(io.BytesIO(base64.b64decode(answer["mask"])))
+    got = np.asarray(png)  # (24, 40)
+    assert png.info["transparency"] == 255 and (got[:, :8] == 255).all() and (got[:, 32:] == 255).all()
+    expected = _mask_in_image(small, (8.0, 0.0, 32.0, 24.0), 24, 40, 255).numpy()
+    assert np.array_equal(got, expected)
+    seen = expected[:, 8:32]
+    shares = {c["label"]: c["share"] for c in answer["classes"]}
+    assert shares == pytest.approx({codes[i]: (seen == i).mean() for i in range(4) if (seen == i).any()}, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,6 +396,31 @@ def test_table_page_has_a_field_per_column_and_predictions_are_the_library_ones(
         assert status == 200 and [a["prediction"] for a in answer["predictions"]] == labels
         got = [list(a["probabilities"].values()) for a in answer["predictions"]]
         assert np.allclose(got, many.numpy(), atol=1e-5)
+
+
+def test_a_date_category_is_served_as_iso_text_and_read_back(tmp_path):
+    from ember.tabular import Categorify, FillMissing, Normalize, TabularDataLoaders, tabular_learner
+
+    days = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"] * 8)
+    df = pd.DataFrame({"day": days, "x": np.linspace(-1, 1, 24), "y": list("ab") * 12})
+    dls = TabularDataLoaders.from_df(
+        df, y_names="y", cat_names=["day"], cont_names=["x"], procs=[Categorify, FillMissing, Normalize], seed=0, bs=8
+    )
+    torch.manual_seed(0)
+    tabular_learner(dls, layers=[4], path=tmp_path).export(tmp_path / "dates.ember", verbose=False)
+    learn = ember.load_learner(tmp_path / "dates.ember")
+    label, _, probs = learn.predict({"day": pd.Timestamp("2024-01-02"), "x": 0.3})
+    with running(tmp_path / "dates.ember") as server:  # a date is not JSON: it is listed as ISO text
+        info = json.loads(call(server, "/info")[2])
+        assert info["inputs"]["categorical"]["day"] == [
+            "2024-01-01T00:00:00",
+            "2024-01-02T00:00:00",
+            "2024-01-03T00:00:00",
+        ]
+        for text in ("2024-01-02T00:00:00", "2024-01-02"):  # what the page sends, what a person types
+            status, answer = post(server, {"row": {"day": text, "x": 0.3}})
+            assert status == 200 and answer["prediction"] == label
+            assert list(answer["probabilities"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
 
 
 def test_table_refusals_name_the_column(table_model):
@@ -334,6 +477,14 @@ def test_language_model_writes_as_predict_with_the_same_seed(text_models):
         assert status == 200 and answer == {"generated": expected}
         status, answer = post(server, {"text": "good", "n_words": 5000})
         assert status == 400 and "Expected `n_words` to be a whole number from 0 to 1000" in answer["error"]
+        status, answer = post(server, {"text": "good", "seed": 2**70})
+        assert status == 400 and "Expected `seed` to be a whole number from 0 to 2**63 - 1" in answer["error"]
+        # a client's seed leaves the process's random state as it was
+        torch.manual_seed(5)
+        untouched = torch.rand(3)
+        torch.manual_seed(5)
+        assert post(server, {"text": "good", "n_words": 2, "seed": 3})[0] == 200
+        assert torch.equal(torch.rand(3), untouched)
 
 
 def test_ratings_from_user_and_item(tmp_path):
@@ -352,11 +503,17 @@ def test_ratings_from_user_and_item(tmp_path):
         status, answer = post(server, {"user": "2", "item": "b"})  # a form's text "2" is the user 2
         assert status == 200 and answer["prediction"] == pytest.approx(learn.predict((2, "b")), abs=1e-5)
         status, answer = post(server, {"user": 99, "item": "b"})
-        assert status == 400 and "99" in answer["error"]
+        assert status == 400 and "99" in answer["error"] and 'Send "unknown": "mean" in the body' in answer["error"]
         status, answer = post(server, {"pairs": [[3, "a"], {"user": 99, "item": "b"}], "unknown": "mean"})
         assert [a["prediction"] for a in answer["predictions"]] == pytest.approx(
             [learn.predict((3, "a")), learn.dls.rating_mean], abs=1e-5
         )
+        status, answer = post(server, {"pairs": [[3, "a"]], "user": 2, "item": "a"})
+        assert status == 400 and "Send either `user` and `item` (one pair), or `pairs`" in answer["error"]
+        status, answer = post(server, {"user": 2})
+        assert status == 400 and answer["error"].startswith("The body needs both `user` and `item`")
+        status, answer = post(server, {"user": 2, "item": ["a"]})
+        assert status == 400 and "Expected `item` to be an item id" in answer["error"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,8 +525,11 @@ def test_bad_arguments_and_a_taken_port_are_config_errors(image_model):
     with pytest.raises(ConfigError, match="Expected `model` to be a path to a .ember file, or a Learner"):
         make_server(42, port=0)
     with running(image_model[0]) as server:
-        with pytest.raises(ConfigError, match="Cannot listen on 127.0.0.1"):
+        with pytest.raises(ConfigError, match="Cannot listen on 127.0.0.1.*Choose another port"):
             make_server(image_model[0], port=server.server_address[1])
+    with pytest.raises(ConfigError, match="Expected `host` to be an address of this machine") as refused:
+        make_server(image_model[0], host="192.0.2.1", port=0)  # a documentation address: not this machine's
+    assert "port" not in str(refused.value)
 
 
 def test_serve_prints_the_address_and_stops_cleanly_on_ctrl_c(image_model, monkeypatch, capsys):
@@ -391,3 +551,8 @@ def test_the_command_line(image_model, monkeypatch, capsys):
     assert (args.model, args.host, args.port, args.device, args.open) == ("m.ember", "0.0.0.0", 0, None, True)
     assert main(["serve", str(image_model[0].parent / "missing.ember")]) == 2
     assert "No model file at" in capsys.readouterr().err
+    monkeypatch.setenv("COLUMNS", "200")  # help lines unwrapped
+    for command in ("serve", "info", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "hf://user/name[@revision]" in capsys.readouterr().out

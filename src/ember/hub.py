@@ -2,10 +2,11 @@
 `from_hub` (or ``load_learner("hf://user/repo")``) downloads it once, into the Hugging Face cache, and loads it.
 
 The file on the Hub is the ``model.ember`` that `Learner.export` writes (safetensors weights and a JSON recipe), so
-loading a model from a stranger's repository never unpickles anything nor runs code from it. ``huggingface_hub`` is
-optional: it is imported when these functions run, and its absence is a clear error saying how to install it.
-Every failure of the Hub (no network, a repository or file that is not there, no login) is an `EmberError` that
-names the repository and says what to do.
+loading a model from a stranger's repository never unpickles anything nor runs code from it: a recipe that names a
+model class of its author's own is rebuilt only when that class's module is already imported here (see
+:func:`ember.load_learner`). ``huggingface_hub`` comes with ember (timm, a dependency, requires it) and is imported
+only when these functions run. Every failure of the Hub (no network, a repository or file that is not there, no
+login) is an `EmberError` that names the repository and says what to do.
 
 >>> url = push_to_hub(learn, "me/pet-breeds")          # doctest: +SKIP
 >>> learn = from_hub("me/pet-breeds")                    # doctest: +SKIP
@@ -51,7 +52,6 @@ _PIPELINE_TAGS = {
     "text-classifier": "text-classification",
     "language-model": "text-generation",
 }
-_IMAGE_KINDS = {"image-classifier", "segmentation", "image-to-image", "keypoints", "image-regression", "image"}
 # Per kind: what the model takes, a call of `predict`, and the arguments of `ember predict` (None: no command).
 _IMAGE_USE = ("an image (a file path, a PIL image or an array)", 'learn.predict("photo.jpg")', "photos/")
 _USES = {
@@ -295,20 +295,23 @@ def from_hub(
 # ---------------------------------------------------------------------------------------------------
 def _kind(learn: Any) -> str:
     """What the model predicts, in `learner_kind`'s words; ``"model"`` for a generic model with no image input."""
-    from ember.cli._common import learner_kind
+    from ember.cli._common import IMAGE_KINDS, learner_kind
 
     kind = learner_kind(learn)
     kinds = getattr(learn.dls, "kinds", None) or ()
-    if kind in _IMAGE_KINDS and (not kinds or kinds[0] != "image"):
+    if kind in IMAGE_KINDS and (not kinds or kinds[0] != "image"):
         return "model"
     return kind
 
 
-def _classes(learn: Any) -> list[str]:
-    vocab = getattr(learn.dls, "vocab", None)
-    if not isinstance(vocab, (list, tuple)) or not all(isinstance(v, (str, int, float, bool)) for v in vocab):
+def _classes(learn: Any, kind: str) -> list[str]:
+    """The class names the card lists (a text model's ``vocab`` is its tokens, not its classes)."""
+    if kind == "language-model":
         return []
-    return [str(v) for v in vocab]
+    names = getattr(learn.dls, "classes" if kind == "text-classifier" else "vocab", None)
+    if not isinstance(names, (list, tuple)) or not all(isinstance(v, (str, int, float, bool)) for v in names):
+        return []
+    return [str(v) for v in names]
 
 
 def _validation_metrics(learn: Any) -> list[tuple[str, float]]:
@@ -324,10 +327,10 @@ def _validation_metrics(learn: Any) -> list[tuple[str, float]]:
 def model_card(learn: Any, recipe: dict[str, Any], repo_id: str) -> str:
     """The ``README.md`` shown on the repository's page: YAML front matter for the Hub, then what the model is,
     its last validation figures, and how to load it."""
-    from ember.cli._common import info_lines
+    from ember.cli._common import IMAGE_KINDS, info_lines
 
     kind = _kind(learn)
-    classes = _classes(learn)
+    classes = _classes(learn, kind)
     pipeline = _PIPELINE_TAGS.get(kind)
     if kind == "tabular":
         pipeline = "tabular-classification" if classes else "tabular-regression"
@@ -336,7 +339,7 @@ def model_card(learn: Any, recipe: dict[str, Any], repo_id: str) -> str:
         front.append(f"pipeline_tag: {pipeline}")
     front.append("---")
     what = "model" if kind == "model" else f"{kind} model"
-    inputs, call, command = _IMAGE_USE if kind in _IMAGE_KINDS else _USES.get(kind, _USES["model"])
+    inputs, call, command = _IMAGE_USE if kind in IMAGE_KINDS else _USES.get(kind, _USES["model"])
     body = [
         "",
         f"# {repo_id.split('/')[-1]}",
@@ -359,7 +362,11 @@ def model_card(learn: Any, recipe: dict[str, Any], repo_id: str) -> str:
         body.append("No validation figures were recorded.")
     body += ["", "## Use it", "", "```python", "import ember", ""]
     model = recipe.get("model") or {}
-    if "factory" in model or model.get("complete"):
+    if "factory" in model:
+        body.append(f'learn = ember.load_learner("{HF_SCHEME}{repo_id}")   # downloaded once, then read from the cache')
+    elif model.get("complete") and ":" in str(model.get("class")):  # the author's class: its module is imported first
+        module = str(model["class"]).partition(":")[0]
+        body.append(f"import {module}   # the code that defines the model ({model['class']}), installed separately")
         body.append(f'learn = ember.load_learner("{HF_SCHEME}{repo_id}")   # downloaded once, then read from the cache')
     else:  # a class ember cannot rebuild by itself: the user builds it and the file fills in the weights
         body.append(f'learn = ember.load_learner("{HF_SCHEME}{repo_id}", model=MyModel(...))   # your model class')
@@ -370,6 +377,10 @@ def model_card(learn: Any, recipe: dict[str, Any], repo_id: str) -> str:
     return "\n".join(front + body)
 
 
+_card_text = model_card  # `push_to_hub`'s argument of the same name hides the function there
+_CARD_CHOICES = [True, False, "overwrite"]
+
+
 def push_to_hub(
     learn: Any,
     repo_id: str,
@@ -377,6 +388,7 @@ def push_to_hub(
     commit_message: str = "Upload ember model",
     token: str | None = None,
     revision: str | None = None,
+    model_card: bool | str = True,
 ) -> str:
     """Share `learn` on the Hugging Face Hub: its export as ``model.ember`` and a model card as ``README.md``.
 
@@ -389,6 +401,9 @@ def push_to_hub(
             its visibility.
         token: a Hub token with write access; None uses the one ``hf auth login`` saved (or ``HF_TOKEN``).
         revision: the branch to commit to; None is the main branch.
+        model_card: True writes the model card only when the repository (the branch) has no ``README.md`` yet, so a
+            card edited on the Hub is kept when a retrained model is pushed; ``"overwrite"`` always writes it;
+            False never does.
 
     Returns:
         The repository's web address (its branch's, when `revision` is given).
@@ -410,6 +425,8 @@ def push_to_hub(
         raise ConfigError(expected("True, False or None", "private", private))
     if not isinstance(commit_message, str) or not commit_message.strip():
         raise ConfigError(expected("a non-empty text", "commit_message", commit_message))
+    if not (isinstance(model_card, bool) or model_card == "overwrite"):
+        raise ConfigError(expected("whether to write the model card", "model_card", model_card, valid=_CARD_CHOICES))
     hf = _hf()
     api = hf.HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="ember-hub-") as tmp:
@@ -419,9 +436,13 @@ def push_to_hub(
         try:
             url = api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
             full_id = getattr(url, "repo_id", None) or repo_id  # "name" resolves to "user/name"
-            (folder / "README.md").write_text(model_card(learn, recipe, full_id), encoding="utf-8")
             if revision is not None:
                 api.create_branch(full_id, branch=revision, repo_type="model", exist_ok=True)
+            write_card = model_card == "overwrite" or (
+                model_card is True and not api.file_exists(full_id, "README.md", repo_type="model", revision=revision)
+            )
+            if write_card:
+                (folder / "README.md").write_text(_card_text(learn, recipe, full_id), encoding="utf-8")
             api.upload_folder(
                 repo_id=full_id,
                 folder_path=folder,

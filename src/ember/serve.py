@@ -9,16 +9,24 @@
 - ``GET /info``: what ``ember info`` shows, with the kind of model, its classes and its inputs, as JSON.
 
 Bad input (not an image, a missing column, malformed JSON, a body over ``max_bytes``) is answered with status 400
-and ``{"error": "<what is wrong>"}``; the server keeps running. The server is threaded, but one prediction runs at
-a time on the model. :func:`serve` runs it until Ctrl-C. The kinds of models are told apart, and predictions
-decoded, as ``ember predict`` does (:func:`ember.cli._common.learner_kind`).
+and ``{"error": "<what is wrong>"}``; the server keeps running. Every answer is JSON, errors too: another method
+than a path takes is a 405 naming the ones it takes, and a body announced over ``max_bytes`` with
+``Expect: 100-continue`` (curl sends it for bodies over 1 MB) is a 413 before the body is sent. The server is
+threaded, but one prediction runs at a time on the model. Listening on a loopback address (the default), it answers
+only requests addressed to this machine by its loopback name (``Host: 127.0.0.1``, ``localhost`` or ``[::1]``),
+so that a web page of another site cannot reach it through a DNS name of its own. :func:`serve` runs it until
+Ctrl-C. The kinds of models are told apart, and predictions decoded, as ``ember predict`` does
+(:func:`ember.cli._common.learner_kind`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import errno
 import io
+import ipaddress
 import json
 import math
 import os
@@ -28,12 +36,14 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ember.core.errors import ConfigError, DataError, EmberError, expected
+from ember.cli._common import IMAGE_KINDS
+from ember.core.errors import ConfigError, DataError, EmberError, ExportError, expected
 from ember.serve_page import page
 
 __all__ = ["serve", "make_server", "ModelServer"]
@@ -47,7 +57,21 @@ _DRAIN_LIMIT = 64 * 2**20
 _MAX_WORDS = 1000
 #: How many users, items or categories the page and ``/info`` list for a field (the API accepts any).
 _MAX_CHOICES = 2000
-_IMAGE_KINDS = ("image-classifier", "segmentation", "keypoints", "image-to-image", "image-regression", "image")
+#: The seeds a language model takes (those `torch.manual_seed` takes, from 0).
+_MAX_SEED = 2**63
+#: A segmentation mask's value at the pixels of the image the model did not see (outside its crop): with up to 255
+#: classes; with more, the mask is 16-bit and the value is 65535.
+UNKNOWN_PIXEL = 255
+#: The pages and what they answer to.
+_ROUTES = {
+    "/": ("GET", "HEAD"),
+    "/index.html": ("GET", "HEAD"),
+    "/info": ("GET", "HEAD"),
+    "/favicon.ico": ("GET", "HEAD"),
+    "/predict": ("POST",),
+}
+#: Control characters as the log writes them (``\x1b``), so that no client can send escape codes to the terminal.
+_CONTROL = str.maketrans({c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,7 +91,12 @@ def _short(value: Any, n: int = 60) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A prediction as JSON can hold it: tensors and arrays become lists, numpy scalars numbers, NaN null."""
+    """A value as JSON can hold it: tensors and arrays become lists, numpy scalars numbers, NaN null, dates and
+    times ISO text (``"2024-01-02T00:00:00"``), any other value its text."""
+    if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):  # pandas' Timestamp, NaT too
+        return _date_text(value)
+    if getattr(getattr(value, "dtype", None), "kind", "") in ("M", "m"):  # numpy datetime64 / timedelta64
+        return [_plain(v) for v in value] if getattr(value, "ndim", 0) else _date_text(value)
     if hasattr(value, "detach"):  # a tensor
         value = value.detach().cpu().tolist()
     elif hasattr(value, "tolist"):  # a numpy array or scalar
@@ -78,7 +107,48 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def _date_text(value: Any) -> str | None:
+    """A date, time or duration as text (ISO for dates and times); None for a missing one (NaT)."""
+    if value != value:  # NaT, the only date not equal to itself
+        return None
+    return value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else str(value)
+
+
+class _Known:
+    """The values of a category (or the users, or the items) the model knows, looked up in constant time.
+
+    A form sends text: ``"2008"`` is the integer 2008 of the training data, ``"2024-01-02T00:00:00"`` (the text
+    ``/info`` lists) or ``"2024-01-02"`` the date. Other JSON values are taken as they are.
+    """
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self.by_text: dict[str, Any] = {}
+        for v in values:
+            for text in (str(v), _plain(v), _midnight_date(v)):
+                if isinstance(text, str):
+                    self.by_text.setdefault(text, v)
+        self.by_text.update({v: v for v in values if isinstance(v, str)})  # a text category is itself, first
+
+    def __call__(self, value: Any) -> Any:
+        if value is None or value == "":
+            return None  # missing
+        if not isinstance(value, str):
+            return value
+        return self.by_text.get(value, value)  # an unseen category stays itself: the model reads it as unknown
+
+
+def _midnight_date(value: Any) -> str | None:
+    """``"2024-01-02"`` for a date-time at midnight (with no time zone): what a person types for that day."""
+    if isinstance(value, datetime.datetime) and value == value and value.tzinfo is None:
+        if value.time() == datetime.time():
+            return value.date().isoformat()
+    return None
 
 
 def _probabilities(classes: Any, probs: Any) -> dict[str, float] | None:
@@ -89,15 +159,19 @@ def _probabilities(classes: Any, probs: Any) -> dict[str, float] | None:
     return {str(c): round(v, 6) for c, v in zip(classes, values)}
 
 
-def _png(array: Any, palette: list[int] | None = None) -> str:
-    """An ``(H, W)`` or ``(H, W, C)`` uint8 array as a base64 PNG (with `palette`: a mask of class ids)."""
+def _png(array: Any, palette: list[int] | None = None, transparent: int | None = None) -> str:
+    """An ``(H, W)`` or ``(H, W, C)`` uint8 array as a base64 PNG (with `palette`: a mask of class ids, whose
+    value `transparent` is drawn transparent)."""
     from PIL import Image
 
     img = Image.fromarray(array)
+    options = {}
     if palette is not None:
         img.putpalette(palette)  # mode "L" -> "P": browsers show colours, the pixel values stay the ids
+        if transparent is not None:
+            options["transparency"] = transparent
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", **options)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -126,7 +200,18 @@ def _base64_bytes(value: Any, name: str) -> bytes:
     """The bytes of a base64 string (a ``data:`` URL too; line breaks are ignored)."""
     if not isinstance(value, str):
         raise DataError(expected("a base64 string of an image file", name, _short(value)))
-    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    text = value
+    if value.startswith("data:"):
+        _, comma, text = value.partition(",")
+        if not comma:
+            raise DataError(
+                expected(
+                    "a base64 string of an image file",
+                    name,
+                    _short(value, 40),
+                    hint="A data: URL holds a comma before the data: data:image/png;base64,<base64>.",
+                )
+            )
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -143,11 +228,93 @@ def _decode_image(data: bytes, mode: str, name: str) -> Any:
         raise DataError(f"`{name}` is empty: send the bytes of an image file (PNG, JPEG, WebP …).")
     try:
         return image_to_tensor(data, mode)
-    except DataError:
+    except DataError as e:
         raise DataError(
-            f"Expected `{name}` to be an image file (PNG, JPEG, WebP, GIF, BMP, TIFF …); received {len(data):,} "
-            f"bytes that are not one (they start with {data[:12]!r})."
+            f"Expected `{name}` to be an image file (PNG, JPEG, WebP, GIF, BMP, TIFF …) that can be read; received "
+            f"{len(data):,} bytes that cannot (they start with {data[:12]!r}): {e}"
         ) from None
+
+
+def _input_box(learn: Any, image: Any) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)``: where the edges of the model's input fall in the pixels of `image` ``(C, H, W)``.
+
+    At prediction the item transforms only resize, crop and pad, so each axis maps affinely: the image's corners,
+    sent through them with the image as two points, land where the image's edges are in the model's input, and
+    that map is inverted. Loaders without item transforms show the model the whole image.
+    """
+    import torch
+
+    from ember.vision.bbox import BBoxScaler
+    from ember.vision.core import PointScaler
+
+    h, w = image.shape[-2:]
+    dsets = getattr(learn.dls, "dsets", None)
+    tfms = dsets.item_tfms if dsets is not None else getattr(learn.dls, "item_tfms", None) or []
+    # the probes stay in pixels: no scaling of points to [-1, 1]
+    tfms = [t for t in tfms if not isinstance(t, (PointScaler, BBoxScaler))]
+    sample = (image, torch.tensor([[0.0, 0.0], [float(w), float(h)]]))  # (2, 2) (x, y) corners, in pixels
+    for t in tfms:
+        sample = t(sample, ("image", "points"), 1)
+    (u0, v0), (u1, v1) = sample[1].double().tolist()  # the image's corners, in pixels of the model's input
+    h_in, w_in = sample[0].shape[-2:]
+    if not (abs(u1 - u0) > 1e-6 and abs(v1 - v0) > 1e-6):
+        return 0.0, 0.0, float(w), float(h)
+    sx, sy = w / (u1 - u0), h / (v1 - v0)  # image pixels per input pixel
+    return -u0 * sx, -v0 * sy, (w_in - u0) * sx, (h_in - v0) * sy
+
+
+def _mask_in_image(mask: Any, box: tuple[float, float, float, float], h: int, w: int, unknown: int) -> Any:
+    """The model's mask ``(h_in, w_in)`` at the ``(h, w)`` pixels of the image it was predicted for, nearest
+    neighbour: each image pixel takes the class of the mask pixel its centre falls in, or `unknown` outside the
+    region the model saw (what its crop cut off)."""
+    import torch
+
+    h_in, w_in = mask.shape
+    x0, y0, x1, y1 = box
+    cols = torch.floor((torch.arange(w, dtype=torch.float64) + 0.5 - x0) * w_in / (x1 - x0)).long()  # (W,)
+    rows = torch.floor((torch.arange(h, dtype=torch.float64) + 0.5 - y0) * h_in / (y1 - y0)).long()  # (H,)
+    out = mask[rows.clamp(0, h_in - 1)][:, cols.clamp(0, w_in - 1)].clone()  # (H, W)
+    out[(rows < 0) | (rows >= h_in)] = unknown
+    out[:, (cols < 0) | (cols >= w_in)] = unknown
+    return out
+
+
+def _segmentation_result(learn: Any, image: Any, decoded: Any, probs: Any) -> dict[str, Any]:
+    """A mask over the image sent, at its size: class ids, `UNKNOWN_PIXEL` where the model did not see it."""
+    import torch
+
+    from ember.cli.vision import _mask_palette  # the colours `ember predict` writes masks in
+
+    h, w = image.shape[-2:]
+    codes = [str(c) for c in (learn.dls.vocab or [])]
+    model_mask = decoded.long()  # (h_in, w_in) class ids, at the size the model sees
+    n = max(len(codes), int(probs.shape[0]), int(model_mask.max()) + 1)
+    small = n <= UNKNOWN_PIXEL  # 8-bit ids, 255 left free for the unknown pixels
+    unknown = UNKNOWN_PIXEL if small else 2**16 - 1
+    mask = _mask_in_image(model_mask, _input_box(learn, image), h, w, unknown)  # (H, W)
+    seen = mask[mask != unknown]
+    share = torch.bincount(seen, minlength=n).double()[:n] / max(seen.numel(), 1)  # (n,) of the pixels seen
+    order = torch.argsort(share, descending=True).tolist()
+    palette = _mask_palette(n)
+    if small:
+        image_png = _png(mask.numpy().astype("uint8"), palette + [0] * (768 - len(palette)), transparent=unknown)
+    else:
+        image_png = _png(mask.numpy().astype("uint16"))
+    return {
+        "mask": image_png,
+        "width": int(w),
+        "height": int(h),
+        "unknown": unknown,
+        "classes": [
+            {"label": codes[i] if i < len(codes) else str(i), "share": round(float(share[i]), 6)}
+            for i in order
+            if share[i] > 0
+        ],
+        "colors": {
+            (codes[i] if i < len(codes) else str(i)): "#{:02x}{:02x}{:02x}".format(*palette[3 * i : 3 * i + 3])
+            for i in range(min(n, 256))
+        },
+    }
 
 
 def _image_result(kind: str, learn: Any, image: Any, decoded: Any, probs: Any) -> dict[str, Any]:
@@ -156,28 +323,7 @@ def _image_result(kind: str, learn: Any, image: Any, decoded: Any, probs: Any) -
 
     h, w = image.shape[-2:]
     if kind == "segmentation":
-        from ember.cli.vision import _mask_palette  # the colours `ember predict` writes masks in
-
-        codes = [str(c) for c in (learn.dls.vocab or [])]
-        mask = decoded.long()  # (H, W) class ids, at the size the model sees
-        n = max(len(codes), int(probs.shape[0]), int(mask.max()) + 1)
-        palette = _mask_palette(n)
-        share = torch.bincount(mask.flatten(), minlength=n).double() / mask.numel()  # (n,)
-        order = torch.argsort(share, descending=True).tolist()
-        return {
-            "mask": _png(mask.numpy().astype("uint8" if n <= 256 else "uint16"), palette if n <= 256 else None),
-            "width": int(mask.shape[1]),
-            "height": int(mask.shape[0]),
-            "classes": [
-                {"label": codes[i] if i < len(codes) else str(i), "share": round(float(share[i]), 6)}
-                for i in order
-                if share[i] > 0
-            ],
-            "colors": {
-                (codes[i] if i < len(codes) else str(i)): "#{:02x}{:02x}{:02x}".format(*palette[3 * i : 3 * i + 3])
-                for i in range(min(n, 256))
-            },
-        }
+        return _segmentation_result(learn, image, decoded, probs)
     if kind == "keypoints":  # (N, 2) (x, y) pixels of the image sent
         points = [[round(float(x), 2), round(float(y), 2)] for x, y in decoded.reshape(-1, 2).tolist()]
         return {"points": points, "width": int(w), "height": int(h)}
@@ -239,38 +385,44 @@ def _generate(service: _Service, payload: dict[str, Any]) -> Any:
     n_words, temperature, seed = payload.get("n_words", 20), payload.get("temperature", 1.0), payload.get("seed")
     if isinstance(n_words, bool) or not isinstance(n_words, int) or not 0 <= n_words <= _MAX_WORDS:
         raise ConfigError(expected(f"a whole number from 0 to {_MAX_WORDS}", "n_words", n_words))
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigError(expected("a whole number (or null: a random draw)", "seed", seed))
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_SEED):
+        raise ConfigError(expected("a whole number from 0 to 2**63 - 1 (or null: a random draw)", "seed", seed))
+    learn = service.learn
     results = []
     with service.lock:
         for prompt in prompts:
-            if seed is not None:
-                torch.manual_seed(seed)  # per prompt, as `ember predict --seed`
-            results.append({"generated": service.learn.predict(prompt, n_words=n_words, temperature=temperature)})
+            if seed is None:
+                results.append({"generated": learn.predict(prompt, n_words=n_words, temperature=temperature)})
+                continue
+            # per prompt, as `ember predict --seed`; on forked generators, so that a client's seed leaves the
+            # process's random state (a user's own, under make_server) as it was
+            with torch.random.fork_rng(devices=_cuda_devices(learn)):
+                torch.manual_seed(seed)
+                results.append({"generated": learn.predict(prompt, n_words=n_words, temperature=temperature)})
     return results[0] if single else {"predictions": results}
+
+
+def _cuda_devices(learn: Any) -> list[int]:
+    """The CUDA device the model is on, as `torch.random.fork_rng` takes it (none for another device)."""
+    import torch
+
+    device = next((p.device for p in learn.model.parameters()), torch.device("cpu"))
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 # ---------------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------------
-def _category_vocabs(learn: Any) -> dict[str, list[Any]]:
+def _category_vocabs(learn: Any) -> dict[str, _Known]:
     """The known values of every categorical input column (``#na#`` left out)."""
     from ember.tabular.procs import Categorify
 
     proc = learn.processor
     cat = next((p for p in proc.procs if isinstance(p, Categorify)), None)
     vocabs = cat.vocabs if cat is not None else {}
-    return {c: list(vocabs.get(c, [None])[1:]) for c in proc.input_cat_names}
-
-
-def _as_known(value: Any, vocab: list[Any]) -> Any:
-    """A category as the model knows it: a form's text ``"2008"`` is the integer 2008 of the training data."""
-    if value is None or value == "":
-        return None  # missing
-    if value in vocab or not isinstance(value, str):
-        return value
-    by_text = {str(v): v for v in vocab}
-    return by_text.get(value, value)  # an unseen category stays itself: the model reads it as unknown
+    return {c: _Known(list(vocabs.get(c, [None])[1:])) for c in proc.input_cat_names}
 
 
 def _as_number(value: Any, col: str, where: str) -> float:
@@ -305,7 +457,7 @@ def _predict_rows(service: _Service, payload: dict[str, Any]) -> Any:
                 f"{where} lacks the column(s) {', '.join(map(repr, lacking))}; the model reads "
                 f"{', '.join(map(repr, needed))} (null for a missing value; other keys are ignored)."
             )
-        values = {c: _as_known(row[c], vocabs[c]) for c in proc.input_cat_names}
+        values = {c: vocabs[c](row[c]) for c in proc.input_cat_names}
         values.update({c: _as_number(row[c], c, where) for c in proc.cont_names})
         table.append(values)
     with service.lock:
@@ -329,6 +481,8 @@ def _predict_ratings(service: _Service, payload: dict[str, Any]) -> Any:
     dls = learn.dls
     users, items = service.choices["users"], service.choices["items"]
     if "pairs" in payload:
+        if "user" in payload or "item" in payload:
+            raise DataError("Send either `user` and `item` (one pair), or `pairs` (a list of them), not both.")
         pairs = payload["pairs"]
         if not isinstance(pairs, list) or not pairs:
             raise DataError(expected("a non-empty list of [user, item] pairs", "pairs", _short(pairs)))
@@ -342,7 +496,7 @@ def _predict_ratings(service: _Service, payload: dict[str, Any]) -> Any:
         )
     known = []
     for i, pair in enumerate(pairs):
-        where = "the body" if single else f"pairs[{i}]"
+        where = "The body" if single else f"pairs[{i}]"
         if isinstance(pair, dict):
             if "user" not in pair or "item" not in pair:
                 raise DataError(f"{where} needs both `user` and `item` (the {dls.user_name} and the {dls.item_name}).")
@@ -352,12 +506,16 @@ def _predict_ratings(service: _Service, payload: dict[str, Any]) -> Any:
         else:
             raise DataError(expected("[user, item] or {'user': …, 'item': …}", where, _short(pair)))
         for key, value in (("user", user), ("item", item)):
-            if not isinstance(value, (str, int, float)):
-                raise DataError(expected(f"a {key} id (a string or a number)", f"{key}", _short(value)))
-        known.append((_as_known(user, users), _as_known(item, items)))
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                what = "a user id" if key == "user" else "an item id"
+                raise DataError(expected(f"{what} (a string or a number)", key, _short(value)))
+        known.append((users(user), items(item)))
     unknown = payload.get("unknown", "error")
-    with service.lock:
-        ratings, _, _ = learn.predict_batch(known, unknown=unknown)
+    try:
+        with service.lock:
+            ratings, _, _ = learn.predict_batch(known, unknown=unknown)
+    except DataError as e:  # the library's advice, in the words of a JSON body
+        raise DataError(str(e).replace("Pass unknown='mean'", 'Send "unknown": "mean" in the body')) from None
     results = [{"prediction": round(float(r), 6)} for r in ratings]
     return results[0] if single else {"predictions": results}
 
@@ -367,55 +525,40 @@ _PREDICT: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
     "collab": _predict_ratings,
     "text-classifier": _predict_texts,
     "language-model": _generate,
-    **dict.fromkeys(_IMAGE_KINDS, _predict_images),
+    **dict.fromkeys(IMAGE_KINDS, _predict_images),
 }
 
 
 # ---------------------------------------------------------------------------------------------------
 # the model behind the server
 # ---------------------------------------------------------------------------------------------------
-def _recipe_of(learn: Any) -> dict[str, Any]:
-    """What an export of `learn` would write in its recipe (for ``/info`` of a learner passed in memory)."""
-    from ember._version import __version__
-    from ember.core import recipe
-    from ember.learner.export import FORMAT_VERSION
-
-    cls = type(learn.model)
-    model = getattr(learn, "model_recipe", None) or {"class": f"{cls.__module__}.{cls.__qualname__}"}
-    module = type(learn).__module__
-    return {
-        "ember_version": __version__,
-        "format_version": FORMAT_VERSION,
-        "learner": type(learn).__name__,
-        "application": next(
-            (f"ember.{a}" for a in ("vision", "tabular", "collab", "text") if f"ember.{a}." in module), None
-        ),
-        "model": model,
-        "n_params": sum(p.numel() for p in learn.model.parameters()),
-        "data": recipe.dump(learn.dls) if recipe.is_registered(learn.dls) else None,
-    }
-
-
 class _Service:
     """A learner with what the server needs: its kind, a lock, the ``/info`` answer and the page."""
 
-    def __init__(self, learn: Any, rec: dict[str, Any], path: str | None, max_bytes: int) -> None:
+    def __init__(self, learn: Any, rec: dict[str, Any], shown: str | None, local: Path | None, max_bytes: int) -> None:
+        """The service of `learn`, whose recipe is `rec`.
+
+        Args:
+            shown: the model file as ``/info`` names it (its name, not where it is; an ``hf://`` address as given).
+            local: where the file is on this machine (for its size), or None for a learner in memory.
+        """
         from ember.cli._common import info_lines, learner_kind
 
         self.learn, self.max_bytes, self.lock = learn, max_bytes, threading.Lock()
         self.kind = learner_kind(learn)
         self._check_servable()
         self.image_mode = "RGB"
-        if self.kind in _IMAGE_KINDS:
+        if self.kind in IMAGE_KINDS:
             self.image_mode = getattr(learn.dls.blocks[0], "mode", "RGB")
         self.category_vocabs = _category_vocabs(learn) if self.kind == "tabular" else {}
-        self.choices: dict[str, list[Any]] = {}
+        self.choices: dict[str, _Known] = {}
         if self.kind == "collab":
             dls = learn.dls
-            self.choices = {"users": dls.classes[dls.user_name][1:], "items": dls.classes[dls.item_name][1:]}
-        name = Path(path).stem if path else type(learn).__name__
+            users, items = dls.classes[dls.user_name][1:], dls.classes[dls.item_name][1:]
+            self.choices = {"users": _Known(list(users)), "items": _Known(list(items))}
+        name = Path(shown).stem if shown else type(learn).__name__
         self.info = {"name": name, "kind": self.kind, "learner": type(learn).__name__, **self._inputs()}
-        self.info["lines"] = info_lines(rec, path)
+        self.info["lines"] = info_lines(rec, shown, local)
         self.page = page(self.info).encode("utf-8")
 
     def _check_servable(self) -> None:
@@ -426,7 +569,7 @@ class _Service:
                 "ember serve does not serve GANs: export the generator's own learner (an image-to-image model) "
                 "and serve that."
             )
-        if self.kind in _IMAGE_KINDS:
+        if self.kind in IMAGE_KINDS:
             blocks = getattr(learn.dls, "blocks", None) or []
             inputs = [getattr(b, "kind", None) for b in blocks[: getattr(learn.dls, "n_inp", 1)]]
             if inputs != ["image"]:
@@ -438,7 +581,7 @@ class _Service:
     def _inputs(self) -> dict[str, Any]:
         """The classes and what a request holds, for ``/info`` and the page."""
         learn, kind = self.learn, self.kind
-        if kind in _IMAGE_KINDS:
+        if kind in IMAGE_KINDS:
             classes = [str(c) for c in learn.dls.vocab] if learn.dls.vocab else None
             return {
                 "classes": classes,
@@ -456,14 +599,14 @@ class _Service:
             }
         if kind == "tabular":
             proc = learn.processor
-            categorical = {c: _plain(v[:_MAX_CHOICES]) for c, v in self.category_vocabs.items()}
+            categorical = {c: _plain(v.values[:_MAX_CHOICES]) for c, v in self.category_vocabs.items()}
             inputs = {"categorical": categorical, "continuous": list(proc.cont_names)}
             example = {"row": {**{c: (v[0] if v else None) for c, v in categorical.items()}}}
             example["row"].update(dict.fromkeys(proc.cont_names, 0.0))
             classes = _plain(list(proc.y_vocab)) if proc.y_kind == "category" else None
             return {"classes": classes, "target": list(proc.y_names), "inputs": inputs, "example": example}
         dls = learn.dls  # collab
-        users, items = self.choices["users"], self.choices["items"]
+        users, items = self.choices["users"].values, self.choices["items"].values
         inputs = {
             "user": {"column": dls.user_name, "count": len(users), "values": _plain(users[:_MAX_CHOICES])},
             "item": {"column": dls.item_name, "count": len(items), "values": _plain(items[:_MAX_CHOICES])},
@@ -474,7 +617,7 @@ class _Service:
         """The answer to a ``POST /predict`` body (a JSON object, or an image file for image models)."""
         media = content_type.split(";", 1)[0].strip().lower()
         if media.startswith("image/") or media == "application/octet-stream":
-            if self.kind not in _IMAGE_KINDS:
+            if self.kind not in IMAGE_KINDS:
                 raise DataError(
                     f"This {self.kind} model reads JSON, not a {media} body. Send Content-Type application/json "
                     f"with a body like {json.dumps(self.info['example'])}."
@@ -491,6 +634,11 @@ class _Service:
             raise DataError(
                 f"The body is not valid JSON ({e}). Send a JSON object like {json.dumps(self.info['example'])}."
             ) from None
+        except RecursionError:
+            raise DataError(
+                "The body is JSON nested too deeply to read. Send a JSON object like "
+                f"{json.dumps(self.info['example'])}."
+            ) from None
         if not isinstance(payload, dict):
             raise DataError(expected("a JSON object", "body", _short(payload)))
         return _PREDICT[self.kind](self, payload)
@@ -501,6 +649,9 @@ class _Service:
 # ---------------------------------------------------------------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
     server: ModelServer
+    # HTTP/1.1: connections are kept open between requests (every answer says its length), and a client that asks
+    # `Expect: 100-continue` before a large body is answered at once (curl waits a second otherwise)
+    protocol_version = "HTTP/1.1"
     timeout = 60  # seconds a client may take to send its request before the connection is dropped
 
     def version_string(self) -> str:
@@ -510,42 +661,98 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         if self.server.log:
-            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+            sys.stderr.write(f"{self.address_string()} - {(format % args).translate(_CONTROL)}\n")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's refusals (a malformed request line, headers too long …), as JSON."""
+        self.close_connection = True
+        self._error(code, message or explain or HTTPStatus(code).phrase)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to tell it
             self.close_connection = True
 
-    def _json(self, status: int, answer: Any) -> None:
-        self._send(status, json.dumps(answer, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
+    def _json(self, status: int, answer: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(answer, ensure_ascii=False).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", headers)
 
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._json(status, {"error": message}, headers)
+
+    def _route(self) -> str | None:
+        """The request's path when it is answered there; None when it was refused here (a Host that is not this
+        machine's, an unknown path, another method), the connection then closed if a body was left unread."""
+        path = urlsplit(self.path).path
+        allowed = _ROUTES.get(path)
+        host = self.headers.get("Host")
+        if host is not None and self.server.loopback and not _is_loopback_host(host):
+            self._refuse(
+                403,
+                f"This server listens on {self.server.server_address[0]} and answers only requests addressed to "
+                f"this machine (Host 127.0.0.1, localhost or [::1]), not to {_short(host)}: a web page of another "
+                "site cannot use it. To be reached by another name, listen on another address (--host).",
+            )
+        elif allowed is None and self.command == "POST":
+            self._refuse(404, f"Nothing to POST at {path}: predictions are at POST /predict.")
+        elif allowed is None:
+            self._refuse(404, f"No page at {path}. This server answers GET /, GET /info and POST /predict.")
+        elif self.command not in allowed:
+            methods = " or ".join(allowed)
+            self._refuse(
+                405,
+                f"{self.command} is not answered at {path}: it takes {methods}. This server answers GET /, "
+                "GET /info and POST /predict.",
+                {"Allow": ", ".join(allowed)},
+            )
+        else:
+            return path
+        return None
+
+    def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        if self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers:
+            self.close_connection = True  # the body is not read: it must not be taken for the next request
+        self._error(status, message, headers)
+
+    def handle_expect_100(self) -> bool:
+        """Before the client sends its body: refuse at once what would be refused after it (a body over the
+        limit is a 413), else tell it to go on."""
+        if self._route() is None:
+            self.close_connection = True
+            return False
+        length = _content_length(self.headers.get("Content-Length"))
+        if length is not None and length > self.server.service.max_bytes:
+            self.close_connection = True
+            self._error(413, _too_large(length, self.server.service.max_bytes))
+            return False
+        return super().handle_expect_100()
 
     def do_GET(self) -> None:  # noqa: N802 (the base class's name)
         service = self.server.service
-        path = urlsplit(self.path).path
+        path = self._route()
         if path in ("/", "/index.html"):
             self._send(200, service.page, "text/html; charset=utf-8")
         elif path == "/info":
             self._json(200, service.info)
         elif path == "/favicon.ico":
             self._send(204, b"", "image/x-icon")
-        else:
-            self._error(404, f"No page at {path}. This server answers GET /, GET /info and POST /predict.")
+
+    do_HEAD = do_GET  # the headers a GET answers, without the body (`_send` leaves it out)
 
     def do_POST(self) -> None:  # noqa: N802 (the base class's name)
-        path = urlsplit(self.path).path
-        if path != "/predict":
-            self._error(404, f"Nothing to POST at {path}: predictions are at POST /predict.")
+        if self._route() is None:
             return
         try:
             body = self._read_body()
@@ -558,6 +765,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(200, answer)
 
+    def _refused_method(self) -> None:
+        self._route()  # a 405 naming the methods the path takes (or a 404)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refused_method
+
     def _read_body(self) -> bytes:
         """The request body, at most ``max_bytes`` (larger bodies are drained, then refused)."""
         limit = self.server.service.max_bytes
@@ -565,20 +777,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length_text is None:
             self.close_connection = True
             raise DataError("The request has no Content-Length header: send the body with its length.")
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if length < 0:
+        length = _content_length(length_text)
+        if length is None:
             self.close_connection = True
             raise DataError(expected("a whole number of bytes", "Content-Length", length_text))
         if length > limit:
             self.close_connection = True
             self._drain(length)
-            raise DataError(
-                f"The body holds {length:,} bytes, over this server's limit of {limit:,} (max_bytes). Send a smaller "
-                "image (or fewer items per request)."
-            )
+            raise DataError(_too_large(length, limit))
         return self.rfile.read(length)
 
     def _drain(self, length: int) -> None:
@@ -592,6 +798,39 @@ class _Handler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
 
+def _content_length(text: str | None) -> int | None:
+    """The number a Content-Length header holds; None when there is none, or it is not a whole number >= 0."""
+    try:
+        length = int(text) if text is not None else -1
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _too_large(length: int, limit: int) -> str:
+    return (
+        f"The body holds {length:,} bytes, over this server's limit of {limit:,} (max_bytes). Send a smaller "
+        "image (or fewer items per request)."
+    )
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine by a loopback name: ``localhost``, ``127.x.y.z`` or ``[::1]``,
+    with or without a port (a DNS name of another site that points here does not)."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        name = host[1 : host.find("]")] if "]" in host else host[1:]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class ModelServer(ThreadingHTTPServer):
     """The HTTP server :func:`make_server` returns: run it with ``serve_forever()``, stop it with ``shutdown()``
     (from another thread) and ``server_close()``.
@@ -599,6 +838,8 @@ class ModelServer(ThreadingHTTPServer):
     Attributes:
         service: the model behind it (its ``kind``, its ``info`` as ``GET /info`` answers it, its ``learn``).
         log: whether requests are logged on stderr.
+        loopback: whether it listens on a loopback address (this machine only), so that it answers only requests
+            addressed to a loopback name.
     """
 
     daemon_threads = True  # a hanging client never keeps the process alive
@@ -608,6 +849,10 @@ class ModelServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.service, self.log = service, log
         super().__init__(address, _Handler)
+        try:
+            self.loopback = ipaddress.ip_address(str(self.server_address[0]).split("%")[0]).is_loopback
+        except ValueError:
+            self.loopback = False
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks the DNS for the host's full name, which can take seconds; it is not needed
@@ -623,13 +868,17 @@ class ModelServer(ThreadingHTTPServer):
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _load(model: Any, device: Any) -> tuple[Any, dict[str, Any], str | None]:
-    """``(learner, recipe, path)`` of a ``.ember`` file or a loaded learner, on `device` (None: as it is)."""
+def _load(model: Any, device: Any) -> tuple[Any, dict[str, Any], str | None, Path | None]:
+    """``(learner, recipe, name shown, local path)`` of a ``.ember`` file, an ``hf://`` address or a loaded learner,
+    on `device` (None: as it is)."""
     if isinstance(model, (str, os.PathLike)):
+        from ember.hub import resolve_model_path
         from ember.learner.export import load_learner, read_recipe
 
-        learn = load_learner(model, device="cpu" if device is None else device)
-        return learn, read_recipe(model), os.fspath(model)
+        local = resolve_model_path(model)  # an hf:// address: looked up once, so the model and /info agree
+        learn = load_learner(local, device="cpu" if device is None else device)
+        shown = model if isinstance(model, str) and model.startswith("hf://") else Path(model).name
+        return learn, read_recipe(local), shown, local
     if not (hasattr(model, "predict_batch") and hasattr(model, "dls") and hasattr(model, "model")):
         raise ConfigError(expected("a path to a .ember file, or a Learner", "model", type(model).__name__))
     if device is not None:
@@ -638,7 +887,13 @@ def _load(model: Any, device: Any) -> tuple[Any, dict[str, Any], str | None]:
         dev = default_device(device)
         model.dls.to(dev)
         model.model.to(dev)
-    return model, _recipe_of(model), None
+    from ember.learner.export import _learner_recipe
+
+    try:
+        rec = _learner_recipe(model)
+    except ExportError:  # loaders that cannot be written still serve: /info then shows less of them
+        rec = _learner_recipe(model, data=False)
+    return model, rec, None, None
 
 
 def make_server(
@@ -652,7 +907,8 @@ def make_server(
     """An HTTP server over `model`, listening but not yet answering (for tests and to embed it).
 
     Args:
-        model: a ``.ember`` file (read with :func:`ember.load_learner`) or a loaded learner.
+        model: a ``.ember`` file or ``hf://user/name[@revision]`` (read with :func:`ember.load_learner`), or a
+            loaded learner.
         host: the address to listen on: ``127.0.0.1`` is this machine only; ``0.0.0.0`` is every network
             interface, so that anyone who can reach the machine can use the model (there is no login).
         port: the port; 0 picks a free one (read it from ``server.url``).
@@ -663,7 +919,7 @@ def make_server(
 
     Raises:
         ConfigError: a bad argument, a model the server cannot feed (a GAN, several inputs), or an address that
-            cannot be listened on (the port is taken).
+            cannot be listened on (the port is taken, the host is not an address of this machine).
 
     >>> server = make_server("birds.ember", port=0)                   # doctest: +SKIP
     >>> threading.Thread(target=server.serve_forever, daemon=True).start()  # doctest: +SKIP
@@ -674,15 +930,36 @@ def make_server(
         raise ConfigError(expected("a port number from 0 to 65535 (0: any free port)", "port", port))
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ConfigError(expected("a positive whole number of bytes", "max_bytes", max_bytes))
-    learn, rec, path = _load(model, device)
-    service = _Service(learn, rec, path, max_bytes)
+    learn, rec, shown, local = _load(model, device)
+    service = _Service(learn, rec, shown, local, max_bytes)
     try:
         return ModelServer((host, port), service, log=log)
     except OSError as e:
-        raise ConfigError(
-            f"Cannot listen on {host}:{port} ({e.strerror or e}). Choose another port (--port; 0 picks a free one), "
-            "or stop the program that holds it."
-        ) from e
+        raise ConfigError(_listen_error(e, host, port)) from e
+
+
+def _listen_error(e: OSError, host: str, port: int) -> str:
+    """Why an address cannot be listened on, and what to change: the host or the port."""
+    reason = e.strerror or str(e)
+    if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+        return expected(
+            "an address of this machine, such as '127.0.0.1' (this machine only) or '0.0.0.0' (every network "
+            "interface)",
+            "host",
+            host,
+            hint=f"Cannot listen on it ({reason}).",
+        )
+    if e.errno == errno.EADDRINUSE:
+        return (
+            f"Cannot listen on {host}:{port} ({reason}). Choose another port (--port; 0 picks a free one), or stop "
+            "the program that holds it."
+        )
+    if e.errno == errno.EACCES:
+        return (
+            f"Cannot listen on {host}:{port} ({reason}): ports below 1024 need administrator rights. Choose another "
+            "port (--port; 0 picks a free one)."
+        )
+    return f"Cannot listen on {host}:{port} ({reason})."
 
 
 def serve(
@@ -701,7 +978,7 @@ def serve(
     server = make_server(model, host=host, port=port, device=device, max_bytes=max_bytes, log=True)
     info = server.service.info
     print(f"Serving {info['name']} ({info['kind']}) at {server.url}  (Ctrl-C stops)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not server.loopback:
         print(f"Listening on {host}: anyone who can reach this machine on port {server.server_address[1]} can use it.")
     if open_browser:
         import webbrowser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 __all__ = ["page"]
@@ -21,12 +22,9 @@ def page(info: dict[str, Any]) -> str:
     # JSON inside <script>: "<", ">" and "&" escaped so that no value can close the element
     data = json.dumps(info, ensure_ascii=True)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return (
-        _PAGE.replace("%TITLE%", esc(info["name"]))
-        .replace("%KIND%", esc(info["kind"]))
-        .replace("%CLASSES%", shown)
-        .replace("%MODEL%", data)
-    )
+    parts = {"TITLE": esc(info["name"]), "KIND": esc(info["kind"]), "CLASSES": shown, "MODEL": data}
+    # one pass: a value written in (a file named "x%MODEL%.ember") is never searched for placeholders again
+    return re.sub(r"%(TITLE|KIND|CLASSES|MODEL)%", lambda m: parts[m[1]], _PAGE)
 
 
 _PAGE = """<!doctype html>

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import zipfile
 
 import pytest
@@ -130,6 +132,45 @@ def test_model_of_a_script_needs_model_argument(tmp_path):
     assert isinstance(loaded.loss_func, nn.CrossEntropyLoss)
 
 
+USER_MODULE = """
+from pathlib import Path
+
+from torch import nn
+
+Path(__file__).with_name("imported.txt").write_text("the module ran")  # what importing it does
+
+
+class Net(nn.Module):
+    def __init__(self, n_in: int = 8, n_out: int = 2) -> None:
+        super().__init__()
+        self.n_in, self.n_out = n_in, n_out
+        self.lin = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.lin(x)
+"""
+
+
+def test_a_class_is_rebuilt_only_when_its_module_is_already_imported(tmp_path, monkeypatch):
+    (tmp_path / "usernets_for_export.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("usernets_for_export")
+    x, y = make_classification(64)
+    dls = DataLoaders.from_tensors((x, y), (x, y), bs=16, device="cpu")
+    learn = Learner(dls, module.Net(), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+    path = learn.export("user.ember", verbose=False)
+    recorded = {"class": "usernets_for_export:Net", "kwargs": {"n_in": 8, "n_out": 2}, "complete": True}
+    assert read_recipe(path)["model"] == recorded
+    assert torch.equal(ember.load_learner(path).model.lin.weight, learn.model.lin.weight)  # imported: rebuilt
+
+    monkeypatch.delitem(sys.modules, "usernets_for_export")  # a fresh process that has not imported it
+    (tmp_path / "imported.txt").unlink()
+    with pytest.raises(ExportError, match=r"usernets_for_export:Net.*import usernets_for_export first, or pass"):
+        ember.load_learner(path)
+    assert "usernets_for_export" not in sys.modules and not (tmp_path / "imported.txt").exists()  # nothing ran
+    assert torch.equal(ember.load_learner(path, model=module.Net()).model.lin.weight, learn.model.lin.weight)
+
+
 def test_tied_weights_are_stored_once_and_restored_tied(tmp_path):
     x = torch.randint(0, 10, (32, 4))
     y = torch.randint(0, 10, (32,))
@@ -194,6 +235,17 @@ def test_refusals(block_learner, tmp_path):
     _rewrite(path, evil_class, {**members, "recipe.json": json.dumps(rec)})
     with pytest.raises(ExportError, match="not an nn.Module class"):
         ember.load_learner(evil_class)
+
+    rec["model"]["kwargs"] = {"bias": True}
+    for target, message in (
+        ("torch.nn:Linear", r"torch.nn:Linear refused the arguments the file records"),
+        ("torch.nn.Linear", r"expected an import path 'module:Class'"),
+        ("torch.nn:Nothing", r"the module 'torch.nn' does not define"),
+    ):
+        rec["model"]["class"] = target
+        _rewrite(path, evil_class, {**members, "recipe.json": json.dumps(rec)})
+        with pytest.raises(ExportError, match=message):
+            ember.load_learner(evil_class)
 
     with pytest.raises(ExportError, match="No model file"):
         ember.load_learner(tmp_path / "missing.ember")

@@ -99,9 +99,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ember.hub import resolve_model_path
     from ember.learner.export import read_recipe
 
-    for line in info_lines(read_recipe(args.model), args.model):
+    local = resolve_model_path(args.model)  # an hf:// address: looked up once, in the Hugging Face cache
+    for line in info_lines(read_recipe(local), args.model, local):
         print(line)
     return 0
 
@@ -193,6 +195,9 @@ def _add_lr_find_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default="lr_find.png", help="where to save the plot")
 
 
+_MODEL_HELP = "a .ember file, or a model on the Hugging Face Hub: hf://user/name[@revision]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `ember` command."""
     parser = argparse.ArgumentParser(prog="ember", description="ember: train, inspect and use deep-learning models.")
@@ -209,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     lrf.set_defaults(func=_cmd_lr_find)
 
     pred = sub.add_parser("predict", help="predict with an exported model (images, tables, ratings or texts)")
-    pred.add_argument("model", help="a .ember file")
+    pred.add_argument("model", help=_MODEL_HELP)
     pred.add_argument("inputs", nargs="*", metavar="INPUT", help="what to predict: files or folders (see docs/cli.md)")
     pred.add_argument("--top-k", type=int, default=3, help="how many classes to show per item (default 3)")
     pred.add_argument("--bs", type=int, default=64, help="batch size")
@@ -220,11 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_predict)
 
     info = sub.add_parser("info", help="what an exported model file holds")
-    info.add_argument("model", help="a .ember file")
+    info.add_argument("model", help=_MODEL_HELP)
     info.set_defaults(func=_cmd_info)
 
     srv = sub.add_parser("serve", help="a web page and a JSON API that predict with an exported model")
-    srv.add_argument("model", help="a .ember file")
+    srv.add_argument("model", help=_MODEL_HELP)
     srv.add_argument(
         "--host",
         default="127.0.0.1",

@@ -16,6 +16,7 @@ __all__ = [
     "modules",
     "info_lines",
     "learner_kind",
+    "IMAGE_KINDS",
     "Task",
     "Predictor",
     "fail",
@@ -203,14 +204,21 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------------
 # what an exported model is: ``ember info`` and ``ember serve``
 # ---------------------------------------------------------------------------------------------------
-def info_lines(rec: dict[str, Any], path: str | None = None) -> list[str]:
-    """The lines ``ember info`` prints about a model's recipe (`path`: the file it was read from, as the user wrote
-    it, if any)."""
+def info_lines(rec: dict[str, Any], path: str | None = None, local: str | Path | None = None) -> list[str]:
+    """The lines ``ember info`` prints about a model's recipe.
+
+    Args:
+        path: the file it was read from, as the user wrote it (or as it is to be shown), if any.
+        local: where that file is on this machine, for its size; None: `path` itself (an ``hf://`` address is then
+            looked up in the Hugging Face cache; pass the path already resolved to spare that).
+    """
     lines = []
     if path is not None:
-        from ember.hub import resolve_model_path  # an hf:// address is measured through its cached copy
+        if local is None:
+            from ember.hub import resolve_model_path
 
-        lines.append(f"File: {path} ({resolve_model_path(path).stat().st_size / 1e6:.2f} MB)")
+            local = resolve_model_path(path)
+        lines.append(f"File: {path} ({Path(local).stat().st_size / 1e6:.2f} MB)")
     model = rec["model"]
     lines.append(f"Written by ember {rec['ember_version']} (format {rec['format_version']})")
     lines.append(f"Learner: {rec.get('learner')}  application: {rec.get('application') or 'generic'}")
@@ -237,6 +245,10 @@ def info_lines(rec: dict[str, Any], path: str | None = None) -> list[str]:
     for module in modules():  # what only one kind of model holds (a table's columns, a text vocabulary, …)
         lines += getattr(module, "info_lines", lambda rec: [])(rec)
     return lines
+
+
+#: The kinds `learner_kind` gives a model whose input is an image.
+IMAGE_KINDS = ("image-classifier", "segmentation", "keypoints", "image-to-image", "image-regression", "image")
 
 
 def learner_kind(learn: Any) -> str:

@@ -14,6 +14,11 @@ The file is a zip with exactly two members:
 Loading accepts only that layout: a file with other members (a pickle, a path outside the archive), from a newer
 format, truncated, or whose weights do not fit the rebuilt model is refused with an :class:`ExportError` that
 says what is wrong.
+
+A recipe names code only by registered names (factories, learners, recipe classes) or, for a model class of the
+user's own, by its import path. Loading never imports a module a file names: such a class is built only when its
+module is already imported in this process (the user imported it), so a file cannot run the import-time code of
+whatever module is installed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import importlib
 import inspect
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -139,20 +145,59 @@ def _loss_recipe(loss_func: Any) -> dict[str, Any] | None:
     return None
 
 
-def _split_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Keep one name per storage (safetensors refuses shared tensors); return the aliases to restore."""
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The names of tensors that share storage with an earlier one (tied weights), each with the name kept."""
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     for k, t in state.items():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else None
-        if key is not None and key in seen:
-            aliases[k] = seen[key]
+        if not t.numel():
             continue
-        if key is not None:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            aliases[k] = seen[key]
+        else:
             seen[key] = k
-        tensors[k] = t.detach().to("cpu").contiguous()
+    return aliases
+
+
+def _split_shared(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Keep one name per storage (safetensors refuses shared tensors); return the aliases to restore."""
+    aliases = _aliases(state)
+    tensors = {k: t.detach().to("cpu").contiguous() for k, t in state.items() if k not in aliases}
     return tensors, aliases
+
+
+def _learner_recipe(learn: Any, data: bool = True) -> dict[str, Any]:
+    """What :func:`export_learner` writes as ``recipe.json`` for `learn` (``ember info`` shows it in words).
+
+    Args:
+        data: write the data's recipe; False leaves it out (``"data": None``), for a learner whose loaders cannot
+            be written but whose recipe is wanted all the same (``ember serve`` of a learner in memory).
+
+    Raises:
+        ExportError: a part of the learner cannot be written (an unknown factory, a transform of your own).
+    """
+    dls = learn.dls
+    data_rec = recipe.dump(dls) if data and recipe.is_registered(dls) else None
+    learner_cls = type(learn).__name__
+    if _LEARNERS.get(learner_cls, Learner) is not type(learn) and type(learn) is not Learner:
+        learner_cls = "Learner"  # an unregistered subclass: plain Learner behaviour at inference
+    model_rec = _model_recipe(learn)
+    state = learn.model.state_dict()
+    aliases = _aliases(state)
+    factory = _MODEL_FACTORIES.get(model_rec.get("factory")) if model_rec.get("factory") else None
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ember_version": __version__,
+        "application": _application(learn, dls, factory.__module__ if factory is not None else ""),
+        "learner": learner_cls,
+        "model": model_rec,
+        "loss": _loss_recipe(learn.loss_func),
+        "data": data_rec,
+        "aliases": aliases,
+        "n_params": sum(int(t.numel()) for k, t in state.items() if k not in aliases),
+    }
 
 
 def export_path(learn: Any, fname: str | os.PathLike) -> Path:
@@ -168,29 +213,8 @@ def export_learner(learn: Any, fname: str | os.PathLike = "export.ember", verbos
     from safetensors.torch import save as st_save
 
     path = export_path(learn, fname)
-    dls = learn.dls
-    data = recipe.dump(dls) if recipe.is_registered(dls) else None
-    learner_cls = type(learn).__name__
-    if _LEARNERS.get(learner_cls, Learner) is not type(learn) and type(learn) is not Learner:
-        learner_cls = "Learner"  # an unregistered subclass: plain Learner behaviour at inference
-    model_rec = _model_recipe(learn)
-    tensors, aliases = _split_shared(learn.model.state_dict())
-    rec = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "ember_version": __version__,
-        "application": _application(
-            learn,
-            dls,
-            _MODEL_FACTORIES.get(model_rec.get("factory"), "").__module__ if model_rec.get("factory") else "",
-        ),
-        "learner": learner_cls,
-        "model": model_rec,
-        "loss": _loss_recipe(learn.loss_func),
-        "data": data,
-        "aliases": aliases,
-        "n_params": sum(int(t.numel()) for t in tensors.values()),
-    }
+    rec = _learner_recipe(learn)
+    tensors, _ = _split_shared(learn.model.state_dict())
     try:
         text = json.dumps(rec, indent=1)
     except (TypeError, ValueError) as e:
@@ -263,24 +287,44 @@ def _build_model(rec: dict[str, Any], path: Path) -> nn.Module:
             f"{path} holds the weights of a model ember cannot rebuild by itself (a class defined in a script). "
             "Build the model yourself and pass it: load_learner(path, model=MyNet(...))."
         )
+    if not isinstance(target, str) or ":" not in target:
+        raise ExportError(f"{path} names the model class {target!r}; expected an import path 'module:Class'.")
+    module_name, _, qualname = target.partition(":")
+    short = qualname.rsplit(".", 1)[-1]
     if not m.get("complete", False):
         raise ExportError(
             f"{path} holds a {target} whose constructor arguments were not all recorded. "
-            f"Pass the model: load_learner(path, model={target.split(':')[1]}(...))."
+            f"Pass the model: load_learner(path, model={short}(...))."
         )
-    module, _, qualname = target.partition(":")
+    # never import what a file names: a module's import runs its code, and the file may come from anyone
+    module = sys.modules.get(module_name)
+    if module is None:
+        raise ExportError(
+            f"{path} needs the model class {target}, from the module {module_name!r}, which is not imported. "
+            f"Loading never imports a module a file names: import {module_name} first, or pass the model: "
+            f"load_learner(path, model={short}(...))."
+        )
     try:
-        obj: Any = importlib.import_module(module)
+        obj: Any = module
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
+    except AttributeError as e:
         raise ExportError(
-            f"{path} needs the class {target}, which cannot be imported here: {e}. "
-            "Install/import the code that defines it, or pass load_learner(path, model=...)."
+            f"{path} needs the class {target}, which the module {module_name!r} does not define ({e}). "
+            "Import the version of your code that defines it, or pass load_learner(path, model=...)."
         ) from e
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ExportError(f"{path} names {target}, which is not an nn.Module class; refusing to call it.")
-    return obj(**m.get("kwargs", {}))
+    kwargs = m.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ExportError(f"{path}: the arguments of {target} are {type(kwargs).__name__}, not an object of names.")
+    try:
+        return obj(**kwargs)
+    except TypeError as e:
+        raise ExportError(
+            f"{path}: {target} refused the arguments the file records ({e}). Pass the model: "
+            f"load_learner(path, model={short}(...))."
+        ) from e
 
 
 def _load_weights(model: nn.Module, weights: bytes, aliases: dict[str, str], path: Path) -> None:
@@ -321,6 +365,14 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu", mo
         device: where the model runs.
         model: the model to load the weights into, when the file's model is a class of yours that ember cannot
             rebuild by itself.
+
+    A file whose model is a class of yours (``"module:Class"`` in its recipe) is rebuilt only when that module is
+    already imported here: ``import mymodels`` before loading, or pass `model`. Loading never imports a module a
+    file names, so that a file from someone else cannot run code on import.
+
+    Raises:
+        ExportError: the file is missing, corrupt, tampered with or from a newer ember; its model class is not
+            imported or not an ``nn.Module``; or its weights do not fit the model.
     """
     from ember.core.device import default_device
 
