@@ -22,8 +22,9 @@ from PIL import Image
 import ember
 from ember.cli import main
 from ember.core.errors import ConfigError
-from ember.serve import _input_box, _Known, _mask_in_image, _plain, make_server, serve
+from ember.serve import make_server, serve
 from ember.serve_page import page
+from ember.serve_predict import _input_box, _Known, _mask_in_image, _plain
 
 
 def make_folder(root, n=6, size=16):
