@@ -16,7 +16,7 @@ from conftest import make_classification, tiny_model
 from ember.core.errors import ConfigError, DataError
 from ember.metrics.agreement import BalancedAccuracy, CohenKappa, MatthewsCorrCoef
 from ember.metrics.base import Metric, as_metric, lower_is_better
-from ember.metrics.classification import BrierScore
+from ember.metrics.classification import BrierScore, F1Score, accuracy
 from ember.metrics.correlation import PearsonCorrCoef, SpearmanCorrCoef
 from ember.metrics.multilabel import F1ScoreMulti, FBetaMulti, HammingLoss, PrecisionMulti, RecallMulti
 from ember.metrics.ranking import APScoreBinary, APScoreMulti, RocAuc, RocAucBinary, RocAucMulti
@@ -324,6 +324,93 @@ def test_bad_arguments_and_inputs_raise_clear_errors() -> None:
     m.update(torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(DataError, match="labels"):
         m.update(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
+def test_non_finite_predictions_give_nan_not_a_plausible_score() -> None:
+    # A diverged model: clamping a NaN correlation to [-1, 1] gave 1.0, and sorting put NaN first as the top score.
+    x = torch.arange(8.0)
+    assert math.isnan(run(PearsonCorrCoef(), torch.full((8,), math.nan), x))
+    one_nan = 2 * x + 1
+    one_nan[5] = math.nan
+    assert math.isnan(run(PearsonCorrCoef(), one_nan, x, [4, 4]))
+    assert math.isnan(run(PearsonCorrCoef(), torch.where(x == 3, math.inf, x), x))
+    assert math.isnan(run(SpearmanCorrCoef(), one_nan, x))
+    assert math.isnan(run(SpearmanCorrCoef(), x, one_nan))  # targets too
+    bin_nan = BIN_SCORES.clone()
+    bin_nan[3] = math.nan
+    for metric in (RocAucBinary(), APScoreBinary()):
+        assert math.isnan(run(metric, bin_nan, BIN_TARG, [5, 5]))
+        assert math.isnan(run(metric, torch.full((10,), math.nan), BIN_TARG))
+    mc_inf = MC_LOGITS.clone()
+    mc_inf[2, 1] = math.inf
+    assert math.isnan(run(RocAuc(), mc_inf, MC_TARG))
+    ml_nan = ML_LOGITS.clone()
+    ml_nan[0, 0] = math.nan
+    assert math.isnan(run(RocAucMulti(), ml_nan, ML_TARG))
+    assert math.isnan(run(APScoreMulti(), ml_nan, ML_TARG))
+    # Finite values are unaffected.
+    assert run(PearsonCorrCoef(), 2 * x + 1, x) == pytest.approx(1.0)
+
+
+def test_class_scores_must_fit_the_targets_shape_not_just_their_count() -> None:
+    # Segmentation scores (B, C, H, W) with C == W: read over the last axis they give as many labels as the masks.
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 4, 5, 4, generator=g)
+    targ = torch.randint(0, 4, (2, 5, 4), generator=g)
+    for metric in (MatthewsCorrCoef(), CohenKappa(), BalancedAccuracy(), F1Score(average="macro"), RocAuc()):
+        with pytest.raises(DataError, match=r"received `pred.shape=\(2, 4, 5, 4\)`.*pass axis=1"):
+            metric.update(pred, targ)
+    with pytest.raises(DataError, match="pass axis=1"):
+        HammingLoss().update(pred, targ)
+    with pytest.raises(DataError, match="pass axis=1"):
+        accuracy(pred, targ)
+    # With axis=1 each gives its value of the flattened pixels.
+    flat_pred, flat_targ = pred.permute(0, 2, 3, 1).reshape(-1, 4), targ.reshape(-1)
+    for make in (MatthewsCorrCoef, RocAuc, HammingLoss):
+        assert run(make(axis=1), pred, targ) == pytest.approx(run(make(), flat_pred, flat_targ), abs=1e-12)
+    assert accuracy(pred, targ, axis=1) == pytest.approx(accuracy(flat_pred, flat_targ))
+    # When the counts differ the message names the model's output shape, not the shape of its argmax.
+    with pytest.raises(DataError, match=r"\(2, 5, 6\).*received `pred.shape=\(2, 4, 5, 6\)`.*pass axis=1"):
+        MatthewsCorrCoef().update(torch.randn(2, 4, 5, 6), torch.randint(0, 4, (2, 5, 6)))
+    # Class-id targets with a class axis of 1, (B, 1) against (B, C), still fit.
+    assert run(MatthewsCorrCoef(), ORD_PRED, ORD_TARG[:, None]) == pytest.approx(0.5222222222222223, abs=1e-12)
+    assert float(accuracy(ORD_PRED, ORD_TARG[:, None])) == pytest.approx(float(accuracy(ORD_PRED, ORD_TARG)))
+
+
+def test_multi_label_outputs_raise_in_single_label_metrics() -> None:
+    # (B, L) logits against 0/1 targets of the same shape used to be pooled into B * L binary items silently.
+    single_label = (MatthewsCorrCoef(), CohenKappa(), BalancedAccuracy(), F1Score(), RocAucBinary(), APScoreBinary())
+    for metric in (*single_label, BrierScore()):
+        with pytest.raises(DataError, match=r"`pred.shape=\(6, 4\)`.*multi-label: use F1ScoreMulti"):
+            metric.update(ML_LOGITS, ML_TARG)
+    with pytest.raises(DataError, match="RocAucMulti"):
+        RocAuc().update(ML_LOGITS, ML_TARG)
+    # One logit per item stays binary, as (B,), (B, 1) and per pixel (B, H, W).
+    assert run(MatthewsCorrCoef(), BIN_SCORES[:, None], BIN_TARG) == pytest.approx(0.2, abs=1e-12)
+    pixels, masks = BIN_SCORES.view(1, 2, 5), BIN_TARG.view(1, 2, 5)
+    assert run(RocAucBinary(), pixels, masks) == pytest.approx(0.7, abs=1e-12)
+    assert run(BrierScore(), pixels, masks) == pytest.approx(0.2249738294239926, abs=1e-12)
+
+
+def test_binary_targets_must_be_0_or_1_negative_ones_are_ignored() -> None:
+    # Negative targets (an ignore index) are left out: the same values as without them.
+    scores = torch.cat([BIN_SCORES, torch.tensor([5.0, -5.0])])
+    targ = torch.cat([BIN_TARG, torch.tensor([-100, -1])])
+    assert run(RocAucBinary(), scores, targ, [6, 6]) == pytest.approx(0.7, abs=1e-12)
+    assert run(APScoreBinary(), scores, targ) == pytest.approx(0.6257142857142857, abs=1e-12)
+    assert run(BrierScore(), scores, targ, [7, 5]) == pytest.approx(0.2249738294239926, abs=1e-12)
+    # Any other value is a mistake (a third class, regression targets): a DataError from compute, not update.
+    for metric, bad in ((RocAucBinary(), 2), (APScoreBinary(), 2), (BrierScore(), 2)):
+        metric.update(BIN_SCORES, torch.where(torch.arange(10) == 4, bad, BIN_TARG))
+        with pytest.raises(DataError, match=r"class ids 0 or 1.*`targ=2`.*1 target\(s\)"):
+            metric.compute()
+    brier = BrierScore()
+    brier.update(BIN_SCORES[:5], BIN_TARG[:5].float())
+    brier.update(BIN_SCORES[5:], torch.tensor([0.5, 1.0, 0.0, 0.25, 1.0]))
+    with pytest.raises(DataError, match="`targ=0.5`.*2 target"):
+        brier.compute()
+    brier.reset()
+    assert math.isnan(brier.compute())
 
 
 def test_roc_auc_and_mcc_inside_a_learner_fit(tmp_path) -> None:

@@ -295,6 +295,32 @@ def test_save_and_load_roundtrip(tiny_learner):
         learn.load("missing")
 
 
+def test_load_reads_the_file_on_the_cpu_whatever_the_data_device(tiny_learner, monkeypatch):
+    # Read on the CPU, the optimizer's step counts stay there (torch moves the rest to the parameters): read on the
+    # GPU, every step would read them back from the device, one sync per tensor.
+    import ember.learner.learner as learner_module
+
+    learn = tiny_learner
+    learn.fit(1, 1e-2)
+    learn.save("stage1", with_opt=True)
+    weights = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    seen = []
+    real = learner_module.safe_load
+
+    def spy(path, map_location="cpu"):
+        seen.append(map_location)
+        return real(path, map_location)
+
+    learn.fit(1, 1e-2)
+    monkeypatch.setattr(learner_module, "safe_load", spy)
+    monkeypatch.setattr(learn.dls, "device", torch.device("meta"))  # stands for an accelerator
+    learn.load("stage1", with_opt=True)
+    assert seen == ["cpu"]
+    assert all(torch.equal(v, weights[k]) for k, v in learn.model.state_dict().items())
+    steps = [s["step"] for s in learn.opt.state.values() if isinstance(s.get("step"), torch.Tensor)]
+    assert steps and all(t.device.type == "cpu" for t in steps)
+
+
 def test_summary_lists_layers_shapes_and_params(tiny_learner):
     text = tiny_learner.summary(print_out=False)
     assert "Linear" in text and "32 x 16" in text and "32 x 2" in text

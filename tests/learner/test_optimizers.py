@@ -146,8 +146,10 @@ def qhadam_ref(lr=0.1, wd=0.01, mom=0.999, sqr_mom=0.999, nus=(0.7, 1.0), eps=1e
 @pytest.mark.parametrize("nus", [(0.7, 1.0), (0.5, 0.8)])
 @pytest.mark.parametrize("decouple", [True, False])
 def test_qhadam_matches_the_paper_update(nus, decouple):
-    got = run_opt(lambda p: QHAdam(p, lr=0.1, wd=0.01, mom=0.9, sqr_mom=0.99, nus=nus, decouple_wd=decouple), 4)
-    assert_close(got, run_ref(qhadam_ref(mom=0.9, sqr_mom=0.99, nus=nus, decouple=decouple), 4))
+    def make(p):
+        return QHAdam(p, lr=0.1, wd=0.01, mom=0.9, sqr_mom=0.99, nu_1=nus[0], nu_2=nus[1], decouple_wd=decouple)
+
+    assert_close(run_opt(make, 4), run_ref(qhadam_ref(mom=0.9, sqr_mom=0.99, nus=nus, decouple=decouple), 4))
 
 
 def test_qhadam_matches_fastai_and_is_adamw_with_nus_one():
@@ -159,7 +161,7 @@ def test_qhadam_matches_fastai_and_is_adamw_with_nus_one():
     assert torch.allclose(w, f64(want_w), rtol=0, atol=1e-12)
     assert torch.allclose(b, f64([-0.07832102540914843, 0.28678482908466785, -0.234998222027896]), rtol=0, atol=1e-12)
     adamw = run_opt(lambda p: torch.optim.AdamW(p, lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01), 5)
-    assert_close(run_opt(lambda p: QHAdam(p, lr=0.1, mom=0.9, sqr_mom=0.99, nus=(1.0, 1.0)), 5), adamw)
+    assert_close(run_opt(lambda p: QHAdam(p, lr=0.1, mom=0.9, sqr_mom=0.99, wd=0.01, nu_1=1.0, nu_2=1.0), 5), adamw)
 
 
 def lamb_ref(lr=0.1, wd=0.01, mom=0.9, sqr_mom=0.99, eps=1e-5):
@@ -326,6 +328,124 @@ def test_lookahead_shares_groups_state_and_hyper_parameters_with_the_inner_optim
     assert clone.count == opt.count and clone.param_groups is clone.opt.param_groups
 
 
+def test_defaults_are_fastais_no_weight_decay_but_for_ranger():
+    params = list(tiny_model().parameters())
+    for make in (RAdam, QHAdam, Lamb):
+        assert make(params).param_groups[0]["weight_decay"] == 0.0, make
+    assert ranger(params).param_groups[0]["weight_decay"] == 0.01
+    # Numbers of fastai 2.8.12's QHAdam(params, lr=0.1) and Lamb(params, lr=0.1), defaults otherwise.
+    w, b = run_opt(lambda p: QHAdam(p, lr=0.1), 3)
+    want_w = [
+        [0.21269063950047132, -0.7075986280178187, 1.7070856883648564],
+        [0.022455005180937723, 0.575206162693124, -0.9759840837467026],
+    ]
+    assert torch.allclose(w, f64(want_w), rtol=0, atol=1e-12)
+    assert torch.allclose(b, f64([-0.07875565876986551, 0.2870976138736526, -0.23552164256782362]), atol=1e-12)
+    w, b = run_opt(lambda p: Lamb(p, lr=0.1), 3)
+    want_w = [
+        [0.20145655533700754, -0.698344323676879, 1.6981920051133637],
+        [-0.010833376212092636, 0.5943858355433401, -0.9945204587195455],
+    ]
+    assert torch.allclose(w, f64(want_w), rtol=0, atol=1e-12)
+    assert torch.allclose(b, f64([-0.10130900942575603, 0.1270200862031518, -0.12329004391959669]), atol=1e-12)
+
+
+def test_qhadam_takes_fastais_nu_1_and_nu_2_as_hyper_parameters():
+    opt = QHAdam(toy_params(), nu_1=0.8)
+    assert (opt.param_groups[0]["nu_1"], opt.param_groups[0]["nu_2"]) == (0.8, 1.0)
+    # They live in every group, so set_hyper moves them and the next step uses the new values.
+    ref = run_opt(lambda p: QHAdam(p, lr=0.1, nu_1=0.5, nu_2=0.9), 3)
+    params = toy_params()
+    opt = QHAdam(params, lr=0.1)
+    set_hyper(opt, "nu_1", 0.5)
+    set_hyper(opt, "nu_2", 0.9)
+    for _ in range(3):
+        toy_loss(*params).backward()
+        opt.step()
+        opt.zero_grad()
+    assert_close([p.detach() for p in params], ref)
+
+
+def test_lookahead_restart_cycle_takes_up_weights_loaded_mid_cycle():
+    batches = _batches(10)
+    model = tiny_model()
+    loaded = copy.deepcopy(model.state_dict())
+    opt = Lookahead(SGD(model.parameters(), lr=0.1, mom=0.0), k=6)
+    _train(model, opt, batches[:8])  # count 8: mid-cycle
+    model.load_state_dict(loaded)
+    opt.restart_cycle()
+    assert opt.count == 0
+    set_hyper(opt, "lr", 0.0)  # a step changes nothing, so only a pull toward stale slow weights could
+    _train(model, opt, batches[:6])  # a whole cycle, ending in a sync
+    for name, p in model.named_parameters():
+        assert torch.equal(p, loaded[name]), name
+
+
+def test_learner_load_without_the_optimizer_state_restarts_lookaheads_cycle(tmp_path):
+    learn = _learner(tmp_path, opt_func=ranger)  # 8 batches an epoch, k=6
+    learn.save("init", with_opt=False)
+    init = {k: v.clone() for k, v in learn.model.named_parameters()}
+    learn.fit(1, 1e-2)
+    assert learn.opt.count % learn.opt.k != 0  # mid-cycle: without a restart the next sync pulls toward old weights
+    learn.load("init", with_opt=False)
+    learn.fit(1, 0.0)  # lr = 0: the weights must stay the loaded ones
+    for name, p in learn.model.named_parameters():
+        assert torch.equal(p, init[name]), name
+    # With the optimizer state, the counter is the saved one.
+    learn.save("mid", with_opt=True)
+    count = learn.opt.count
+    learn.opt.restart_cycle()
+    learn.load("mid", with_opt=True)
+    assert learn.opt.count == count != 0
+
+
+def test_a_checkpoint_records_the_optimizer_a_wrapper_wraps(tmp_path):
+    from ember.learner.checkpoint import checkpoint_state, opt_state_problem
+
+    written = _learner(tmp_path, opt_func=ranger)
+    written.fit(1, 1e-3)
+    state = checkpoint_state(written)
+    assert state["opt_class"] == "Lookahead(RAdam)"
+
+    def qh_lookahead(params, **kw):
+        return Lookahead(QHAdam(params, **kw))
+
+    other = _learner(tmp_path, opt_func=qh_lookahead)
+    other.create_opt()
+    problem = opt_state_problem(other.opt, state["opt"], state["opt_class"])
+    assert "Lookahead(RAdam)" in problem and "Lookahead(QHAdam)" in problem
+    # A file that names the wrapper alone: the hyper-parameters still tell RAdam and QHAdam apart.
+    assert "nu_1" in opt_state_problem(other.opt, state["opt"], "Lookahead")
+    assert opt_state_problem(written.opt, state["opt"], "Lookahead") is None
+    written.save("ranger", with_opt=True)
+    with pytest.raises(ConfigError, match="does not fit this learner's optimizer"):
+        other.load("ranger", with_opt=True)
+    # learn.save records the wrapped optimizer too: RAdam and Lamb (both with `betas`) are told apart by it
+
+    def lamb_lookahead(params, **kw):
+        return Lookahead(Lamb(params, **kw))
+
+    lamb = _learner(tmp_path, opt_func=lamb_lookahead)
+    lamb.create_opt()
+    with pytest.raises(ConfigError, match=r"Lookahead\(RAdam\)"):
+        lamb.load("ranger", with_opt=True)
+
+
+@pytest.mark.parametrize("wrapper", [Larc, Lookahead])
+def test_a_wrapper_passed_as_opt_func_says_how_to_wrap(tmp_path, wrapper):
+    learn = _learner(tmp_path, opt_func=wrapper)
+    with pytest.raises(ConfigError, match=rf"not an opt_func.*lambda params, \*\*kw: {wrapper.__name__}\("):
+        learn.fit(1, 1e-2)
+    # Parameters instead of an optimizer: summarised, not printed tensor by tensor.
+    with pytest.raises(ConfigError, match="a list of 6 tensors") as info:
+        wrapper(list(tiny_model().parameters()))
+    assert "tensor(" not in str(info.value) and "lambda params" in str(info.value)
+    with pytest.raises(ConfigError, match="a generator"):
+        wrapper(tiny_model().parameters())
+    with pytest.raises(ConfigError, match="unknown arguments `K`; valid: opt"):  # a typo next to a built optimizer
+        wrapper(SGD(tiny_model().parameters()), K=3)
+
+
 def test_bad_arguments_are_config_errors():
     params = list(tiny_model().parameters())
     with pytest.raises(ConfigError, match="`mom=1.0`"):
@@ -334,10 +454,10 @@ def test_bad_arguments_are_config_errors():
         Lamb(params, lr=-0.1)
     with pytest.raises(ConfigError, match="`sqr_mom='0.9'`"):
         QHAdam(params, sqr_mom="0.9")
-    with pytest.raises(ConfigError, match="nus"):
-        QHAdam(params, nus=(0.7,))
-    with pytest.raises(ConfigError, match=r"nus\[1\]"):
-        QHAdam(params, nus=(0.7, 1.5))
+    with pytest.raises(ConfigError, match="`nu_2=1.5`"):
+        QHAdam(params, nu_2=1.5)
+    with pytest.raises(ConfigError, match="`nu_1=-0.1`"):
+        QHAdam(params, nu_1=-0.1)
     with pytest.raises(ConfigError, match="`k=0`"):
         ranger(params, k=0)
     with pytest.raises(ConfigError, match="`alpha=0`"):

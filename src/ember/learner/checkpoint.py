@@ -23,7 +23,15 @@ from ember.learner.callback import Callback
 if TYPE_CHECKING:
     from ember.learner.learner import Learner
 
-__all__ = ["atomic_save", "safe_load", "CheckpointCallback", "FORMAT", "model_state_problem", "opt_state_problem"]
+__all__ = [
+    "atomic_save",
+    "safe_load",
+    "CheckpointCallback",
+    "FORMAT",
+    "model_state_problem",
+    "opt_class_name",
+    "opt_state_problem",
+]
 
 FORMAT = "ember-checkpoint-1"
 
@@ -86,12 +94,27 @@ def model_state_problem(model: torch.nn.Module, state: dict[str, Any], strict: b
     return "; ".join(problems) or None
 
 
+def opt_class_name(opt: torch.optim.Optimizer) -> str:
+    """The optimizer's class name, with the optimizer it wraps for a wrapper: ``"Lookahead(RAdam)"``."""
+    inner = getattr(opt, "opt", None)
+    if isinstance(inner, torch.optim.Optimizer) and inner is not opt:
+        return f"{type(opt).__name__}({opt_class_name(inner)})"
+    return type(opt).__name__
+
+
+# The group hyper-parameters that tell optimizers apart: Adam's betas, SGD's momentum, RMSprop's alpha, QHAdam's nu_1
+_KIND_KEYS = ("betas", "momentum", "alpha", "rho", "lr_decay", "etas", "lambd", "nu_1")
+
+
 def opt_state_problem(opt: torch.optim.Optimizer, state: dict[str, Any], opt_class: str | None = None) -> str | None:
     """Why the optimizer state `state` does not fit `opt` (another optimizer, other parameter groups), or None.
 
-    `opt_class` is the class name of the optimizer that wrote it, when known."""
-    if opt_class is not None and opt_class != type(opt).__name__:
-        return f"it was written by {opt_class}, this learner uses {type(opt).__name__}"
+    `opt_class` is the class name of the optimizer that wrote it, when known: with the wrapped optimizer for a
+    wrapper (``"Lookahead(RAdam)"``), or the wrapper's name alone (``"Lookahead"``), which fits any optimizer it
+    wraps, for a file that does not record it."""
+    name = opt_class_name(opt)
+    if opt_class is not None and opt_class not in (name, type(opt).__name__):
+        return f"it was written by {opt_class}, this learner uses {name}"
     try:
         groups = state["param_groups"]
         sizes = [len(g["params"]) for g in groups]
@@ -100,15 +123,11 @@ def opt_state_problem(opt: torch.optim.Optimizer, state: dict[str, Any], opt_cla
     own = [len(g["params"]) for g in opt.param_groups]
     if sizes != own:
         return f"it has parameter groups of {sizes} tensors, this optimizer {own}"
-    # What tells optimizers apart: Adam's betas, SGD's momentum, RMSprop's alpha, ...
     for saved, g in zip(groups, opt.param_groups):
-        kinds = {k for k in ("betas", "momentum", "alpha", "rho", "lr_decay", "etas", "lambd") if k in g}
-        saved_kinds = {k for k in ("betas", "momentum", "alpha", "rho", "lr_decay", "etas", "lambd") if k in saved}
+        kinds = {k for k in _KIND_KEYS if k in g}
+        saved_kinds = {k for k in _KIND_KEYS if k in saved}
         if kinds != saved_kinds:
-            return (
-                f"it has the hyper-parameters {sorted(saved_kinds)}, this optimizer ({type(opt).__name__}) "
-                f"{sorted(kinds)}"
-            )
+            return f"it has the hyper-parameters {sorted(saved_kinds)}, this optimizer ({name}) {sorted(kinds)}"
     return None
 
 
@@ -136,7 +155,7 @@ def checkpoint_state(learn: Learner) -> dict[str, Any]:
         "n_epoch": learn.n_epoch,
         "model": learn.model.state_dict(),
         "opt": learn.opt.state_dict() if learn.opt is not None else None,
-        "opt_class": type(learn.opt).__name__ if learn.opt is not None else None,
+        "opt_class": opt_class_name(learn.opt) if learn.opt is not None else None,
         "scaler": learn.scaler.state_dict() if learn.scaler is not None else None,
         "rng": get_rng_state(),
         "loader_rng": [_loader_generator_state(dl) for dl in learn.dls.loaders],

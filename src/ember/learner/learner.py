@@ -26,6 +26,7 @@ from ember.learner.checkpoint import (
     CheckpointCallback,
     atomic_save,
     model_state_problem,
+    opt_class_name,
     opt_state_problem,
     restore_state,
     safe_load,
@@ -920,7 +921,7 @@ class Learner:
             state = {"model": self.model.state_dict()}
             if with_opt and self.opt is not None:
                 state["opt"] = self.opt.state_dict()
-                state["opt_class"] = type(self.opt).__name__
+                state["opt_class"] = opt_class_name(self.opt)
             atomic_save(state, path)
         barrier()
         return path
@@ -932,9 +933,15 @@ class Learner:
         :class:`~ember.core.errors.ConfigError`, and so does an optimizer state that does not fit this learner's
         optimizer (another optimizer, other parameter groups); with ``strict=False`` that optimizer state is
         skipped with a warning instead (and weights missing from the file or the model are left out).
+
+        The file is read on the CPU; the weights and the optimizer state then move to the model's parameters (so
+        the optimizer's step counts stay on the CPU, as when they are created, and reading them costs no device
+        sync). When the optimizer state is not loaded, an optimizer with a ``restart_cycle`` method
+        (:class:`~ember.learner.optimizers.Lookahead`) restarts its cycle, so that the loaded weights are not
+        pulled back toward the slow weights of the ones they replaced.
         """
         path = Path(name) if str(name).endswith(".pth") else self.path / self.model_dir / f"{name}.pth"
-        state = safe_load(path, self.dls.device)
+        state = safe_load(path, "cpu")
         if not isinstance(state, dict) or "model" not in state:
             raise ConfigError(
                 f"{path} was not written by Learner.save (it has no 'model' entry). For a bare state dict use "
@@ -967,6 +974,8 @@ class Learner:
             raise EmberError(f"The weights in {path} do not fit this model: {e}") from e
         if load_opt:
             self.opt.load_state_dict(state["opt"])
+        elif callable(getattr(self.opt, "restart_cycle", None)):
+            self.opt.restart_cycle()
         return self
 
     def export(self, fname: str | Path = "export.ember", verbose: bool = True) -> Path:

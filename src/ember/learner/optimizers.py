@@ -3,14 +3,16 @@
 Each is an ``opt_func`` (see :mod:`ember.learner.optim`): it takes param-group dicts, ``lr`` and ``wd``, and keeps
 its momentum as ``betas[0]`` of every group, so that :func:`~ember.learner.optim.set_hyper` and one-cycle schedules
 move it. Weight decay is decoupled from the gradient (``p *= 1 - lr * wd``) unless ``decouple_wd=False`` asks for
-L2 decay. The wrappers share their parameter groups and state with the optimizer they wrap, so schedules, grad
-scalers, checkpoints and ``lr_find`` treat them as any torch optimizer.
+L2 decay; as in fastai, it is off by default (``wd=0``) for RAdam, QHAdam and Lamb, and 0.01 for ranger. The
+wrappers share their parameter groups and state with the optimizer they wrap, so schedules, grad scalers,
+checkpoints and ``lr_find`` treat them as any torch optimizer. They are not opt_funcs themselves: wrap a built
+optimizer, as in ``lambda params, **kw: Lookahead(QHAdam(params, **kw))``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -49,17 +51,56 @@ def _check_adam_args(lr: Any, wd: Any, mom: Any, sqr_mom: Any, eps: Any) -> tupl
     )
 
 
-def _check_optimizer(opt: Any, wrapper: str) -> torch.optim.Optimizer:
-    if not isinstance(opt, torch.optim.Optimizer):
+class _Summary:
+    """A value shown in an error message by a short description instead of its (possibly huge) repr."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<{self.text}>"
+
+
+def _summarize(value: Any) -> _Summary:
+    """`value` described in a few words: ``a list of 2 tensors``, ``a generator``, ``a Tensor of shape (3, 2)``."""
+    if isinstance(value, torch.Tensor):
+        return _Summary(f"a Tensor of shape {tuple(value.shape)}")
+    if isinstance(value, (list, tuple)):
+        kinds = {_kind(v) for v in value}
+        what = kinds.pop() if len(kinds) == 1 else "value"
+        plural = "" if len(value) == 1 else "s"
+        return _Summary(f"a {type(value).__name__} of {len(value)} {what}{plural}")
+    return _Summary(f"a {type(value).__name__}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return "tensor"
+    if isinstance(value, dict):
+        return "param-group dict"
+    return type(value).__name__
+
+
+def _check_wrapped(
+    opt: Any, extra: dict[str, Any], wrapper: str, inner: str, own: tuple[str, ...]
+) -> torch.optim.Optimizer:
+    """`opt` when it is a built optimizer and no other argument came (a wrapper passed as an opt_func gets
+    parameters and ``lr=``); a ConfigError that shows how to use the wrapper as an opt_func otherwise. `own` are
+    the wrapper's other arguments, named when a built optimizer comes with unknown ones (a typo)."""
+    hint = (
+        f"{wrapper} wraps a built optimizer, e.g. {wrapper}({inner}(model.parameters())); as an opt_func use "
+        f"`lambda params, **kw: {wrapper}({inner}(params, **kw))`."
+    )
+    names = ", ".join(f"`{k}`" for k in extra)
+    if extra and isinstance(opt, torch.optim.Optimizer):
+        raise ConfigError(f"{wrapper} got unknown arguments {names}; valid: {', '.join(own)}.")
+    if extra:
         raise ConfigError(
-            expected(
-                "a torch.optim.Optimizer",
-                "opt",
-                opt,
-                hint=f"Wrap a built optimizer, e.g. {wrapper}(RAdam(model.parameters())); as an opt_func use "
-                f"lambda params, **kw: {wrapper}(RAdam(params, **kw)).",
-            )
+            f"{wrapper} does not take {names}: it is not an opt_func itself (it was given {_summarize(opt)!r} as "
+            f"`opt`). {hint}"
         )
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise ConfigError(expected("a built torch.optim.Optimizer", "opt", _summarize(opt), hint=hint))
     return opt
 
 
@@ -69,7 +110,7 @@ def _check_optimizer(opt: Any, wrapper: str) -> torch.optim.Optimizer:
 def RAdam(  # noqa: N802 (named like the optimizer users know)
     params: Iterable[Any],
     lr: float = 1e-3,
-    wd: float = 0.01,
+    wd: float = 0.0,
     mom: float = 0.9,
     sqr_mom: float = 0.99,
     eps: float = 1e-5,
@@ -81,7 +122,8 @@ def RAdam(  # noqa: N802 (named like the optimizer users know)
     about 5 steps with ``sqr_mom=0.99``), with the same fixed threshold as fastai. Two differences from fastai's
     RAdam: torch adds `eps` to the square root of the raw second moment, not of the debiased one (so `eps` weighs
     up to ``1 / sqrt(1 - sqr_mom**step)`` times more; immaterial for eps=1e-5 unless gradients are tiny), and
-    fastai's `beta` (SAdam: a softplus on the denominator, off by default) is not offered.
+    fastai's `beta` (SAdam: a softplus on the denominator, off by default) is not offered. The defaults are fastai's
+    (no weight decay unless `wd` is given).
 
     Args:
         decouple_wd: decay the weights as ``p *= 1 - lr * wd`` (RAdamW); False adds ``wd * p`` to the gradient.
@@ -176,13 +218,16 @@ class QHAdam(torch.optim.Optimizer):
 
     With m, v Adam's moving averages of g and g**2 and m_hat, v_hat their bias-corrected values, a step is::
 
-        p -= lr * ((1 - nu1) * g + nu1 * m_hat) / (sqrt((1 - nu2) * g**2 + nu2 * v_hat) + eps)
+        p -= lr * ((1 - nu_1) * g + nu_1 * m_hat) / (sqrt((1 - nu_2) * g**2 + nu_2 * v_hat) + eps)
 
-    ``nus=(1, 1)`` is Adam (AdamW with decoupled decay); ``nu2=1`` and ``mom=sqr_mom=0.999``, ``nu1=0.7`` are the
-    paper's recommended values (and fastai's defaults). Momentum (`mom`) is ``betas[0]`` of every group.
+    ``nu_1 = nu_2 = 1`` is Adam (AdamW with decoupled decay); ``mom=sqr_mom=0.999``, ``nu_1=0.7`` and ``nu_2=1``
+    are the paper's recommended values. The arguments, their names and their defaults are fastai's (no weight decay
+    unless `wd` is given). Momentum (`mom`) is ``betas[0]`` of every group; ``nu_1`` and ``nu_2`` are hyper-parameters
+    of every group, so ``set_hyper(opt, "nu_1", 0.8)`` moves them.
 
     Args:
-        nus: (nu1, nu2), the weights of the moving averages against the current gradient, each in [0, 1].
+        nu_1: the weight of the moving average of g against the current gradient in the numerator, in [0, 1].
+        nu_2: the weight of the moving average of g**2 against the current g**2 in the denominator, in [0, 1].
         decouple_wd: decay the weights as ``p *= 1 - lr * wd``; False adds ``wd * p`` to the gradient (L2).
 
     Raises:
@@ -193,21 +238,20 @@ class QHAdam(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         lr: float = 1e-3,
-        wd: float = 0.01,
+        wd: float = 0.0,
         mom: float = 0.999,
         sqr_mom: float = 0.999,
-        nus: Sequence[float] = (0.7, 1.0),
+        nu_1: float = 0.7,
+        nu_2: float = 1.0,
         eps: float = 1e-8,
         decouple_wd: bool = True,
     ) -> None:
         lr, wd, mom, sqr_mom, eps = _check_adam_args(lr, wd, mom, sqr_mom, eps)
-        if isinstance(nus, (str, bytes)) or not isinstance(nus, Sequence) or len(nus) != 2:
-            raise ConfigError(expected("a pair (nu1, nu2)", "nus", nus, hint="For example nus=(0.7, 1.0)."))
-        nus = (_check_fraction(nus[0], "nus[0]", closed=True), _check_fraction(nus[1], "nus[1]", closed=True))
         defaults = {
             "lr": lr,
             "betas": (mom, sqr_mom),
-            "nus": nus,
+            "nu_1": _check_fraction(nu_1, "nu_1", closed=True),
+            "nu_2": _check_fraction(nu_2, "nu_2", closed=True),
             "eps": eps,
             "weight_decay": wd,
             "decoupled_weight_decay": bool(decouple_wd),
@@ -224,7 +268,7 @@ class QHAdam(torch.optim.Optimizer):
                 continue
             lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
             mom, sqr_mom = group["betas"]
-            nu1, nu2 = group["nus"]
+            nu1, nu2 = group["nu_1"], group["nu_2"]
             if wd != 0:
                 if group["decoupled_weight_decay"]:
                     torch._foreach_mul_(params, 1 - lr * wd)
@@ -258,7 +302,8 @@ class Lamb(torch.optim.Optimizer):
     (``p *= 1 - lr * wd``), the step is Adam's debiased ``m_hat / (sqrt(v_hat) + eps)``, and the trust ratio
     (computed on the decayed weights) is clipped at 10 and is 1 when either norm is 0 (a tensor initialised to
     zeros, such as a bias, moves at the plain rate). For large-batch training, where one learning rate does not
-    suit every layer. Momentum (`mom`) is ``betas[0]`` of every group.
+    suit every layer. Momentum (`mom`) is ``betas[0]`` of every group. The defaults are fastai's (no weight decay
+    unless `wd` is given).
 
     Raises:
         ConfigError: for a negative rate or decay, or a momentum outside [0, 1).
@@ -270,7 +315,7 @@ class Lamb(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         lr: float = 1e-3,
-        wd: float = 0.01,
+        wd: float = 0.0,
         mom: float = 0.9,
         sqr_mom: float = 0.99,
         eps: float = 1e-5,
@@ -318,7 +363,7 @@ class _Wrapper(torch.optim.Optimizer):
     """
 
     def __init__(self, opt: torch.optim.Optimizer) -> None:
-        self.opt = _check_optimizer(opt, type(self).__name__)
+        self.opt = opt
         self.defaults = opt.defaults
         self._optimizer_step_pre_hooks = OrderedDict()
         self._optimizer_step_post_hooks = OrderedDict()
@@ -378,8 +423,11 @@ class Lookahead(_Wrapper):
     per-parameter state (under ``"lookahead_slow"``), so callbacks that move or convert that state move them too.
 
     The slow weights are taken from the weights at the start of every cycle (for fastai they are kept from the last
-    sync): the same updates, and weights loaded between cycles (``learn.load``) are taken up rather than pulled back
-    toward the old ones. A parameter first trained mid-cycle (unfrozen) joins at the next cycle.
+    sync): the same updates. Weights loaded mid-cycle would be pulled back toward the slow weights they replaced at
+    the end of the cycle, so :meth:`restart_cycle` starts a new cycle from the weights as they are: ``learn.load``
+    calls it whenever it loads weights without the optimizer's state (``SaveModelCallback`` reloading the best
+    model, say); after loading weights yourself (``model.load_state_dict``), call ``learn.opt.restart_cycle()``.
+    A parameter first trained mid-cycle (unfrozen) joins at the next cycle.
 
     Args:
         opt: the optimizer to wrap (built over the parameters).
@@ -388,12 +436,14 @@ class Lookahead(_Wrapper):
             1 is `opt` alone.
 
     Raises:
-        ConfigError: for an `opt` that is not a torch optimizer, `k` < 1 or `alpha` outside (0, 1].
+        ConfigError: for an `opt` that is not a torch optimizer (it is not an opt_func itself: use
+            ``lambda params, **kw: Lookahead(RAdam(params, **kw))``), `k` < 1 or `alpha` outside (0, 1].
 
     >>> opt = Lookahead(RAdam(model.parameters()), k=6, alpha=0.5)  # doctest: +SKIP
     """
 
-    def __init__(self, opt: torch.optim.Optimizer, k: int = 6, alpha: float = 0.5) -> None:
+    def __init__(self, opt: torch.optim.Optimizer, k: int = 6, alpha: float = 0.5, **kwargs: Any) -> None:
+        opt = _check_wrapped(opt, kwargs, "Lookahead", "RAdam", ("opt", "k", "alpha"))
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(expected("an int >= 1", "k", k, hint="For example k=6."))
         self.k = k
@@ -412,6 +462,14 @@ class Lookahead(_Wrapper):
         if self.count % self.k == 0:
             self._sync()
         return loss
+
+    def restart_cycle(self) -> None:
+        """Start a new cycle at the next step: the slow weights are taken again from the weights as they are then.
+
+        Call it after changing the weights other than by a step (loading them): otherwise the end of the current
+        cycle pulls them back toward the slow weights of the old ones. ``Learner.load`` calls it for you.
+        """
+        self.count = 0
 
     @torch.no_grad()
     def _start_cycle(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -470,14 +528,21 @@ class Larc(_Wrapper):
     Use it over :func:`~ember.learner.optim.SGD` for large-batch training.
 
     Raises:
-        ConfigError: for an `opt` that is not a torch optimizer or a `trust_coeff` that is not positive.
+        ConfigError: for an `opt` that is not a torch optimizer (it is not an opt_func itself: use
+            ``lambda params, **kw: Larc(SGD(params, **kw))``) or a `trust_coeff` that is not positive.
 
     >>> opt = Larc(SGD(model.parameters(), lr=0.1), trust_coeff=0.02)  # doctest: +SKIP
     """
 
     def __init__(
-        self, opt: torch.optim.Optimizer, trust_coeff: float = 0.02, clip: bool = True, eps: float = 1e-8
+        self,
+        opt: torch.optim.Optimizer,
+        trust_coeff: float = 0.02,
+        clip: bool = True,
+        eps: float = 1e-8,
+        **kwargs: Any,
     ) -> None:
+        opt = _check_wrapped(opt, kwargs, "Larc", "SGD", ("opt", "trust_coeff", "clip", "eps"))
         trust = _scalar(trust_coeff)
         if trust is None or not trust > 0 or trust == float("inf"):
             raise ConfigError(expected("a positive number", "trust_coeff", trust_coeff, hint="For example 0.02."))
@@ -495,12 +560,19 @@ class Larc(_Wrapper):
                 grads = [p.grad for p in params]
                 w_norms, g_norms = torch._foreach_norm(params), torch._foreach_norm(grads)
                 wd = group.get("weight_decay", 0.0)
-                factors = [self._factor(w, g, wd) for w, g in zip(w_norms, g_norms)]
-                torch._foreach_mul_(grads, factors)
+                torch._foreach_mul_(grads, self._factors(w_norms, g_norms, wd))
         self.opt.step()
         return loss
 
+    def _factors(self, w_norms: list[torch.Tensor], g_norms: list[torch.Tensor], wd: float) -> list[torch.Tensor]:
+        """The factor of every tensor; on one device, all at once (a handful of kernels, not a few per tensor)."""
+        if len({t.device for t in w_norms}) == 1:
+            w, g = torch.stack(w_norms), torch.stack(g_norms)  # (n_params,)
+            return list(self._factor(w, g, wd).unbind())
+        return [self._factor(w, g, wd) for w, g in zip(w_norms, g_norms)]
+
     def _factor(self, w: torch.Tensor, g: torch.Tensor, wd: float) -> torch.Tensor:
+        """trust_coeff * ||w|| / (||g|| + wd * ||w|| + eps), capped at 1 with `clip`; 1 where either norm is 0."""
         f = self.trust_coeff * w / (g + wd * w + self.eps)
         if self.clip:
             f = f.clamp(max=1.0)

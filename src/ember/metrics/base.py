@@ -47,6 +47,87 @@ def _check_same_numel(pred: torch.Tensor, targ: torch.Tensor, metric: str) -> No
         )
 
 
+# The shape checks below read shapes only, which are known on the host: they cost no device sync.
+
+
+def _without_axis(shape: torch.Size | tuple[int, ...], axis: int) -> tuple[int, ...] | None:
+    """`shape` with `axis` removed, or None when `shape` has no such axis."""
+    if not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    return tuple(shape[:axis]) + tuple(shape[axis + 1 :])
+
+
+def _class_axis_size(pred: torch.Tensor, axis: int) -> int | None:
+    """The size of `pred` over `axis`, or None when it has no such axis."""
+    return pred.shape[axis] if -pred.ndim <= axis < pred.ndim else None
+
+
+def _fits_class_scores(pred: torch.Tensor, targ: torch.Tensor, axis: int) -> bool:
+    """Whether `pred` holds class scores over `axis` for the targets: without that axis its shape is the targets'
+    (or the targets have the same shape with a class axis of size 1, as ``(B, 1)`` against ``(B, C)``)."""
+    rest = _without_axis(pred.shape, axis)
+    if rest is None:
+        return False
+    if pred.ndim == targ.ndim + 1:
+        return rest == tuple(targ.shape)
+    return pred.ndim == targ.ndim and targ.shape[axis] == 1 and rest == _without_axis(targ.shape, axis)
+
+
+def _check_class_scores(pred: torch.Tensor, targ: torch.Tensor, axis: int, metric: str) -> None:
+    """Raise a DataError naming the model's output shape unless `pred` holds class scores over `axis` for `targ`.
+
+    A count of elements would not do: segmentation scores ``(B, C, H, W)`` read over the last axis give as many
+    labels as ``(B, H, W)`` masks whenever ``C == W``, and a meaningless value would come back.
+    """
+    if _fits_class_scores(pred, targ, axis):
+        return
+    targ_shape = tuple(targ.shape)
+    if axis % max(pred.ndim, 1) != 1 and _without_axis(pred.shape, 1) == targ_shape:
+        hint = "These look like segmentation scores (B, C, H, W) against masks (B, H, W): pass axis=1."
+    else:
+        hint = (
+            "Check the model's output size and the class axis; for segmentation scores (B, C, H, W) against "
+            "masks (B, H, W), pass axis=1."
+        )
+    what = f"the targets' shape {targ_shape} with a class axis at axis={axis}, for `{metric}`"
+    raise DataError(expected(what, "pred.shape", tuple(pred.shape), hint=hint))
+
+
+def _is_one_logit(pred: torch.Tensor, targ: torch.Tensor) -> bool:
+    """Whether `pred` holds one logit per target: the targets' shape, or it up to axes of size 1 (``(B, 1)``
+    against ``(B,)``, ``(B, 1, H, W)`` against ``(B, H, W)``)."""
+    if pred.shape == targ.shape:
+        return True
+    return [d for d in pred.shape if d != 1] == [d for d in targ.shape if d != 1]
+
+
+def _check_not_multi_label(pred: torch.Tensor, targ: torch.Tensor, metric: str) -> None:
+    """Raise a DataError for multi-label outputs ``(B, L)``, L > 1, against targets of the same shape, which a
+    single-label metric would otherwise read as ``B * L`` binary items and pool."""
+    if pred.ndim == 2 and pred.shape[1] > 1 and pred.shape == targ.shape:
+        hint = (
+            "Outputs of the targets' shape (B, L) are multi-label: use F1ScoreMulti, PrecisionMulti, RecallMulti, "
+            "RocAucMulti or APScoreMulti. A binary model outputs one logit per item, (B,) or (B, 1)."
+        )
+        what = f"one logit per item (B,) or (B, 1), or class scores, for the single-label `{metric}`"
+        raise DataError(expected(what, "pred.shape", tuple(pred.shape), hint=hint))
+
+
+def _bad_binary_targets(targ: torch.Tensor) -> torch.Tensor:
+    """Which targets are neither a class id 0 or 1 nor negative (an ignore index such as -100): a bool tensor."""
+    return ~((targ == 0) | (targ == 1) | (targ < 0))
+
+
+def _binary_targets_error(metric: str, n_bad: int, example: Any) -> DataError:
+    """The error for targets of a binary metric that are neither 0, 1 nor negative (checked in compute)."""
+    hint = (
+        f"{n_bad} target(s) are not 0 or 1. Negative targets (an ignore index) are left out; map labels -1/+1 to "
+        "0/1 first, and for several classes or regression targets use a metric made for them."
+    )
+    return DataError(expected(f"class ids 0 or 1 for `{metric}`", "targ", example, hint=hint))
+
+
 class Metric:
     """Base class of accumulating metrics.
 

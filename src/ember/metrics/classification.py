@@ -13,7 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from ember.core.errors import ConfigError, DataError, expected
-from ember.metrics.base import Metric, _check_same_numel, _device_float, _ElementMean
+from ember.metrics.base import (
+    Metric,
+    _bad_binary_targets,
+    _binary_targets_error,
+    _check_class_scores,
+    _check_not_multi_label,
+    _check_same_numel,
+    _class_axis_size,
+    _device_float,
+    _ElementMean,
+    _is_one_logit,
+)
 
 __all__ = [
     "accuracy",
@@ -37,8 +48,8 @@ def accuracy(inp: torch.Tensor, targ: torch.Tensor, axis: int = -1) -> torch.Ten
 
     Works for ``(B, C)`` scores with ``(B,)`` targets and for ``(B, T, C)`` with ``(B, T)`` (every position counts).
     """
+    _check_class_scores(inp, targ, axis, "accuracy")
     pred = inp.argmax(dim=axis)  # (B, ...) labels
-    _check_same_numel(pred, targ, "accuracy")
     return (pred.reshape(-1) == targ.reshape(-1)).float().mean()
 
 
@@ -49,8 +60,8 @@ def error_rate(inp: torch.Tensor, targ: torch.Tensor, axis: int = -1) -> torch.T
 
 def top_k_accuracy(inp: torch.Tensor, targ: torch.Tensor, k: int = 5, axis: int = -1) -> torch.Tensor:
     """Fraction of items whose target is among the ``k`` highest-scoring classes."""
+    _check_class_scores(inp, targ, axis, "top_k_accuracy")
     top = inp.topk(k, dim=axis).indices.movedim(axis, -1).reshape(-1, k)  # (N, k)
-    _check_same_numel(top[:, 0], targ, "top_k_accuracy")
     return (top == targ.reshape(-1, 1)).any(dim=1).float().mean()
 
 
@@ -77,9 +88,11 @@ for _f in (accuracy, top_k_accuracy, accuracy_multi):
 class _ConfusionMatrix(Metric):
     """Accumulates a ``(C, C)`` confusion matrix (rows: targets, columns: predictions) on the device.
 
-    Predictions are raw outputs: class scores over ``axis`` are turned into labels with an argmax; a single output
-    column (``(B,)`` or ``(B, 1)``) is binary, positive when ``sigmoid(pred) > thresh``. Targets outside
-    ``[0, C)`` (e.g. an ignore index of -100) are left out.
+    Predictions are raw outputs: class scores over ``axis`` are turned into labels with an argmax (without that
+    axis their shape must be the targets'); a single output column (``(B,)`` or ``(B, 1)``) is binary, positive
+    when ``sigmoid(pred) > thresh``. Targets outside ``[0, C)`` (e.g. an ignore index of -100) are left out.
+    Multi-label outputs ``(B, L)`` against 0/1 targets of the same shape raise a DataError (use the ``*Multi``
+    metrics).
     """
 
     lower_is_better = False
@@ -92,13 +105,14 @@ class _ConfusionMatrix(Metric):
         self.cm: torch.Tensor | None = None
 
     def _labels(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if pred.shape == targ.shape or (pred.ndim == targ.ndim + 1 and pred.shape[self.axis] == 1):
+        if _is_one_logit(pred, targ):
+            _check_not_multi_label(pred, targ, self.name)
             labels = (pred.float().sigmoid() > self.thresh).long()  # binary from one logit per item
             n_classes = 2
         else:
+            _check_class_scores(pred, targ, self.axis, self.name)
             n_classes = pred.shape[self.axis]
             labels = pred.argmax(dim=self.axis)
-        _check_same_numel(labels, targ, self.name)
         return labels.reshape(-1), n_classes
 
     def _check_classes(self, n: int) -> None:
@@ -191,6 +205,29 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
 
 
+# The scores from true positive, false positive and false negative counts (element-wise), shared by the single-label
+# metrics here and the multi-label ones of ember.metrics.multilabel.
+
+
+def _precision(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    return _safe_div(tp, tp + fp)
+
+
+def _recall(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    return _safe_div(tp, tp + fn)
+
+
+def _fbeta(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, beta: float) -> torch.Tensor:
+    b2 = beta**2
+    return _safe_div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
+
+
+def _check_beta(beta: float) -> float:
+    if not beta > 0:
+        raise ConfigError(expected("a positive number", "beta", beta))
+    return beta
+
+
 class Precision(_ConfusionMetric):
     """Precision of the whole set, ``tp / (tp + fp)``, from an accumulated confusion matrix.
 
@@ -207,7 +244,7 @@ class Precision(_ConfusionMetric):
     _default_name = "precision_score"
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        return _safe_div(tp, tp + fp)
+        return _precision(tp, fp, fn)
 
 
 class Recall(_ConfusionMetric):
@@ -216,7 +253,7 @@ class Recall(_ConfusionMetric):
     _default_name = "recall_score"
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        return _safe_div(tp, tp + fn)
+        return _recall(tp, fp, fn)
 
 
 class FBeta(_ConfusionMetric):
@@ -229,14 +266,11 @@ class FBeta(_ConfusionMetric):
     _default_name = "fbeta_score"
 
     def __init__(self, beta: float, average: str = "binary", **kwargs: Any) -> None:
-        if not beta > 0:
-            raise ConfigError(expected("a positive number", "beta", beta))
-        self.beta = beta
+        self.beta = _check_beta(beta)
         super().__init__(average=average, **kwargs)
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        b2 = self.beta**2
-        return _safe_div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
+        return _fbeta(tp, fp, fn, self.beta)
 
 
 class F1Score(FBeta):
@@ -257,9 +291,13 @@ class BrierScore(_ElementMean):
     probability of the positive class and ``y`` is 1 for a positive item and 0 otherwise. Lower is better.
 
     The model outputs one logit per item (``(B,)`` or ``(B, 1)``; ``p`` is its sigmoid) or two class scores
-    (``(B, 2)`` over ``axis``; ``p`` is the softmax of class ``pos_label``). Targets are class ids 0 and 1; any
-    other target (an ignore index) is left out. Logits of the same shape as 0/1 multi-label targets give the mean
-    over every (item, label) pair. ``nan`` when nothing was seen.
+    (``(B, 2)`` over ``axis``; ``p`` is the softmax of class ``pos_label``). Targets are class ids 0 and 1; a
+    negative target (an ignore index) is left out, and any other value raises a DataError in ``compute``. Multi-label
+    outputs ``(B, L)`` against 0/1 targets of the same shape raise a DataError too, as in every single-label metric.
+    ``nan`` when nothing was seen.
+
+    fastai's ``BrierScore`` hands scikit-learn the argmax labels rather than the probabilities (so it scores 0/1
+    predictions); this is the Brier score of the probabilities, as ``sklearn.metrics.brier_score_loss`` defines it.
 
     Args:
         pos_label: the positive class (0 or 1).
@@ -275,22 +313,40 @@ class BrierScore(_ElementMean):
         self.pos_label, self.axis = pos_label, axis
         super().__init__(name=name)
 
+    def reset(self) -> None:
+        super().reset()
+        self.n_bad: torch.Tensor | int = 0  # targets neither 0, 1 nor negative, counted on the device
+        self.bad_example: torch.Tensor | None = None  # the largest of them
+
     def _values(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = _device_float(pred.device)
-        if pred.shape == targ.shape or (pred.ndim == targ.ndim + 1 and pred.shape[self.axis] == 1):
+        if _is_one_logit(pred, targ):
+            _check_not_multi_label(pred, targ, self.name)
             prob = pred.to(dtype).sigmoid()  # probability of class 1
             prob = prob if self.pos_label == 1 else 1 - prob
-        elif pred.ndim == targ.ndim + 1 and pred.shape[self.axis] == 2:
+        elif pred.ndim in (targ.ndim, targ.ndim + 1) and _class_axis_size(pred, self.axis) == 2:
+            _check_class_scores(pred, targ, self.axis, self.name)
             prob = pred.to(dtype).softmax(dim=self.axis).select(self.axis, self.pos_label)
         else:
             hint = "The Brier score here is for binary problems; for several classes use a loss such as cross-entropy."
             what = "one logit per item (B,) or (B, 1), or two class scores (B, 2)"
             raise DataError(expected(what, "pred.shape", tuple(pred.shape), hint=hint))
-        _check_same_numel(prob, targ, self.name)
-        prob, targ = prob.reshape(-1), targ.reshape(-1)
+        prob, targ = prob.reshape(-1), targ.reshape(-1)  # (N,) each
+        bad = _bad_binary_targets(targ)
+        self.n_bad = self.n_bad + bad.sum()
+        if targ.numel():
+            worst = torch.where(bad, targ.to(dtype), -math.inf).max()
+            self.bad_example = worst if self.bad_example is None else torch.maximum(self.bad_example, worst)
         valid = (targ == 0) | (targ == 1)
         diff = torch.where(valid, prob - (targ == self.pos_label).to(dtype), torch.zeros_like(prob))  # (N,)
         return (diff * diff).sum(), valid.sum()
+
+    def compute(self) -> float:
+        n_bad = int(self.n_bad)
+        if n_bad:
+            example = float(self.bad_example) if self.bad_example is not None else math.nan
+            raise _binary_targets_error(self.name, n_bad, int(example) if example.is_integer() else example)
+        return super().compute()
 
 
 class Perplexity(_ElementMean):

@@ -1,7 +1,8 @@
 """Correlation of predictions with targets over the whole set: Pearson's (linear) and Spearman's (of ranks).
 
 For regression models: predictions and targets are flattened, so ``(B, 1)`` outputs against ``(B,)`` targets work.
-Either is ``nan`` when the predictions or the targets are constant (there is no correlation to measure).
+Either is ``nan`` when the predictions or the targets are constant (there is no correlation to measure), and when
+any of them is NaN or infinite (a model that diverged must not score r = 1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ __all__ = ["PearsonCorrCoef", "SpearmanCorrCoef"]
 
 
 def _pearson(n: int, mean_a: float, mean_b: float, m2_a: float, m2_b: float, co: float) -> float:
-    """Pearson's r from the count, means, sums of squared deviations and co-deviation of two series."""
+    """Pearson's r from the count, means, sums of squared deviations and co-deviation of two series; ``nan`` for
+    non-finite moments (from NaN or infinite values), which the clamp to [-1, 1] would otherwise turn into 1."""
+    if not all(math.isfinite(v) for v in (mean_a, mean_b, m2_a, m2_b, co)):
+        return math.nan
     if n < 2 or _is_constant(m2_a, mean_a, n) or _is_constant(m2_b, mean_b, n):
         return math.nan
     return max(-1.0, min(1.0, co / math.sqrt(m2_a * m2_b)))
@@ -59,7 +63,7 @@ class SpearmanCorrCoef(_ScoreMetric):
         dtype = _device_float(pred.device)
         values = torch.stack([pred.reshape(-1).to(dtype), targ.reshape(-1).to(dtype)], dim=1)  # (N, 2)
         n = values.shape[0]
-        if n < 2:
+        if n < 2 or not bool(torch.isfinite(values).all()):  # NaN would rank highest and give a plausible value
             return math.nan
         ranks = _average_ranks(values)  # (N, 2)
         dev = ranks - ranks.mean(0)  # (N, 2)

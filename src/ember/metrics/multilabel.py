@@ -14,8 +14,15 @@ from typing import Any
 import torch
 
 from ember.core.errors import ConfigError, DataError, expected
-from ember.metrics.base import Metric, _check_same_numel, _device_float, _ElementMean
-from ember.metrics.classification import _safe_div
+from ember.metrics.base import (
+    Metric,
+    _check_class_scores,
+    _check_same_numel,
+    _device_float,
+    _ElementMean,
+    _is_one_logit,
+)
+from ember.metrics.classification import _check_beta, _fbeta, _precision, _recall
 
 __all__ = ["PrecisionMulti", "RecallMulti", "FBetaMulti", "F1ScoreMulti", "HammingLoss"]
 
@@ -110,7 +117,7 @@ class PrecisionMulti(_MultiLabelMetric):
     _default_name = "precision_score"
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        return _safe_div(tp, tp + fp)
+        return _precision(tp, fp, fn)
 
 
 class RecallMulti(_MultiLabelMetric):
@@ -120,7 +127,7 @@ class RecallMulti(_MultiLabelMetric):
     _default_name = "recall_score"
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        return _safe_div(tp, tp + fn)
+        return _recall(tp, fp, fn)
 
 
 class FBetaMulti(_MultiLabelMetric):
@@ -130,14 +137,11 @@ class FBetaMulti(_MultiLabelMetric):
     _default_name = "fbeta_score"
 
     def __init__(self, beta: float, thresh: float = 0.5, sigmoid: bool = True, **kwargs: Any) -> None:
-        if not beta > 0:
-            raise ConfigError(expected("a positive number", "beta", beta))
-        self.beta = beta
+        self.beta = _check_beta(beta)
         super().__init__(thresh=thresh, sigmoid=sigmoid, **kwargs)
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-        b2 = self.beta**2
-        return _safe_div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
+        return _fbeta(tp, fp, fn, self.beta)
 
 
 class F1ScoreMulti(FBetaMulti):
@@ -172,10 +176,10 @@ class HammingLoss(_ElementMean):
         super().__init__(name=name)
 
     def _values(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
-        if pred.ndim == targ.ndim + 1 and pred.shape[self.axis] > 1:  # single-label class scores
+        if pred.ndim == targ.ndim + 1 and not _is_one_logit(pred, targ):  # single-label class scores
+            _check_class_scores(pred, targ, self.axis, self.name)
             n_classes = pred.shape[self.axis]
             labels = pred.argmax(dim=self.axis)
-            _check_same_numel(labels, targ, self.name)
             labels, targ = labels.reshape(-1), targ.reshape(-1)
             valid = (targ >= 0) & (targ < n_classes)
             return ((labels != targ) & valid).sum(), valid.sum()

@@ -9,7 +9,7 @@ so logits and probabilities give the same value.
 A class (or a label, or an item for ``average="samples"``) whose targets are all positive or all negative has no
 ROC AUC, and one with no positive target no average precision: it is left out of the average, and the value is
 ``nan`` when nothing is left (scikit-learn raises an error for the ROC AUC and answers 0.0 for the average
-precision).
+precision). The value is ``nan`` too when a prediction is NaN or infinite (scikit-learn raises an error).
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from ember.core.errors import ConfigError, DataError, expected
-from ember.metrics.base import Metric, _check_same_numel, _device_float
+from ember.metrics.base import (
+    Metric,
+    _bad_binary_targets,
+    _binary_targets_error,
+    _check_class_scores,
+    _check_not_multi_label,
+    _check_same_numel,
+    _class_axis_size,
+    _device_float,
+    _is_one_logit,
+)
 
 __all__ = ["RocAuc", "RocAucBinary", "RocAucMulti", "APScoreBinary", "APScoreMulti"]
 
@@ -94,7 +104,11 @@ def _mean_of_defined(values: torch.Tensor, weights: torch.Tensor | None = None) 
 
 
 class _ScoreMetric(Metric):
-    """Keeps the detached predictions and targets of every batch on the device, for a value of the whole set."""
+    """Keeps the detached predictions and targets of every batch on the device, for a value of the whole set.
+
+    The value is ``nan`` when any prediction is not finite (a model that diverged): a NaN would otherwise sort as
+    the highest score and give a plausible value. Checked once, in ``compute``.
+    """
 
     lower_is_better = False
 
@@ -111,6 +125,9 @@ class _ScoreMetric(Metric):
         self.preds.append(pred.detach())
         self.targs.append(targ)
 
+    def _check_targets(self, targ: torch.Tensor) -> None:
+        """Raise for target values the metric cannot use (in ``compute``, where a device sync is allowed)."""
+
     def _value(self, pred: torch.Tensor, targ: torch.Tensor) -> float:
         """The value from all the predictions and targets, concatenated."""
         raise NotImplementedError
@@ -118,7 +135,11 @@ class _ScoreMetric(Metric):
     def compute(self) -> float:
         if not self.preds:
             return math.nan
-        return self._value(torch.cat(self.preds), torch.cat(self.targs))
+        pred, targ = torch.cat(self.preds), torch.cat(self.targs)
+        self._check_targets(targ)
+        if not bool(torch.isfinite(pred).all()):
+            return math.nan
+        return self._value(pred, targ)
 
 
 def _check_average(average: str, valid: tuple[str, ...]) -> str:
@@ -154,11 +175,13 @@ class RocAuc(_ScoreMetric):
         super().__init__(name=name)
 
     def _check(self, pred: torch.Tensor, targ: torch.Tensor) -> None:
-        if pred.ndim != targ.ndim + 1 or pred.shape[self.axis] < 2:
+        if _is_one_logit(pred, targ):
             what = "class scores with a class axis of at least 2, one more axis than the targets"
             hint = f"The targets have shape {tuple(targ.shape)}. For one logit per item, use RocAucBinary."
+            if pred.ndim == 2 and pred.shape[1] > 1:
+                hint = f"The targets have shape {tuple(targ.shape)}. For multi-label outputs, use RocAucMulti."
             raise DataError(expected(what, "pred.shape", tuple(pred.shape), hint=hint))
-        _check_same_numel(pred.select(self.axis, 0), targ, self.name)
+        _check_class_scores(pred, targ, self.axis, self.name)
 
     def _value(self, pred: torch.Tensor, targ: torch.Tensor) -> float:
         n_classes = pred.shape[self.axis]
@@ -179,23 +202,26 @@ class _BinaryScoreMetric(_ScoreMetric):
         self.axis = axis
         super().__init__(name=name)
 
-    def _one_logit(self, pred: torch.Tensor, targ: torch.Tensor) -> bool:
-        return pred.shape == targ.shape or (pred.ndim == targ.ndim + 1 and pred.shape[self.axis] == 1)
-
     def _check(self, pred: torch.Tensor, targ: torch.Tensor) -> None:
-        if self._one_logit(pred, targ):
-            _check_same_numel(pred, targ, self.name)
-        elif pred.ndim == targ.ndim + 1 and pred.shape[self.axis] == 2:
-            _check_same_numel(pred.select(self.axis, 0), targ, self.name)
+        if _is_one_logit(pred, targ):
+            _check_not_multi_label(pred, targ, self.name)
+        elif pred.ndim in (targ.ndim, targ.ndim + 1) and _class_axis_size(pred, self.axis) == 2:
+            _check_class_scores(pred, targ, self.axis, self.name)
         else:
             what = "one logit per item (B,) or (B, 1), or two class scores (B, 2)"
             hint = f"The targets have shape {tuple(targ.shape)}. For more than two classes, use RocAuc."
             raise DataError(expected(what, "pred.shape", tuple(pred.shape), hint=hint))
 
+    def _check_targets(self, targ: torch.Tensor) -> None:
+        bad = _bad_binary_targets(targ.reshape(-1))
+        n_bad = int(bad.sum())
+        if n_bad:
+            raise _binary_targets_error(self.name, n_bad, targ.reshape(-1)[bad][0].item())
+
     def _columns(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores of class 1 and whether each item is of class 1, ``(N, 1)`` each; targets not 0 or 1 left out."""
+        """Scores of class 1 and whether each item is of class 1, ``(N, 1)`` each; negative targets left out."""
         pred = pred.to(_device_float(pred.device))
-        if self._one_logit(pred, targ):
+        if _is_one_logit(pred, targ):
             scores = pred.reshape(-1)
         else:
             # softmax(pred)[1] = sigmoid(pred[1] - pred[0]): the difference has the same order and never saturates
@@ -209,8 +235,10 @@ class RocAucBinary(_BinaryScoreMetric):
     """ROC AUC of a binary classifier over the whole set.
 
     The model outputs one logit per item (``(B,)`` or ``(B, 1)``) or two class scores (``(B, 2)`` over ``axis``,
-    class 1 is the positive one); targets are class ids 0 and 1, and any other target (an ignore index) is left
-    out. ``nan`` when the targets hold a single class.
+    class 1 is the positive one); targets are class ids 0 and 1. A negative target (an ignore index) is left out,
+    and any other value (a 2, or a fraction from regression targets passed by mistake) raises a DataError in
+    ``compute``. Multi-label outputs ``(B, L)`` against targets of the same shape raise a DataError (use
+    :class:`RocAucMulti`). ``nan`` when the targets hold a single class.
     """
 
     _default_name = "roc_auc_score"

@@ -12,7 +12,7 @@ import math
 import torch
 
 from ember.core.errors import DataError, expected
-from ember.metrics.base import Metric, _check_same_numel, _ElementMean
+from ember.metrics.base import Metric, _check_class_scores, _ElementMean
 
 __all__ = ["foreground_acc", "Dice", "DiceMulti", "JaccardCoeff"]
 
@@ -20,11 +20,11 @@ __all__ = ["foreground_acc", "Dice", "DiceMulti", "JaccardCoeff"]
 def _seg_labels(pred: torch.Tensor, targ: torch.Tensor, axis: int, metric: str) -> tuple[torch.Tensor, int]:
     """Predicted class ids, flattened, and the number of classes: the argmax over `axis`, or for a single output
     channel the positive class where the logit is above 0."""
+    _check_class_scores(pred, targ, axis, metric)
     if pred.ndim == targ.ndim + 1 and pred.shape[axis] == 1:
         labels, n = (pred.squeeze(axis) > 0).long(), 2
     else:
         labels, n = pred.argmax(dim=axis), pred.shape[axis]
-    _check_same_numel(labels, targ, metric)
     return labels.reshape(-1), n
 
 
