@@ -18,6 +18,7 @@ the functions that read files do, and say how to install it when it is missing.
 from __future__ import annotations
 
 import io
+import math
 import numbers
 import os
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ember.core.errors import ConfigError, DataError, expected
+from ember.core.errors import ConfigError, DataError, EmberError, expected
 from ember.core.parallel import parallel
 from ember.core.recipe import register_recipe
 from ember.data.items import get_files
@@ -358,11 +359,20 @@ def _header_row(ds: Any) -> dict[str, Any]:
     return row
 
 
+_PIXEL_SUMMARY = ("img_min", "img_max", "img_mean", "img_std", "img_pct_window")
+
+
 def _metadata_row(path: str | os.PathLike, px_summ: bool, window: tuple[float, float]) -> dict[str, Any]:
+    """One row of :func:`dicom_metadata`. Pixels that cannot be read as greyscale values (a colour image, a compressed
+    file without its decoder) leave the summary NaN and say why in ``img_error``: the header is still listed."""
     ds = dcmread(path)
     row: dict[str, Any] = {"fname": str(path), **_header_row(ds)}
     if px_summ and _PIXEL_DATA in ds:
-        px = _modality_array(ds)  # every frame
+        try:
+            px = _modality_array(ds)  # every frame
+        except DataError as e:
+            row.update(dict.fromkeys(_PIXEL_SUMMARY, math.nan), img_error=str(e))
+            return row
         w, l = window
         row.update(
             img_min=float(px.min()),
@@ -391,13 +401,15 @@ def dicom_metadata(
     Args:
         px_summ: also summarize the pixels, in the modality's units (Hounsfield units for CT; fastai summarizes the
             stored values): ``img_min``, ``img_max``, ``img_mean``, ``img_std`` and ``img_pct_window``, the share of
-            pixels inside `window`. Files without pixel data get NaN there.
+            pixels inside `window`. Files without pixel data get NaN there; so do files whose pixels cannot be read
+            as greyscale values (a colour image, a compressed file without its decoder), with the reason in an
+            ``img_error`` column (present when some file has one).
         window: ``(width, level)`` for ``img_pct_window``.
         n_workers: processes reading the files (``None``: one per core; ``0``: in this process).
         progress: draw a progress bar (in a terminal or a notebook).
 
     Raises:
-        EmberError: a file cannot be read; the message names it.
+        DataError: a file cannot be read (missing, not DICOM, truncated); the message names it.
 
     >>> df = dicom_metadata(get_dicom_files(path))   # doctest: +SKIP
     >>> df[df.img_pct_window > 0.1]                   # doctest: +SKIP
@@ -410,7 +422,13 @@ def dicom_metadata(
     _import_pydicom()  # a missing pydicom is one clear error here, not one per file from the workers
     paths = [Path(p) for p in paths]
     row = partial(_metadata_row, px_summ=px_summ, window=(w, l))
-    rows = parallel(row, paths, n_workers=n_workers, progress=progress, desc="Reading DICOM headers")
+    try:
+        rows = parallel(row, paths, n_workers=n_workers, progress=progress, desc="Reading DICOM headers")
+    except EmberError as e:
+        if not isinstance(e.__cause__, DataError):
+            raise
+        # the reading error names the file; the worker's function name would say nothing more
+        raise DataError(f"dicom_metadata stopped on a file it cannot read: {e.__cause__}") from e
     return pd.DataFrame(rows)
 
 
@@ -469,8 +487,9 @@ class DicomBlock(ImageBlock):
             - ``(width, level)``: a window, e.g. ``dicom_windows.brain`` (see :func:`windowed`);
             - ``"hist"``: histogram equalization of each image (:func:`hist_scaled`);
             - a list of these, one per channel, e.g. ``[dicom_windows.brain, dicom_windows.subdural,
-              dicom_windows.brain_bone]`` for brain CT (the three windows of fastai's ``to_nchan``; fastai adds a
-              histogram-scaled channel unless told not to: add ``"hist"`` for it).
+              dicom_windows.brain_bone]`` for brain CT (the three windows of fastai's ``to_nchan``). A list holds
+              exactly 3; fastai appends a histogram-scaled fourth channel unless told not to, here replace one
+              of the three windows with ``"hist"`` to have one.
         channels: 1 (grey) or 3. With one window, 3 repeats the same grey image in each channel (what
             ``ImageBlock(mode="RGB")`` does with a grey file), so a pretrained RGB model takes it; with a list of
             windows, the default is one channel per window.

@@ -284,3 +284,31 @@ def test_aug_transforms_min_scale_is_a_random_resized_crop():
     assert warp((x,), IMG, 1)[0].shape == (64, 1, 16, 16)  # validation: the whole image, resized
     with pytest.raises(ConfigError, match="min_scale"):
         aug_transforms(min_scale=0)
+
+
+def test_aug_transforms_names_mult_when_the_warp_would_fold_images():
+    with pytest.raises(ConfigError, match=r"`mult` to be below 2\.5 with max_warp=0\.2.*received `mult=3`"):
+        aug_transforms(mult=3)
+    with pytest.raises(ConfigError, match="`mult` to be a non-negative number"):
+        aug_transforms(mult=-1)
+    with pytest.raises(ConfigError, match="`max_warp`"):
+        aug_transforms(max_warp=0.6)
+    # a stronger rest without the warp is fine
+    (warp, light) = aug_transforms(mult=3, max_warp=0.0)
+    assert warp.max_rotate == 30.0 and warp.max_warp == 0.0 and light.max_lighting == pytest.approx(0.6)
+
+
+def test_random_resized_crop_val_xtra_is_checked_and_widens_the_window():
+    with pytest.raises(ConfigError, match=r"`val_xtra` to be a fraction in \[0, 1\); received `val_xtra=1\.0`"):
+        RandomResizedCrop(8, val_xtra=1.0)
+    with pytest.raises(ConfigError, match="`val_xtra`"):
+        RandomResizedCrop(8, val_xtra="x")
+    with pytest.raises(ConfigError, match="`min_scale`"):
+        RandomResizedCrop(8, min_scale="0.5")
+    # validation of an 8x16 image at size 4: the centre 8x8 window; with val_xtra=0.5 one twice as wide (the whole
+    # image, squished to 4x4)
+    x = torch.arange(128, dtype=torch.uint8).reshape(1, 8, 16)
+    assert torch.equal(RandomResizedCrop(4)((x,), IMG, 1)[0], Resize(4)((x,), IMG, 1)[0])
+    wide = RandomResizedCrop(4, val_xtra=0.5)((x,), IMG, 1)[0]
+    assert torch.equal(wide, Resize(4, method="squish")((x,), IMG, 1)[0])
+    assert not torch.equal(wide, Resize(4)((x,), IMG, 1)[0])

@@ -357,3 +357,35 @@ def test_bad_arguments_name_the_argument():
         RandomErasing(max_count=0)
     with pytest.raises(ConfigError, match="`p`"):
         DihedralItem(p=2)
+
+
+def test_affine_warp_checks_its_ranges_before_the_first_batch():
+    # a perspective coefficient of 0.5 or more folds images over: refused as Warp refuses it
+    with pytest.raises(ConfigError, match=r"`max_warp` to be a value in \[0, 0.5\); received `max_warp=0.8`"):
+        AffineWarp(max_warp=0.8)
+    with pytest.raises(ConfigError, match="`max_rotate`.*received `max_rotate=-5`"):
+        AffineWarp(max_rotate=-5)
+    with pytest.raises(ConfigError, match="`max_warp`.*received `max_warp='a'`"):
+        AffineWarp(max_warp="a")
+    with pytest.raises(ConfigError, match="`min_zoom`.*received `min_zoom='1'`"):
+        AffineWarp(min_zoom="1")
+    with pytest.raises(ConfigError, match="`max_zoom`"):
+        Zoom(min_zoom=1.0, max_zoom="2")
+    with pytest.raises(ConfigError, match="`ratio`"):
+        AffineWarp(min_scale=0.5, ratio=3)
+    # in range it works: the largest allowed warp keeps every corner finite
+    xb = torch.rand(4, 1, 6, 6)
+    out = AffineWarp(max_warp=0.49, p_affine=1.0)((xb,), IMG, 0)[0]
+    assert out.shape == xb.shape and bool(out.isfinite().all())
+
+
+def test_lighting_checks_p_as_the_single_effects_do():
+    with pytest.raises(ConfigError, match=r"`p` to be a probability in \[0, 1\]; received `p=True`"):
+        Lighting(p=True)
+    with pytest.raises(ConfigError, match="`max_lighting`.*received `max_lighting='0.2'`"):
+        Lighting(max_lighting="0.2")
+    # the shared base keeps each effect's recipe and its checks
+    for cls in (Brightness, Contrast, Saturation):
+        assert cls(0.3, p=0.5).to_recipe() == {"max_lighting": 0.3, "p": 0.5}
+        with pytest.raises(ConfigError, match="`p`"):
+            cls(p=True)

@@ -263,6 +263,12 @@ def test_get_annotations_names_what_is_wrong(coco):
         get_annotations(bad)
     with pytest.raises(DataError, match="no such file"):
         get_annotations(coco / "missing.json")
+    # an id that is not an int or a str (one a dict cannot even hold) is named, not a raw TypeError
+    data = json.loads((coco / "train.json").read_text())
+    data["annotations"][1]["image_id"] = [1]
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"malformed: annotation 1 has the image_id \[1\]; expected an int or a str"):
+        get_annotations(bad)
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
@@ -300,6 +306,22 @@ def test_show_boxes_skips_padding_and_needs_an_image():
     with pytest.raises(ConfigError, match="image drawn first"):
         show_boxes(torch.zeros(1, 4), plt.subplots()[1])
     plt.close("all")
+
+
+def test_box_labels_are_written_inside_the_box_even_at_the_top_edge():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((16, 16)), cmap="gray")
+    show_boxes(torch.tensor([[-1.0, -1.0, 0.0, 0.0], [0.2, 0.2, 0.8, 0.8]]), ax, labels=["top", "mid"])
+    fig.canvas.draw()
+    frame = ax.get_window_extent()
+    for text, patch in zip(ax.texts, ax.patches):
+        extent, box = text.get_window_extent(), patch.get_window_extent()
+        # the whole label is on the axes (a label above a box at the top edge would be clipped away) and in its box
+        assert frame.contains(extent.x0, extent.y0) and frame.contains(extent.x1, extent.y1), text.get_text()
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1 + 1, text.get_text()
+    plt.close(fig)
 
 
 class OneBox(nn.Module):

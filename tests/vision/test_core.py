@@ -252,4 +252,9 @@ def test_show_images_grid_titles_and_file(tmp_path):
         show_images(ims, titles=["a"])
     with pytest.raises(ConfigError, match="no images"):
         show_images([])
+    # imshow keywords pass through; an unknown one is named before matplotlib sees it
+    fig = show_images(ims[:1], alpha=0.5, interpolation="nearest")
+    assert fig.axes[0].images[0].get_alpha() == 0.5
+    with pytest.raises(ConfigError, match=r"show_images\(\) got unknown keyword argument\(s\) \['bogus'\]"):
+        show_images(ims, bogus=1)
     plt.close("all")

@@ -422,3 +422,33 @@ def test_keypoint_predictions_come_back_in_pixels_of_each_image(tmp_path, method
     decoded, _, _ = learn.predict_batch([tmp_path / n for n in names])
     for name, label in zip(names, decoded):
         assert torch.allclose(label, torch.tensor(points[name]), atol=1e-4), name
+
+
+def test_keypoint_predictions_read_each_image_once(tmp_path):
+    from ember.data.items import IndexSplitter
+    from ember.vision.core import PointBlock
+
+    for i, (h, w) in enumerate([(12, 20), (20, 12), (16, 16)]):
+        Image.fromarray(np.full((h, w), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    files = sorted(tmp_path.glob("*.png"))
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), PointBlock),
+        get_items=lambda _: files,
+        get_y=lambda p: [[1.0, 2.0]],
+        splitter=IndexSplitter([0]),
+        item_tfms=[Resize(8)],
+    ).dataloaders(tmp_path, bs=2, device="cpu", num_workers=0)
+    learn = VisionLearner(dls, nn.Sequential(nn.Flatten(), nn.Linear(64, 2), nn.Tanh()), path=tmp_path)
+    block = dls.blocks[0]
+    read = []
+    encode = block.encode
+    block.encode = lambda value: read.append(value) or encode(value)
+    label, dec, _ = learn.predict(files[0])
+    assert len(read) == 1  # the corners that map the answer back to pixels travel with the image
+    decoded, decs, _ = learn.predict_batch(files, bs=2)
+    assert len(read) == 1 + 3 and len(decoded) == 3 and decs.shape == (3, 2)
+    # the same answer as predict's: the model's output (the centre crop of 12x20 is 12x12 from x = 4) in pixels
+    assert torch.allclose(decoded[0], label) and torch.allclose(decs[0], dec)
+    assert torch.allclose(label, (dec.reshape(1, 2) + 1) / 2 * 12 + torch.tensor([4.0, 0.0]), atol=1e-5)
+    with pytest.raises(ConfigError, match="`bs`"):
+        learn.predict_batch(files, bs=0)

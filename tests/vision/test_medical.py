@@ -184,6 +184,34 @@ def test_get_files_metadata_and_errors(tmp_path):
         dicom_metadata([*files, tmp_path / "a" / "notes.txt"], n_workers=0, progress=False)
 
 
+def test_metadata_lists_a_colour_file_with_the_reason_its_pixels_are_not_summarized(tmp_path):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    write_dicom(tmp_path / "ct.dcm", _STORED)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = UltrasoundImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    us = FileDataset(str(tmp_path / "us.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    if int(pydicom.__version__.split(".")[0]) < 3:
+        us.is_little_endian, us.is_implicit_VR = True, False
+    us.SOPClassUID, us.Modality, us.Rows, us.Columns = UltrasoundImageStorage, "US", 2, 2
+    us.SamplesPerPixel, us.PhotometricInterpretation, us.PlanarConfiguration = 3, "RGB", 0
+    us.BitsAllocated, us.BitsStored, us.HighBit, us.PixelRepresentation = 8, 8, 7, 0
+    us.PixelData = np.zeros((2, 2, 3), np.uint8).tobytes()
+    us.save_as(str(tmp_path / "us.dcm"))
+
+    df = dicom_metadata([tmp_path / "ct.dcm", tmp_path / "us.dcm"], n_workers=0, progress=False)
+    assert list(df["Modality"]) == ["CT", "US"]
+    assert df["img_max"][0] == 3071.0 and np.isnan(df["img_max"][1]) and np.isnan(df["img_pct_window"][1])
+    assert not isinstance(df["img_error"][0], str) and "colour image" in df["img_error"][1]
+    # a file that cannot be read at all still stops the table, named, without the name of an internal helper
+    (tmp_path / "notes.dcm").write_text("not an image")
+    with pytest.raises(DataError, match=r"dicom_metadata stopped on a file it cannot read: .*notes\.dcm") as e:
+        dicom_metadata([tmp_path / "ct.dcm", tmp_path / "notes.dcm"], n_workers=0, progress=False)
+    assert "_metadata_row" not in str(e.value)
+
+
 def test_dicom_block_encodes_windows_and_checks_arguments(tmp_path):
     f = write_dicom(
         tmp_path / "a.dcm", _STORED

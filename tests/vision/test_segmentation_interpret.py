@@ -16,6 +16,8 @@ from ember.data import DataLoaders
 from ember.data.block import CategoryBlock, DataBlock
 from ember.data.items import FuncSplitter, get_image_files, parent_label
 from ember.learner.learner import Learner
+from ember.losses import CrossEntropyLossFlat
+from ember.vision.affine import Dihedral, FlipItem
 from ember.vision.core import ImageBlock, MaskBlock
 from ember.vision.interpret import ClassificationInterpretation, SegmentationInterpretation
 from ember.vision.learner import VisionLearner
@@ -152,3 +154,54 @@ def test_classification_interpretation_points_to_it_and_bad_learners_are_refused
     classifier = Learner(plain, nn.Linear(3, 2), loss_func=nn.CrossEntropyLoss())
     with pytest.raises(ConfigError, match=r"\(B, C, H, W\); received `output shape=\(4, 2\)`"):
         SegmentationInterpretation.from_learner(classifier)
+
+
+def test_a_training_loader_is_read_without_augmentation_so_pictures_match_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    levels = {f"t{i}": rng.integers(0, 3, (4, 4)) for i in range(4)} | {"v0": rng.integers(0, 3, (4, 4))}
+    for name, lv in levels.items():
+        Image.fromarray((lv * 127.5).round().astype(np.uint8)).save(tmp_path / f"{name}.png")
+    targets = {name: np.where(np.arange(16).reshape(4, 4) % 5 == 0, 2, lv) for name, lv in levels.items()}
+    dls = DataBlock(
+        blocks=(ImageBlock(mode="L"), MaskBlock(CODES)),
+        get_items=get_image_files,
+        get_y=lambda p: targets[p.stem].astype(np.uint8),
+        splitter=FuncSplitter(lambda p: p.stem.startswith("v")),
+        item_tfms=[FlipItem(0.5)],
+        batch_tfms=[Dihedral(p=1.0)],  # every training image flipped or turned at random, its mask with it
+    ).dataloaders(tmp_path, bs=2, device="cpu", num_workers=0)
+    learn = VisionLearner(dls, NearestLevel(), path=tmp_path)
+    learn.silent = True
+    torch.manual_seed(0)
+    interp = SegmentationInterpretation.from_learner(learn, ds_idx=0)
+    names = [p.stem for p in dls.train_ds.items]
+    # scored on the items as they are: the masks, the predictions and the losses of the plain images
+    assert interp.targs.tolist() == [targets[n].tolist() for n in names]
+    assert interp.decoded.tolist() == [levels[n].tolist() for n in names]
+    x = torch.stack([torch.as_tensor((levels[n] * 127.5).round()) for n in names])[:, None].float() / 255
+    with torch.no_grad():
+        ref = F.cross_entropy(learn.model(x), torch.tensor(np.stack([targets[n] for n in names])), reduction="none")
+    assert torch.allclose(interp.losses, ref.mean((1, 2)), atol=1e-5)
+    # what plot_top_losses fetches again is what was scored
+    for k, sample in enumerate(interp._inputs_at(list(range(4)))):
+        assert torch.equal(sample[1].long(), interp.targs[k].long())
+    assert dls.train.split == 0  # the training loader itself still augments
+
+
+def test_ignored_pixels_do_not_dilute_an_image_loss():
+    lv = torch.tensor([[0, 1, 2, 0]] * 4)
+    wrong = (lv + 1) % 3  # every pixel's target is another class than the one predicted
+    mostly_ignored = torch.full((4, 4), -100)
+    mostly_ignored[0] = wrong[0]  # 4 labelled pixels, all wrong; 12 ignored
+    x = (lv * 0.5).float()[None, None].expand(2, 1, 4, 4)  # (2, 1, 4, 4): grey levels 0, 0.5, 1
+    y = torch.stack([wrong, mostly_ignored])  # (2, 4, 4)
+    plain = DataLoaders.from_tensors((x, y), (x, y), bs=2)
+    learn = Learner(plain, NearestLevel(), loss_func=CrossEntropyLossFlat(axis=1, ignore_index=-100))
+    learn.silent = True
+    interp = SegmentationInterpretation.from_learner(learn)
+    with torch.no_grad():
+        per_pixel = F.cross_entropy(learn.model(x[:1]), wrong[None], reduction="none")[0]  # (4, 4)
+    # the mean over the labelled pixels only: about 5.02 for both, where counting the ignored ones as 0 gave 1.26
+    assert interp.losses.tolist() == pytest.approx([float(per_pixel.mean()), float(per_pixel[0].mean())], abs=1e-5)
+    assert float(interp.losses[1]) > 0.9 * float(interp.losses[0])
+    assert interp.image_accuracy().tolist() == [0.0, 0.0]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ember.core.errors import ConfigError, DataError, expected
 from ember.core.recipe import register_recipe
 from ember.data.transform import Transform
+from ember.vision._draws import _bernoulli, _check_p, _is_number, _uniform
 from ember.vision.resize import _check_pad_mode, _size2
 
 __all__ = [
@@ -42,25 +43,6 @@ __all__ = [
 ]
 
 _MODES = ("bilinear", "nearest", "bicubic")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# random draws and checks shared by the batch augmentations (colour.py and RandomErasing use them too)
-# ------------------------------------------------------------------------------------------------------------
-
-
-def _uniform(n: int, lo: float, hi: float) -> torch.Tensor:
-    return torch.empty(n).uniform_(lo, hi)
-
-
-def _bernoulli(n: int, p: float) -> torch.Tensor:
-    return torch.rand(n) < p
-
-
-def _check_p(p: float, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ConfigError(expected("a probability in [0, 1]", name, p))
-    return float(p)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -159,6 +141,30 @@ class DihedralItem(_ItemSymmetry):
 # ------------------------------------------------------------------------------------------------------------
 # batch transforms: one projective matrix per image
 # ------------------------------------------------------------------------------------------------------------
+
+
+def _check_angle(value: float, name: str) -> float:
+    """A largest rotation in degrees: a finite number >= 0."""
+    if not _is_number(value) or not 0 <= value < math.inf:
+        raise ConfigError(expected("a non-negative angle in degrees", name, value))
+    return float(value)
+
+
+def _check_zooms(min_zoom: float, max_zoom: float) -> tuple[float, float]:
+    """The zoom range: finite positive numbers, ``min_zoom <= max_zoom``."""
+    if not _is_number(max_zoom) or not 0 < max_zoom < math.inf:
+        raise ConfigError(expected("a positive zoom", "max_zoom", max_zoom))
+    if not _is_number(min_zoom) or not 0 < min_zoom <= max_zoom:
+        raise ConfigError(expected(f"a positive zoom <= max_zoom={max_zoom}", "min_zoom", min_zoom))
+    return float(min_zoom), float(max_zoom)
+
+
+def _check_warp(value: float, name: str) -> float:
+    """A largest perspective coefficient: in [0, 0.5). At 0.5 the projective denominator of a corner reaches 0;
+    beyond it, part of the image folds over."""
+    if not _is_number(value) or not 0 <= value < 0.5:
+        raise ConfigError(expected("a value in [0, 0.5)", name, value, hint="At 0.5 a corner is sent to infinity."))
+    return float(value)
 
 
 def _eye(n: int) -> torch.Tensor:
@@ -441,7 +447,8 @@ class AffineWarp(_AffineCore):
         max_rotate: the largest rotation, in degrees.
         min_zoom: the smallest zoom (below 1 zooms out).
         max_zoom: the largest zoom.
-        max_warp: the largest perspective coefficient (0.2 tilts an edge by about 20%).
+        max_warp: the largest perspective coefficient, in [0, 0.5) (0.2 tilts an edge by about 20%; at 0.5 a
+            corner is sent to infinity).
         p_affine: the probability of each of rotation, zoom and warp, per image.
         size: resample to this size (int or ``(height, width)``); ``None`` keeps the input size.
         mode: interpolation of images: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
@@ -467,17 +474,17 @@ class AffineWarp(_AffineCore):
         min_scale: float = 1.0,
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
     ) -> None:
-        if not 0 < min_scale <= 1:
+        if not _is_number(min_scale) or not 0 < min_scale <= 1:
             raise ConfigError(expected("a fraction in (0, 1]", "min_scale", min_scale))
-        if not (len(ratio) == 2 and 0 < ratio[0] <= ratio[1]):
+        pair = isinstance(ratio, Sequence) and len(ratio) == 2 and all(_is_number(r) for r in ratio)
+        if not (pair and 0 < ratio[0] <= ratio[1] < math.inf):
             raise ConfigError(expected("a (low, high) pair of positive ratios", "ratio", ratio))
         self.min_scale, self.ratio = float(min_scale), (float(ratio[0]), float(ratio[1]))
         self.p_affine = _check_p(p_affine, "p_affine")
-        if not 0 < min_zoom <= max_zoom:
-            raise ConfigError(expected(f"a positive zoom <= max_zoom={max_zoom}", "min_zoom", min_zoom))
         self.do_flip, self.flip_vert = bool(do_flip), bool(flip_vert)
-        self.max_rotate, self.min_zoom, self.max_zoom = float(max_rotate), float(min_zoom), float(max_zoom)
-        self.max_warp = float(max_warp)
+        self.max_rotate = _check_angle(max_rotate, "max_rotate")
+        self.min_zoom, self.max_zoom = _check_zooms(min_zoom, max_zoom)
+        self.max_warp = _check_warp(max_warp, "max_warp")
         self._init_sampling(size, mode, pad_mode)
 
     def draw_matrices(self, n: int, in_size: tuple[int, int]) -> torch.Tensor:
@@ -578,9 +585,7 @@ class Rotate(_AffineCore):
         mode: str = "bilinear",
         pad_mode: str = "reflection",
     ) -> None:
-        if isinstance(max_deg, bool) or not isinstance(max_deg, (int, float)) or max_deg < 0:
-            raise ConfigError(expected("a non-negative angle in degrees", "max_deg", max_deg))
-        self.max_deg, self.p = float(max_deg), _check_p(p)
+        self.max_deg, self.p = _check_angle(max_deg, "max_deg"), _check_p(p)
         self._init_sampling(size, mode, pad_mode)
 
     def draw_matrices(self, n: int, in_size: tuple[int, int]) -> torch.Tensor:
@@ -608,9 +613,8 @@ class Zoom(_AffineCore):
         mode: str = "bilinear",
         pad_mode: str = "reflection",
     ) -> None:
-        if not 0 < min_zoom <= max_zoom:
-            raise ConfigError(expected(f"a positive zoom <= max_zoom={max_zoom}", "min_zoom", min_zoom))
-        self.min_zoom, self.max_zoom, self.p = float(min_zoom), float(max_zoom), _check_p(p)
+        self.min_zoom, self.max_zoom = _check_zooms(min_zoom, max_zoom)
+        self.p = _check_p(p)
         self._init_sampling(size, mode, pad_mode)
 
     def draw_matrices(self, n: int, in_size: tuple[int, int]) -> torch.Tensor:
@@ -638,11 +642,7 @@ class Warp(_AffineCore):
         mode: str = "bilinear",
         pad_mode: str = "reflection",
     ) -> None:
-        if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) or not 0 <= magnitude < 0.5:
-            raise ConfigError(
-                expected("a value in [0, 0.5)", "magnitude", magnitude, hint="At 0.5 a corner is sent to infinity.")
-            )
-        self.magnitude, self.p = float(magnitude), _check_p(p)
+        self.magnitude, self.p = _check_warp(magnitude, "magnitude"), _check_p(p)
         self._init_sampling(size, mode, pad_mode)
 
     def draw_matrices(self, n: int, in_size: tuple[int, int]) -> torch.Tensor:

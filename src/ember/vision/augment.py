@@ -27,6 +27,7 @@ import torch
 from ember.core.errors import ConfigError, DataError, expected
 from ember.core.recipe import register_recipe
 from ember.data.transform import Transform
+from ember.vision._draws import _bernoulli, _check_p, _is_number
 from ember.vision.affine import (
     AffineWarp,
     Dihedral,
@@ -36,8 +37,7 @@ from ember.vision.affine import (
     Rotate,
     Warp,
     Zoom,
-    _bernoulli,
-    _check_p,
+    _check_warp,
 )
 from ember.vision.colour import Brightness, Contrast, Hue, Lighting, Saturation
 from ember.vision.resize import (
@@ -136,8 +136,24 @@ def aug_transforms(
     Returns:
         A list of batch transforms for ``DataBlock(batch_tfms=...)``, plus `xtra_tfms` at the end.
 
+    Raises:
+        ConfigError: an argument is out of range, e.g. a `mult` that takes ``max_warp * mult`` to 0.5 or more (where
+            a corner of the image is sent to infinity).
+
     >>> batch_tfms = [*aug_transforms(), Normalize.from_stats(*imagenet_stats)]
     """
+    if not _is_number(mult) or not 0 <= mult < math.inf:
+        raise ConfigError(expected("a non-negative number", "mult", mult))
+    if _check_warp(max_warp, "max_warp") * mult >= 0.5:
+        raise ConfigError(
+            expected(
+                f"below {0.5 / max_warp:.4g} with max_warp={max_warp}, so that max_warp * mult stays below 0.5",
+                "mult",
+                mult,
+                hint="At a perspective coefficient of 0.5 a corner is sent to infinity. Lower `max_warp` (or set it "
+                "to 0) to make the other augmentations stronger.",
+            )
+        )
     tfms: list[Transform] = [
         AffineWarp(
             do_flip=do_flip,
@@ -315,11 +331,11 @@ class RandomErasing(Transform):
         self, p: float = 0.5, sl: float = 0.0, sh: float = 0.3, min_aspect: float = 0.3, max_count: int = 1
     ) -> None:
         self.p = _check_p(p)
-        if not (isinstance(sh, (int, float)) and 0 <= sh <= 1):
+        if not (_is_number(sh) and 0 <= sh <= 1):
             raise ConfigError(expected("a fraction of the area in [0, 1]", "sh", sh))
-        if not (isinstance(sl, (int, float)) and 0 <= sl <= sh):
+        if not (_is_number(sl) and 0 <= sl <= sh):
             raise ConfigError(expected(f"a fraction of the area in [0, sh={sh}]", "sl", sl))
-        if not (isinstance(min_aspect, (int, float)) and 0 < min_aspect <= 1):
+        if not (_is_number(min_aspect) and 0 < min_aspect <= 1):
             raise ConfigError(expected("a ratio in (0, 1]", "min_aspect", min_aspect))
         if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
             raise ConfigError(expected("a positive int", "max_count", max_count))

@@ -367,13 +367,15 @@ def _colour(i: int) -> Any:
 
 
 def _write(ax: Any, x: float, y: float, text: str, colour: Any) -> None:
+    """Write `text` inside a box, from its top-left corner ``(x, y)`` down (the y axis of an image points down), so
+    that the label of a box at the image's top edge stays on the image."""
     ax.text(
         x,
         y,
         text,
         fontsize=8,
         color="white",
-        va="bottom",
+        va="top",
         ha="left",
         bbox={"facecolor": colour, "edgecolor": "none", "pad": 1, "alpha": 0.8},
         clip_on=True,
@@ -392,7 +394,8 @@ def show_boxes(
     ``(H, W)``). Boxes with no area (padding) are skipped.
 
     Args:
-        labels: one text per box, written at its top-left corner (``"#na#"`` and ``None`` are not written).
+        labels: one text per box, written inside it at its top-left corner (``"#na#"`` and ``None`` are not
+            written).
         color: the rectangles' colour.
 
     Returns:
@@ -436,6 +439,16 @@ def _need(obj: Any, key: str, where: str, fname: Path) -> Any:
     return obj[key]
 
 
+def _need_id(obj: Any, key: str, where: str, fname: Path) -> int | str:
+    """The id under `key`: an int or a str, as COCO files hold them."""
+    value = _need(obj, key, where, fname)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise DataError(
+            f"The COCO file {fname} is malformed: {where} has the {key} {_short(value)}; expected an int or a str."
+        )
+    return value
+
+
 def get_annotations(
     fname: str | os.PathLike, prefix: str | os.PathLike | None = None
 ) -> tuple[list[str], list[tuple[list[list[float]], list[str]]]]:
@@ -453,8 +466,8 @@ def get_annotations(
         ``(file_names, [(boxes, labels), ...])``, one pair per file name.
 
     Raises:
-        DataError: the file is missing, not JSON, or lacks a key (the message names it), or an annotation names an
-            image or category that the file does not list.
+        DataError: the file is missing, not JSON, or lacks a key (the message names it), an id is not an int or a
+            str, or an annotation names an image or category that the file does not list.
 
     >>> files, lbl_bbox = get_annotations(path / "train.json")        # doctest: +SKIP
     >>> img2bbox = dict(zip(files, lbl_bbox))                          # doctest: +SKIP
@@ -475,16 +488,16 @@ def get_annotations(
     annotations = _need(data, "annotations", "the file", fname)
     categories = _need(data, "categories", "the file", fname)
     classes = {
-        _need(c, "id", f"category {k}", fname): str(_need(c, "name", f"category {k}", fname))
+        _need_id(c, "id", f"category {k}", fname): str(_need(c, "name", f"category {k}", fname))
         for k, c in enumerate(categories)
     }
-    image_ids = {_need(im, "id", f"image {k}", fname) for k, im in enumerate(images)}
+    image_ids = {_need_id(im, "id", f"image {k}", fname) for k, im in enumerate(images)}
     boxes: dict[Any, list[list[float]]] = {}
     labels: dict[Any, list[str]] = {}
     for k, a in enumerate(annotations):
         where = f"annotation {k}"
-        image_id = _need(a, "image_id", where, fname)
-        category_id = _need(a, "category_id", where, fname)
+        image_id = _need_id(a, "image_id", where, fname)
+        category_id = _need_id(a, "category_id", where, fname)
         bb = _need(a, "bbox", where, fname)
         if not (isinstance(bb, list) and len(bb) == 4 and all(isinstance(v, (int, float)) for v in bb)):
             raise DataError(

@@ -20,7 +20,7 @@ import torch
 from ember.core.errors import ConfigError, DataError, expected
 from ember.core.recipe import register_recipe
 from ember.data.transform import Transform
-from ember.vision.affine import _bernoulli, _check_p, _uniform
+from ember.vision._draws import _bernoulli, _check_p, _is_number, _uniform
 
 __all__ = [
     "Lighting",
@@ -33,9 +33,14 @@ __all__ = [
 
 def _check_fraction(value: float, name: str) -> float:
     """A value in [0, 1): the largest change of a colour effect."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _is_number(value) or not 0 <= value < 1:
         raise ConfigError(expected("a value in [0, 1)", name, value))
     return float(value)
+
+
+def _logit(x: torch.Tensor) -> torch.Tensor:
+    """Logits of pixel values, clamped away from 0 and 1 (the lighting transforms work in this space)."""
+    return torch.logit(x.clamp(1e-4, 1 - 1e-4))
 
 
 @register_recipe()
@@ -51,11 +56,7 @@ class Lighting(Transform):
     split_idx = 0
 
     def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
-        if not 0 <= max_lighting < 1:
-            raise ConfigError(expected("a value in [0, 1)", "max_lighting", max_lighting))
-        if not 0 <= p <= 1:
-            raise ConfigError(expected("a probability in [0, 1]", "p", p))
-        self.max_lighting, self.p = float(max_lighting), float(p)
+        self.max_lighting, self.p = _check_fraction(max_lighting, "max_lighting"), _check_p(p)
 
     def before_call(self, sample: tuple, kinds: Sequence[str], split: int) -> None:
         self._params = None
@@ -74,15 +75,10 @@ class Lighting(Transform):
             return x
         shape = (-1,) + (1,) * (x.ndim - 1)
         b, c = (t.to(x.device, x.dtype, non_blocking=True).view(shape) for t in self._params)
-        return torch.sigmoid(torch.logit(x.clamp(1e-4, 1 - 1e-4)) * c + b)
+        return torch.sigmoid(_logit(x) * c + b)
 
     def to_recipe(self) -> dict[str, Any]:
         return {"max_lighting": self.max_lighting, "p": self.p}
-
-
-def _logit(x: torch.Tensor) -> torch.Tensor:
-    """Logits of pixel values, clamped away from 0 and 1 (the lighting transforms work in this space)."""
-    return torch.logit(x.clamp(1e-4, 1 - 1e-4))
 
 
 def _log_uniform_factor(n: int, m: float) -> torch.Tensor:
@@ -153,8 +149,18 @@ class _ColourEffect(Transform):
         return self.adjust(x, self._change.to(x.device, x.dtype, non_blocking=True))
 
 
+class _LightingEffect(_ColourEffect):
+    """Base of the colour effects whose strength is one `max_lighting` in [0, 1), applied with probability `p`."""
+
+    def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
+        self.max_lighting, self.p = _check_fraction(max_lighting, "max_lighting"), _check_p(p)
+
+    def to_recipe(self) -> dict[str, Any]:
+        return {"max_lighting": self.max_lighting, "p": self.p}
+
+
 @register_recipe()
-class Brightness(_ColourEffect):
+class Brightness(_LightingEffect):
     """Batch augmentation: with probability `p`, change each image's brightness in logit space (training only).
 
     A pixel value ``v`` becomes ``sigmoid(logit(v) + logit(b))`` with ``b`` drawn uniformly in ``0.5 ± max_lighting
@@ -164,9 +170,6 @@ class Brightness(_ColourEffect):
 
     neutral = 0.5
 
-    def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
-        self.max_lighting, self.p = _check_fraction(max_lighting, "max_lighting"), _check_p(p)
-
     def draw(self, n: int) -> torch.Tensor:
         m = self.max_lighting
         return torch.where(_bernoulli(n, self.p), _uniform(n, 0.5 * (1 - m), 0.5 * (1 + m)), torch.full((n,), 0.5))
@@ -174,12 +177,9 @@ class Brightness(_ColourEffect):
     def adjust(self, x: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(_logit(x) + torch.logit(change).view(-1, 1, 1, 1))  # (B, C, H, W)
 
-    def to_recipe(self) -> dict[str, Any]:
-        return {"max_lighting": self.max_lighting, "p": self.p}
-
 
 @register_recipe()
-class Contrast(_ColourEffect):
+class Contrast(_LightingEffect):
     """Batch augmentation: with probability `p`, change each image's contrast in logit space (training only).
 
     A pixel value ``v`` becomes ``sigmoid(c * logit(v))`` with ``c`` log-uniform in ``[1 - max_lighting,
@@ -188,21 +188,15 @@ class Contrast(_ColourEffect):
 
     neutral = 1.0
 
-    def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
-        self.max_lighting, self.p = _check_fraction(max_lighting, "max_lighting"), _check_p(p)
-
     def draw(self, n: int) -> torch.Tensor:
         return torch.where(_bernoulli(n, self.p), _log_uniform_factor(n, self.max_lighting), torch.ones(n))
 
     def adjust(self, x: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(_logit(x) * change.view(-1, 1, 1, 1))  # (B, C, H, W)
 
-    def to_recipe(self) -> dict[str, Any]:
-        return {"max_lighting": self.max_lighting, "p": self.p}
-
 
 @register_recipe()
-class Saturation(_ColourEffect):
+class Saturation(_LightingEffect):
     """Batch augmentation: with probability `p`, change each RGB image's saturation (training only).
 
     In logit space, each pixel moves away from (factor above 1) or towards (below 1) its grey level, the
@@ -213,9 +207,6 @@ class Saturation(_ColourEffect):
     neutral = 1.0
     rgb_only = True
 
-    def __init__(self, max_lighting: float = 0.2, p: float = 0.75) -> None:
-        self.max_lighting, self.p = _check_fraction(max_lighting, "max_lighting"), _check_p(p)
-
     def draw(self, n: int) -> torch.Tensor:
         return torch.where(_bernoulli(n, self.p), _log_uniform_factor(n, self.max_lighting), torch.ones(n))
 
@@ -224,9 +215,6 @@ class Saturation(_ColourEffect):
         luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         grey = (logits * luma).sum(1, keepdim=True)  # (B, 1, H, W)
         return torch.sigmoid(grey + change.view(-1, 1, 1, 1) * (logits - grey))
-
-    def to_recipe(self) -> dict[str, Any]:
-        return {"max_lighting": self.max_lighting, "p": self.p}
 
 
 @register_recipe()

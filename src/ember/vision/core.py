@@ -320,6 +320,9 @@ def show_image(
     return ax
 
 
+_SHOW_IMAGES_ARGS = ("ims", "nrows", "ncols", "titles", "figsize", "fname")
+
+
 def show_images(
     ims: Sequence[Any],
     nrows: int | None = None,
@@ -335,13 +338,18 @@ def show_images(
         nrows, ncols: the grid (default: as square as possible).
         titles: one title per image (None for none).
         fname: also save the figure there.
-        **kwargs: passed to matplotlib's ``imshow``.
+        **kwargs: passed to matplotlib's ``imshow`` (e.g. ``cmap``, ``alpha``, ``interpolation``).
 
     Returns:
         The matplotlib Figure.
-    """
-    from ember.data.show import _finish, get_grid
 
+    Raises:
+        ConfigError: no images, a count of `titles` other than one per image, a grid too small, or a keyword that
+            ``imshow`` does not take.
+    """
+    from ember.data.show import _finish, check_show_kwargs, get_grid
+
+    check_show_kwargs("show_images", kwargs, [ImageBlock], 1, _SHOW_IMAGES_ARGS)
     ims = list(ims)
     if not ims:
         raise ConfigError("show_images received no images: pass a list of at least one image.")

@@ -3,7 +3,8 @@
 
 Predictions, targets and per-item losses are gathered once; the inputs of the worst items are fetched
 again from the loader only when :meth:`plot_top_losses` needs them, so a large validation set is never
-held in memory as images.
+held in memory as images. A training loader is read without augmentation (as validation data), so that what
+is drawn is what was scored.
 """
 
 from __future__ import annotations
@@ -12,19 +13,42 @@ import math
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from ember.core.errors import ConfigError, DataError, expected
+from ember.data.loaders import loading_settings
 from ember.learner.callback import Callback
 from ember.learner.learner import Learner
 
 __all__ = ["ClassificationInterpretation", "Interpretation", "SegmentationInterpretation"]
 
 
+def _without_augmentation(loader: Any) -> Any:
+    """A copy of a training loader that reads the same items, in order, as validation data: the random item
+    transforms (crops, flips) and the batch augmentations are skipped, and a ``Normalize()`` still takes its
+    statistics from `loader`. Other loaders are returned as they are."""
+    ds = getattr(loader, "dataset", None)
+    if getattr(loader, "split", None) != 0 or not (hasattr(ds, "_view") and hasattr(ds, "idxs")):
+        return loader
+    settings = loading_settings(loader.dl)
+    settings["generator"] = torch.Generator()  # reading the copy leaves the training loader's draws alone
+    if "persistent_workers" in settings:
+        settings["persistent_workers"] = False
+    view = ds._view(ds.idxs, 1)  # the same items, split 1: training-only transforms skipped
+    out = loader.new(DataLoader(view, batch_size=loader.bs, shuffle=False, drop_last=False, **settings))
+    out.split, out.setup_from = 1, loader
+    return out
+
+
 def _interpretation_loader(learn: Learner, dl: Any, ds_idx: int | None) -> Any:
-    """The loader `dl` or `ds_idx` names (default: the validation set), read in dataset order."""
+    """The loader `dl` or `ds_idx` names (default: the validation set), read in dataset order and, for a training
+    loader, without augmentation.
+
+    Augmentation draws afresh on every read, so the inputs fetched again for a plot would not be those the model was
+    scored on (and a mask target moves with its image): a training loader's items are read as validation data."""
     from ember.learner.learner import _in_dataset_order
 
-    return _in_dataset_order(learn._preds_loader(dl, ds_idx))
+    return _in_dataset_order(_without_augmentation(learn._preds_loader(dl, ds_idx)))
 
 
 class Interpretation:
@@ -54,7 +78,7 @@ class Interpretation:
     @classmethod
     def from_learner(cls, learn: Learner, dl: Any = None, ds_idx: int | None = None) -> Interpretation:
         """Gather everything on `dl` (default: the validation set), or on the loader of index `ds_idx` (0: training,
-        1: validation)."""
+        1: validation). A training loader's items are read without augmentation, as validation data."""
         # in dataset order, so that the inputs fetched again later (plot_top_losses) are those of each position
         loader = _interpretation_loader(learn, dl, ds_idx)
         preds, targs, decoded, losses = learn.get_preds(dl=loader, with_decoded=True, with_loss=True)
@@ -305,6 +329,30 @@ def _pixel_ids(x: torch.Tensor, n_classes: int) -> torch.Tensor:
     return x.to(_ids_dtype(n_classes)).cpu()
 
 
+def _image_losses(loss_func: Any, pred: torch.Tensor, ids: torch.Tensor, *yb: torch.Tensor) -> torch.Tensor:
+    """The loss of each image ``(B,)`` on the CPU: the mean of its pixels' losses over the pixels whose target is a
+    class (`ids` ``(B, H, W)`` >= 0).
+
+    An ignored pixel's loss (0 under ``ignore_index``) would otherwise dilute the mean, and an image with many
+    ignored pixels would rank as better than it is. An image with no labelled pixel gets 0; a loss that does not
+    give one value per pixel is averaged as it is."""
+    from ember.learner.callbacks import _per_item_loss
+
+    if getattr(loss_func, "reduction", None) is None:
+        return _per_item_loss(loss_func, pred, *yb)  # its ConfigError says what the loss lacks
+    old = loss_func.reduction
+    loss_func.reduction = "none"
+    try:
+        loss = loss_func(pred, *yb).detach().float().cpu()
+    finally:
+        loss_func.reduction = old
+    loss = loss.reshape(pred.shape[0], -1)  # (B, P)
+    keep = (ids >= 0).reshape(pred.shape[0], -1)  # (B, H * W)
+    if loss.shape[1] != keep.shape[1]:
+        return loss.mean(1)
+    return (loss * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
 class _GatherMasks(Callback):
     """Keep each image's loss and its predicted and target class ids, batch by batch on the CPU.
 
@@ -323,7 +371,6 @@ class _GatherMasks(Callback):
         self.problem: str | None = None
 
     def after_pred(self) -> None:
-        from ember.learner.callbacks import _per_item_loss
         from ember.losses import loss_activation, loss_decodes
 
         learn = self.learn
@@ -349,10 +396,11 @@ class _GatherMasks(Callback):
             return
         self.n_classes = n = pred.shape[1] if pred.shape[1] > 1 else 2  # one logit channel: background or not
         loss_func = learn.loss_func
-        self.losses.append(_per_item_loss(loss_func, pred, *yb).detach().cpu())  # (B,) the mean over pixels
+        ids = _pixel_ids(targ, n)  # (B, H, W), -1 where ignored
+        self.losses.append(_image_losses(loss_func, pred, ids, *yb))  # (B,) the mean over the labelled pixels
         dec = loss_decodes(loss_func)(loss_activation(loss_func)(pred.float()))  # (B, H, W)
         self.decoded.append(_pixel_ids(dec, n))
-        self.targs.append(_pixel_ids(targ, n))
+        self.targs.append(ids)
 
 
 class SegmentationInterpretation(ClassificationInterpretation):
@@ -365,7 +413,8 @@ class SegmentationInterpretation(ClassificationInterpretation):
     are left out of every count.
 
     Attributes:
-        losses: the loss of each image ``(N,)``, the mean over its pixels.
+        losses: the loss of each image ``(N,)``, the mean over its pixels whose target is a class (ignored pixels
+            left out; 0 for an image with none).
         decoded: the predicted class ids ``(N, H, W)`` (int16).
         targs: the target class ids ``(N, H, W)`` (int16; -1 for an ignored pixel).
         preds: None: the probabilities are not kept (``N * C * H * W`` floats); ``learn.get_preds()`` gives them.
@@ -393,6 +442,9 @@ class SegmentationInterpretation(ClassificationInterpretation):
     def from_learner(cls, learn: Learner, dl: Any = None, ds_idx: int | None = None) -> SegmentationInterpretation:
         """Run the model on `dl` (default: the validation set; or the loader of index `ds_idx`, 0: training,
         1: validation) and keep each image's loss, predicted mask and target mask.
+
+        A training loader is read without augmentation (its items as validation data: no random crops, flips or
+        warps), so the losses, the masks and the images :meth:`plot_top_losses` draws all belong together.
 
         Raises:
             ConfigError: the learner's target is not a mask, or its model does not give a score per class and pixel.

@@ -714,30 +714,61 @@ class VisionLearner(Learner):
     def _encode_items(self, items: Sequence[Any]) -> tuple:
         """Raw inputs -> one batch on the device, through the blocks, item transforms and batch transforms
         (all as validation: no augmentation)."""
+        return self._encode_and_map(items, False)[0]
+
+    def _encode_and_map(self, items: Sequence[Any], maps: bool) -> tuple[tuple, list[torch.Tensor | None]]:
+        """:meth:`_encode_items`, and with `maps` each item's map from the model's input back to the pixels of its
+        own image (None for an item without an image input, and for all when `maps` is False).
+
+        A map is ``(3, 2)``: where the image's corners ``(0, 0)`` and ``(W, H)`` land in the model's input, in
+        [-1, 1], and ``(W, H)``. At prediction the item transforms only resize, crop and pad (no randomness), so
+        each axis maps affinely and two points fix it. The two corners travel as an extra keypoints element of the
+        sample through the same item-transform pass as the image (one read and one resize per item), in pixels:
+        the scalers to [-1, 1] leave them out, and the scaling is done here with the size the model sees.
+        """
+        from ember.vision.bbox import BBoxScaler
+        from ember.vision.core import PointScaler
+
         blocks = getattr(self.dls, "blocks", None)
         if not blocks:
             raise DataError("predict needs DataLoaders built by a DataBlock (they know how to encode an item).")
         item_tfms = self._item_tfms()
         n_inp = self.dls.n_inp
         kinds = tuple(b.kind for b in blocks[:n_inp])
-        samples = []
+        j = next((i for i, kind in enumerate(kinds) if kind == "image"), None) if maps else None
+        samples, out_maps = [], []
         for item in items:
             sample = (
                 tuple(b.encode(item) for b in blocks[:n_inp])
                 if n_inp == 1
                 else tuple(b.encode(v) for b, v in zip(blocks[:n_inp], item))
             )
+            if j is None:
+                for t in item_tfms:
+                    sample = t(sample, kinds, 1)
+                samples.append(sample)
+                out_maps.append(None)
+                continue
+            h, w = sample[j].shape[-2:]  # (C, H, W) as the model's input starts
+            size = torch.tensor([float(w), float(h)])
+            sample = (*sample, torch.stack([torch.zeros(2), size]))  # corners (0, 0) and (W, H) in pixels
             for t in item_tfms:
-                sample = t(sample, kinds, 1)
-            samples.append(sample)
-        batch = tuple(b.collate([s[j] for s in samples]) for j, b in enumerate(blocks[:n_inp]))
+                if isinstance(t, (PointScaler, BBoxScaler)):
+                    sample = (*t(sample[:-1], kinds, 1), sample[-1])
+                else:
+                    sample = t(sample, (*kinds, "points"), 1)
+            h_in, w_in = sample[j].shape[-2:]  # the size the model sees
+            corners = sample[-1].float() * torch.tensor([2.0 / w_in, 2.0 / h_in]) - 1  # (2, 2) in [-1, 1]
+            samples.append(sample[:-1])
+            out_maps.append(torch.cat([corners, size[None]]))  # (3, 2)
+        batch = tuple(b.collate([s[i] for s in samples]) for i, b in enumerate(blocks[:n_inp]))
         batch = tuple(x.to(self.dls.device) for x in batch)
         tfms = self._batch_tfms()
         # Normalize() takes its statistics from a training batch, never from these items.
         setup_batch_tfms(tfms, getattr(self.dls, "train", None))
         for t in tfms:
             batch = t(batch, kinds, 1)
-        return batch
+        return batch, out_maps
 
     def _item_tfms(self) -> list[Any]:
         dsets = getattr(self.dls, "dsets", None)
@@ -751,35 +782,19 @@ class VisionLearner(Learner):
         targets = getattr(self.dls, "target_blocks", None) or []
         return bool(targets) and targets[0].kind in ("points", "bbox")
 
-    def _coordinates_in_pixels(self, items: Sequence[Any], coords: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    @staticmethod
+    def _coordinates_in_pixels(
+        maps: Sequence[torch.Tensor | None], coords: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
         """Keypoints ``(N, 2)`` or boxes ``(N, 4)`` in [-1, 1] of the model's input, one tensor per item -> ``(x, y)``
-        pixels of each item's own image (a box's two corners each).
-
-        At prediction the item transforms only resize, crop and pad (no randomness), so each axis maps
-        affinely: two probe points, the image's corners, are sent through them with the image and the
-        map is inverted. Without an image input the coordinates are returned as they are.
-        """
-        blocks = self.dls.blocks
-        n_inp = self.dls.n_inp
-        j = next((i for i, b in enumerate(blocks[:n_inp]) if b.kind == "image"), None)
-        if j is None:
-            return list(coords)
-        from ember.vision.bbox import BBoxScaler
-        from ember.vision.core import PointScaler
-
-        # the probes stay in pixels through the resizes and crops; the scaling to [-1, 1] is done here, whichever
-        # scaler (keypoints' or boxes') the loaders hold
-        item_tfms = [t for t in self._item_tfms() if not isinstance(t, (PointScaler, BBoxScaler))]
+        pixels of each item's own image (a box's two corners each), by the maps of :meth:`_encode_and_map`. An item
+        without a map (no image input) keeps its coordinates as they are."""
         out = []
-        for item, c in zip(items, coords):
-            image = blocks[j].encode(item if n_inp == 1 else item[j])  # (C, H, W) as the model's input starts
-            h, w = image.shape[-2:]
-            size = torch.tensor([float(w), float(h)])
-            sample = (image, torch.stack([torch.zeros(2), size]))  # corners (0, 0) and (W, H) in pixels
-            for t in item_tfms:
-                sample = t(sample, ("image", "points"), 1)
-            h_in, w_in = sample[0].shape[-2:]  # the size the model sees
-            start, end = sample[1].float() * torch.tensor([2.0 / w_in, 2.0 / h_in]) - 1
+        for m, c in zip(maps, coords):
+            if m is None:
+                out.append(c)
+                continue
+            start, end, size = m  # each (2,)
             xy = c.detach().cpu().float().reshape(-1, 2)  # (N * k, 2): points, or the two corners of each box
             out.append(((xy - start) * size / (end - start)).reshape(c.shape))
         return out
@@ -796,28 +811,39 @@ class VisionLearner(Learner):
             float32 ``(C, H, W)`` image in [0, 1], the normalization undone; the other two are the model's
             output as it is (normalized like the targets it learned).
         """
-        xb = self._encode_items([item])
+        coordinates = self._predicts_coordinates()
+        xb, maps = self._encode_and_map([item], coordinates)
         out = self.predict_tensor(xb)  # (1, n_out)
         probs = loss_activation(self.loss_func)(out)[0]
         dec = loss_decodes(self.loss_func)(probs[None])[0]
         targets = getattr(self.dls, "target_blocks", [])
         label = targets[0].decode(self._undo_batch_tfms(dec[None])[0]) if targets else dec
-        if self._predicts_coordinates():
-            label = self._coordinates_in_pixels([item], [label])[0]
+        if coordinates:
+            label = self._coordinates_in_pixels(maps, [label])[0]
         return label, dec, probs
 
     def predict_batch(self, items: Sequence[Any], bs: int = 64) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
         """Predict many items in batches; the answers are decoded as :meth:`predict`'s (keypoints and boxes in
-        pixels of each item's own image).
+        pixels of each item's own image). For keypoints and boxes each chunk of `bs` items is encoded here, as
+        :meth:`predict` encodes one, so that each image is read once along with its map back to pixels.
 
         Returns:
             ``(decoded answers (a list), decoded tensor, probabilities)``, one row per item, in order.
         """
         items = list(items)
-        decoded, dec, probs = super().predict_batch(items, bs=bs)
-        if self._predicts_coordinates():
-            decoded = self._coordinates_in_pixels(items, decoded)
-        return decoded, dec, probs
+        if not self._predicts_coordinates() or not items:
+            return super().predict_batch(items, bs=bs)
+        # Keypoints and boxes: each chunk is read once, with the maps back to each image's pixels.
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ConfigError(expected("a positive int", "bs", bs))
+        outs, maps = [], []
+        for start in range(0, len(items), bs):
+            xb, chunk_maps = self._encode_and_map(items[start : start + bs], True)
+            outs.append(self.predict_tensor(xb))  # (bs, n_out)
+            maps += chunk_maps
+        probs = loss_activation(self.loss_func)(torch.cat(outs))
+        dec = loss_decodes(self.loss_func)(probs)
+        return self._coordinates_in_pixels(maps, self._decode_targets(dec)), dec, probs
 
     def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:
         """Decoded predictions ``(B, ...)`` taken back through the batch transforms' ``decode`` as the target they

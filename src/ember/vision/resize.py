@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ember.core.errors import ConfigError, DataError, expected
 from ember.core.recipe import register_recipe
 from ember.data.transform import Transform
+from ember.vision._draws import _is_number
 
 __all__ = [
     "PAD_MODES",
@@ -229,7 +230,11 @@ class RandomResizedCrop(_CropResize):
         size: an int (square) or ``(height, width)``.
         min_scale: the smallest fraction of the image's area a crop may cover.
         ratio: the range of aspect ratios (width / height) of the crops, sampled log-uniformly.
-        val_xtra: in validation, keep this fraction of extra border around the centre window (0 = none).
+        val_xtra: in validation, a fraction in [0, 1) of extra border around the centre window (0 = none): the
+            window grows by ``1 / (1 - val_xtra)``, within the image.
+
+    Raises:
+        ConfigError: an argument is out of range or not a number.
     """
 
     def __init__(
@@ -240,11 +245,15 @@ class RandomResizedCrop(_CropResize):
         val_xtra: float = 0.0,
     ) -> None:
         self.size = _size2(size)
-        if not 0 < min_scale <= 1:
+        if not _is_number(min_scale) or not 0 < min_scale <= 1:
             raise ConfigError(expected("a fraction in (0, 1]", "min_scale", min_scale))
-        if not (len(ratio) == 2 and 0 < ratio[0] <= ratio[1]):
+        pair = isinstance(ratio, Sequence) and len(ratio) == 2 and all(_is_number(r) for r in ratio)
+        if not (pair and 0 < ratio[0] <= ratio[1] < math.inf):
             raise ConfigError(expected("a (low, high) pair of positive ratios", "ratio", ratio))
-        self.min_scale, self.ratio, self.val_xtra = float(min_scale), (float(ratio[0]), float(ratio[1])), val_xtra
+        if not _is_number(val_xtra) or not 0 <= val_xtra < 1:
+            raise ConfigError(expected("a fraction in [0, 1)", "val_xtra", val_xtra))
+        self.min_scale, self.ratio = float(min_scale), (float(ratio[0]), float(ratio[1]))
+        self.val_xtra = float(val_xtra)
 
     def _box(self, h: int, w: int, split: int) -> tuple[int, int, int, int, tuple[int, int]]:
         if split == 0:
