@@ -23,7 +23,11 @@ from ember.vision import (
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A U-Net trained briefly to find the shapes (one class for all three) on 32-pixel images."""
+    """A U-Net trained briefly to find the shapes (one class for all three) on 32-pixel images.
+
+    Seeded first: the loaders' shuffling draws its seed from torch's generator when they are built, whose state
+    depends on whatever ran before in the process (and torch seeds it differently in every process)."""
+    ember.set_seed(0)
     path = shapes_segmentation(n_images=48, size=32, path=tmp_path_factory.mktemp("shapes"))
     codes = ["background", "shape"]
 
@@ -38,7 +42,7 @@ def trained(tmp_path_factory):
         dls, "xresnet_tiny", pretrained=False, metrics=[foreground_acc, Dice()], path=tmp_path_factory.mktemp("m")
     )
     learn.silent = True
-    learn.fit_one_cycle(16, 1e-2)
+    learn.fit_one_cycle(16, 2e-2)  # foreground accuracy about 0.65-0.73 over seeds (1e-2: 0.55-0.72)
     return path, codes, learn
 
 
