@@ -229,6 +229,26 @@ def test_one_prediction_at_a_time(image_model, image_server):
     assert [status for status, _ in answers] == [200] * 4 and most[0] == 1
 
 
+def test_connections_past_the_limit_are_answered_503_and_slots_come_back(image_model, monkeypatch):
+    from ember.serve import ModelServer
+
+    monkeypatch.setattr(ModelServer, "max_connections", 1)
+    with running(image_model[0]) as server:
+        stalled = socket.create_connection(server.server_address[:2], timeout=10)  # holds the only slot
+        try:
+            time.sleep(0.1)
+            answer = raw(server, b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 503") and b'"error"' in answer
+        finally:
+            stalled.close()
+        for _ in range(50):  # the stalled connection's thread ends and gives its slot back
+            status = call(server, "/info")[0]
+            if status == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200
+
+
 def test_info_is_what_ember_info_prints(image_model, image_server, capsys):
     _, ctype, body = call(image_server, "/info")
     info = json.loads(body)

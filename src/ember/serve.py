@@ -21,6 +21,7 @@ Ctrl-C. The kinds of models are told apart, and predictions decoded, as ``ember 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import json
@@ -28,6 +29,7 @@ import os
 import socket
 import socketserver
 import sys
+import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -253,19 +255,40 @@ class ModelServer(ThreadingHTTPServer):
         log: whether requests are logged on stderr.
         loopback: whether it listens on a loopback address (this machine only), so that it answers only requests
             addressed to a loopback name.
+        max_connections: how many connections are served at once (one thread each); another one is answered
+            503 at once and closed, so that stalled clients cannot pile up threads.
     """
 
     daemon_threads = True  # a hanging client never keeps the process alive
+    max_connections = 64
 
     def __init__(self, address: tuple[str, int], service: _Service, log: bool = False) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.service, self.log = service, log
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, _Handler)
         try:
             self.loopback = ipaddress.ip_address(str(self.server_address[0]).split("%")[0]).is_loopback
         except ValueError:
             self.loopback = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks the DNS for the host's full name, which can take seconds; it is not needed
@@ -279,6 +302,17 @@ class ModelServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _refuse_busy(request: Any) -> None:
+    """Answer 503 (JSON, as every answer) on a connection the server has no thread for, without reading it."""
+    body = json.dumps({"error": "The server is busy (too many connections at once); try again shortly."}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):
+        request.sendall(head.encode("ascii") + body)
 
 
 def _load(model: Any, device: Any) -> tuple[Any, dict[str, Any], str | None, Path | None]:
