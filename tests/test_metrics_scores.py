@@ -448,3 +448,25 @@ def test_multi_label_ranking_takes_fastai_sigmoid_argument_without_effect():
             m.update(x, targs)
             values.append(m.compute())
         assert values[0] == pytest.approx(values[1])
+
+
+def test_label_metrics_are_nan_after_a_non_finite_prediction():
+    from ember.metrics import BalancedAccuracy, CohenKappa, F1Score, F1ScoreMulti, HammingLoss, MatthewsCorrCoef
+
+    scores, targs = torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    bad = scores.clone()
+    bad[2, 1] = float("nan")  # argmax still gives a label for that row: the value would look plausible
+    for make in (MatthewsCorrCoef, CohenKappa, BalancedAccuracy, lambda: F1Score(average="macro"), HammingLoss):
+        m = make()
+        m.reset()
+        m.update(scores, targs)
+        assert not math.isnan(m.compute())
+        m.update(bad, targs)
+        assert math.isnan(m.compute()), type(m).__name__
+        m.reset()  # a new pass starts clean
+        m.update(scores, targs)
+        assert not math.isnan(m.compute())
+    multi = F1ScoreMulti()
+    multi.reset()
+    multi.update(torch.tensor([[1.0, float("inf")], [-1.0, 2.0]]), torch.tensor([[1, 1], [0, 1]]))
+    assert math.isnan(multi.compute())

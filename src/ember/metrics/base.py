@@ -396,6 +396,21 @@ def _device_float(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+class _FiniteGuard:
+    """For metrics that turn predictions into labels batch by batch: remembers, on the device (no sync until
+    ``compute``), whether any prediction was NaN or infinite, so that a diverged model scores nan, not a plausible
+    number made of the labels its NaNs happen to give."""
+
+    _nonfinite: torch.Tensor | None = None
+
+    def _note_finite(self, pred: torch.Tensor) -> None:
+        bad = ~torch.isfinite(pred).all()
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+
+    def _saw_nonfinite(self) -> bool:
+        return self._nonfinite is not None and bool(self._nonfinite)  # one sync, in compute
+
+
 class _ElementMean(Metric):
     """``finish(sum of per-element values / number of elements)`` over the whole set."""
 

@@ -23,6 +23,7 @@ from ember.metrics.base import (
     _class_axis_size,
     _device_float,
     _ElementMean,
+    _FiniteGuard,
     _is_one_logit,
 )
 
@@ -85,7 +86,7 @@ for _f in (accuracy, top_k_accuracy, accuracy_multi):
 # Set-level metrics from a confusion matrix accumulated on the device.
 
 
-class _ConfusionMatrix(Metric):
+class _ConfusionMatrix(_FiniteGuard, Metric):
     """Accumulates a ``(C, C)`` confusion matrix (rows: targets, columns: predictions) on the device.
 
     Predictions are raw outputs: class scores over ``axis`` are turned into labels with an argmax (without that
@@ -103,6 +104,7 @@ class _ConfusionMatrix(Metric):
 
     def reset(self) -> None:
         self.cm: torch.Tensor | None = None
+        self._nonfinite = None
 
     def _labels(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, int]:
         if _is_one_logit(pred, targ):
@@ -120,6 +122,7 @@ class _ConfusionMatrix(Metric):
 
     def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
         targ = targs[0].detach()
+        self._note_finite(pred.detach())
         labels, n = self._labels(pred.detach(), targ)
         self._check_classes(n)
         targ = targ.reshape(-1).long()
@@ -142,9 +145,12 @@ class _ConfusionMatrix(Metric):
         return self.cm.view(n, n)
 
     def _float_counts(self) -> torch.Tensor | None:
-        """The confusion matrix as floats (float64 where the device has it), ``None`` before data."""
+        """The confusion matrix as floats (float64 where the device has it), ``None`` before data or after a NaN or
+        infinite prediction (the metric is then nan)."""
         cm = self.confusion_matrix
-        return None if cm is None else cm.to(_device_float(cm.device))
+        if cm is None or self._saw_nonfinite():
+            return None
+        return cm.to(_device_float(cm.device))
 
 
 _AVERAGES = ("binary", "micro", "macro", "weighted")

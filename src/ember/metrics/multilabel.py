@@ -20,6 +20,7 @@ from ember.metrics.base import (
     _check_same_numel,
     _device_float,
     _ElementMean,
+    _FiniteGuard,
     _is_one_logit,
 )
 from ember.metrics.classification import _check_beta, _fbeta, _precision, _recall
@@ -40,7 +41,7 @@ def _predicted_labels(
 _ML_AVERAGES = ("macro", "micro", "weighted", "samples")
 
 
-class _MultiLabelMetric(Metric):
+class _MultiLabelMetric(_FiniteGuard, Metric):
     """A score from true positive, false positive and false negative counts per label (and per item, for
     ``average="samples"``), accumulated on the device."""
 
@@ -58,12 +59,14 @@ class _MultiLabelMetric(Metric):
         self.counts: torch.Tensor | None = None  # (3, L): true positives, false positives, false negatives
         self.sample_sum: torch.Tensor | float = 0.0  # Σ of the per-item scores (average="samples")
         self.sample_count: torch.Tensor | int = 0  # items with a label predicted or true
+        self._nonfinite = None
 
     def _score(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
         """Score from true positive, false positive and false negative counts (element-wise)."""
         raise NotImplementedError
 
     def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
+        self._note_finite(pred.detach())
         p, t = _predicted_labels(pred.detach(), targs[0].detach(), self.thresh, self.sigmoid, self.name)
         tp, fp, fn = p & t, p & ~t, ~p & t  # (N, L) each
         batch = torch.stack([tp.sum(0), fp.sum(0), fn.sum(0)])  # (3, L)
@@ -80,7 +83,7 @@ class _MultiLabelMetric(Metric):
             self.sample_count = self.sample_count + seen.sum()
 
     def compute(self) -> float:
-        if self.counts is None:
+        if self.counts is None or self._saw_nonfinite():
             return math.nan
         if self.average == "samples":
             count = float(self.sample_count)
@@ -154,7 +157,7 @@ class F1ScoreMulti(FBetaMulti):
         super().__init__(1.0, thresh=thresh, sigmoid=sigmoid, **kwargs)
 
 
-class HammingLoss(_ElementMean):
+class HammingLoss(_FiniteGuard, _ElementMean):
     """Hamming loss over the whole set: the fraction of (item, label) pairs predicted wrong. Lower is better.
 
     For multi-label outputs (logits of the same shape as the 0/1 targets) a label is predicted when
@@ -174,6 +177,17 @@ class HammingLoss(_ElementMean):
     def __init__(self, thresh: float = 0.5, sigmoid: bool = True, axis: int = -1, name: str | None = None) -> None:
         self.thresh, self.sigmoid, self.axis = thresh, sigmoid, axis
         super().__init__(name=name)
+
+    def reset(self) -> None:
+        super().reset()
+        self._nonfinite = None
+
+    def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
+        self._note_finite(pred.detach())
+        super().update(pred, *targs)
+
+    def compute(self) -> float:
+        return math.nan if self._saw_nonfinite() else super().compute()
 
     def _values(self, pred: torch.Tensor, targ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
         if pred.ndim == targ.ndim + 1 and not _is_one_logit(pred, targ):  # single-label class scores
