@@ -194,29 +194,18 @@ def _decode_image(data: bytes, mode: str, name: str) -> Any:
 def _input_box(learn: Any, image: Any) -> tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)``: where the edges of the model's input fall in the pixels of `image` ``(C, H, W)``.
 
-    At prediction the item transforms only resize, crop and pad, so each axis maps affinely: the image's corners,
-    sent through them with the image as two points, land where the image's edges are in the model's input, and
-    that map is inverted. Loaders without item transforms show the model the whole image.
+    From the map :meth:`VisionLearner._encode_and_map` gives predictions of keypoints and boxes (where the image's
+    corners land in the model's input, in [-1, 1]), inverted at the input's edges -1 and +1.
     """
-    import torch
-
-    from ember.vision.bbox import BBoxScaler
-    from ember.vision.core import PointScaler
-
+    item_map = learn._encode_and_map([image], True)[1][0]
     h, w = image.shape[-2:]
-    dsets = getattr(learn.dls, "dsets", None)
-    tfms = dsets.item_tfms if dsets is not None else getattr(learn.dls, "item_tfms", None) or []
-    # the probes stay in pixels: no scaling of points to [-1, 1]
-    tfms = [t for t in tfms if not isinstance(t, (PointScaler, BBoxScaler))]
-    sample = (image, torch.tensor([[0.0, 0.0], [float(w), float(h)]]))  # (2, 2) (x, y) corners, in pixels
-    for t in tfms:
-        sample = t(sample, ("image", "points"), 1)
-    (u0, v0), (u1, v1) = sample[1].double().tolist()  # the image's corners, in pixels of the model's input
-    h_in, w_in = sample[0].shape[-2:]
-    if not (abs(u1 - u0) > 1e-6 and abs(v1 - v0) > 1e-6):
+    if item_map is None:
         return 0.0, 0.0, float(w), float(h)
-    sx, sy = w / (u1 - u0), h / (v1 - v0)  # image pixels per input pixel
-    return -u0 * sx, -v0 * sy, (w_in - u0) * sx, (h_in - v0) * sy
+    (cx0, cy0), (cx1, cy1), _ = item_map.double().tolist()  # (3, 2): corner (0, 0), corner (W, H), size
+    if not (abs(cx1 - cx0) > 1e-9 and abs(cy1 - cy0) > 1e-9):
+        return 0.0, 0.0, float(w), float(h)
+    sx, sy = w / (cx1 - cx0), h / (cy1 - cy0)  # image pixels per unit of the input's [-1, 1] range
+    return (-1 - cx0) * sx, (-1 - cy0) * sy, (1 - cx0) * sx, (1 - cy0) * sy
 
 
 def _mask_in_image(mask: Any, box: tuple[float, float, float, float], h: int, w: int, unknown: int) -> Any:

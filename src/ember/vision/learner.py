@@ -750,15 +750,16 @@ class VisionLearner(Learner):
                 out_maps.append(None)
                 continue
             h, w = sample[j].shape[-2:]  # (C, H, W) as the model's input starts
-            size = torch.tensor([float(w), float(h)])
-            sample = (*sample, torch.stack([torch.zeros(2), size]))  # corners (0, 0) and (W, H) in pixels
+            size = torch.tensor([float(w), float(h)], dtype=torch.float64)
+            # corners (0, 0) and (W, H) in pixels, in float64 so that the map puts pixel edges exactly where they are
+            sample = (*sample, torch.stack([torch.zeros(2, dtype=torch.float64), size]))
             for t in item_tfms:
                 if isinstance(t, (PointScaler, BBoxScaler)):
                     sample = (*t(sample[:-1], kinds, 1), sample[-1])
                 else:
                     sample = t(sample, (*kinds, "points"), 1)
             h_in, w_in = sample[j].shape[-2:]  # the size the model sees
-            corners = sample[-1].float() * torch.tensor([2.0 / w_in, 2.0 / h_in]) - 1  # (2, 2) in [-1, 1]
+            corners = sample[-1] * torch.tensor([2.0 / w_in, 2.0 / h_in], dtype=torch.float64) - 1  # (2, 2) in [-1, 1]
             samples.append(sample[:-1])
             out_maps.append(torch.cat([corners, size[None]]))  # (3, 2)
         batch = tuple(b.collate([s[i] for s in samples]) for i, b in enumerate(blocks[:n_inp]))
@@ -794,9 +795,9 @@ class VisionLearner(Learner):
             if m is None:
                 out.append(c)
                 continue
-            start, end, size = m  # each (2,)
-            xy = c.detach().cpu().float().reshape(-1, 2)  # (N * k, 2): points, or the two corners of each box
-            out.append(((xy - start) * size / (end - start)).reshape(c.shape))
+            start, end, size = m  # each (2,), float64
+            xy = c.detach().cpu().double().reshape(-1, 2)  # (N * k, 2): points, or the two corners of each box
+            out.append(((xy - start) * size / (end - start)).float().reshape(c.shape))
         return out
 
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
