@@ -213,7 +213,34 @@ def _update_moments(
     torch._foreach_addcmul_(sqr_avgs, grads, grads, value=1 - sqr_mom)
 
 
-class QHAdam(torch.optim.Optimizer):
+class _AdamLike(torch.optim.Optimizer):
+    """An Adam-like optimizer written here: each step walks the groups, updates their moments' state
+    (:func:`_adam_state`) and hands the group's tensors to :meth:`_update`, the rule of the subclass."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss when given one."""
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            params, grads, avgs, sqr_avgs, steps = _adam_state(self, group)
+            if params:
+                self._update(group, params, grads, avgs, sqr_avgs, steps)
+        return loss
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        avgs: list[torch.Tensor],
+        sqr_avgs: list[torch.Tensor],
+        steps: list[int],
+    ) -> None:
+        """Update `params` (the group's parameters with a gradient) and their moments, in place."""
+        raise NotImplementedError
+
+
+class QHAdam(_AdamLike):
     """Quasi-hyperbolic Adam (Ma & Yarats, 2019): Adam whose step mixes the raw gradient into both moments.
 
     With m, v Adam's moving averages of g and g**2 and m_hat, v_hat their bias-corrected values, a step is::
@@ -258,33 +285,33 @@ class QHAdam(torch.optim.Optimizer):
         }
         super().__init__(_as_groups(params), defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter that has a gradient; returns the closure's loss when given one."""
-        loss = _closure_loss(closure)
-        for group in self.param_groups:
-            params, grads, avgs, sqr_avgs, steps = _adam_state(self, group)
-            if not params:
-                continue
-            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-            mom, sqr_mom = group["betas"]
-            nu1, nu2 = group["nu_1"], group["nu_2"]
-            if wd != 0:
-                if group["decoupled_weight_decay"]:
-                    torch._foreach_mul_(params, 1 - lr * wd)
-                else:
-                    grads = torch._foreach_add(grads, params, alpha=wd)
-            _update_moments(avgs, sqr_avgs, grads, mom, sqr_mom)
-            # numerator: nu1 * m / (1 - mom**t) + (1 - nu1) * g
-            num = torch._foreach_mul(avgs, [nu1 / (1 - mom**t) for t in steps])
-            torch._foreach_add_(num, grads, alpha=1 - nu1)
-            # denominator: sqrt(nu2 * v / (1 - sqr_mom**t) + (1 - nu2) * g**2) + eps
-            den = torch._foreach_mul(sqr_avgs, [nu2 / (1 - sqr_mom**t) for t in steps])
-            torch._foreach_addcmul_(den, grads, grads, value=1 - nu2)
-            torch._foreach_sqrt_(den)
-            torch._foreach_add_(den, eps)
-            torch._foreach_addcdiv_(params, num, den, value=-lr)
-        return loss
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        avgs: list[torch.Tensor],
+        sqr_avgs: list[torch.Tensor],
+        steps: list[int],
+    ) -> None:
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        mom, sqr_mom = group["betas"]
+        nu1, nu2 = group["nu_1"], group["nu_2"]
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=wd)
+        _update_moments(avgs, sqr_avgs, grads, mom, sqr_mom)
+        # numerator: nu1 * m / (1 - mom**t) + (1 - nu1) * g
+        num = torch._foreach_mul(avgs, [nu1 / (1 - mom**t) for t in steps])
+        torch._foreach_add_(num, grads, alpha=1 - nu1)
+        # denominator: sqrt(nu2 * v / (1 - sqr_mom**t) + (1 - nu2) * g**2) + eps
+        den = torch._foreach_mul(sqr_avgs, [nu2 / (1 - sqr_mom**t) for t in steps])
+        torch._foreach_addcmul_(den, grads, grads, value=1 - nu2)
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, eps)
+        torch._foreach_addcdiv_(params, num, den, value=-lr)
 
 
 def _trust_ratios(w_norms: list[torch.Tensor], u_norms: list[torch.Tensor], clip: float) -> list[torch.Tensor]:
@@ -295,7 +322,7 @@ def _trust_ratios(w_norms: list[torch.Tensor], u_norms: list[torch.Tensor], clip
     return [torch.where((w > 0) & (u > 0), (w / u).clamp(max=clip), 1.0) for w, u in zip(w_norms, u_norms)]
 
 
-class Lamb(torch.optim.Optimizer):
+class Lamb(_AdamLike):
     """LAMB (You et al., 2019): Adam whose step is rescaled per tensor by the trust ratio ``||w|| / ||step||``.
 
     The variant of fastai, whose numbers it matches: weight decay is decoupled and applied first
@@ -324,29 +351,29 @@ class Lamb(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": (mom, sqr_mom), "eps": eps, "weight_decay": wd}
         super().__init__(_as_groups(params), defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter that has a gradient; returns the closure's loss when given one."""
-        loss = _closure_loss(closure)
-        for group in self.param_groups:
-            params, grads, avgs, sqr_avgs, steps = _adam_state(self, group)
-            if not params:
-                continue
-            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-            mom, sqr_mom = group["betas"]
-            if wd != 0:
-                torch._foreach_mul_(params, 1 - lr * wd)
-            _update_moments(avgs, sqr_avgs, grads, mom, sqr_mom)
-            # the Adam step u = m_hat / (sqrt(v_hat) + eps)
-            upd = torch._foreach_div(avgs, [1 - mom**t for t in steps])
-            den = torch._foreach_div(sqr_avgs, [1 - sqr_mom**t for t in steps])
-            torch._foreach_sqrt_(den)
-            torch._foreach_add_(den, eps)
-            torch._foreach_div_(upd, den)
-            ratios = _trust_ratios(torch._foreach_norm(params), torch._foreach_norm(upd), self.max_trust_ratio)
-            torch._foreach_mul_(upd, ratios)
-            torch._foreach_add_(params, upd, alpha=-lr)
-        return loss
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        avgs: list[torch.Tensor],
+        sqr_avgs: list[torch.Tensor],
+        steps: list[int],
+    ) -> None:
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        mom, sqr_mom = group["betas"]
+        if wd != 0:
+            torch._foreach_mul_(params, 1 - lr * wd)
+        _update_moments(avgs, sqr_avgs, grads, mom, sqr_mom)
+        # the Adam step u = m_hat / (sqrt(v_hat) + eps)
+        upd = torch._foreach_div(avgs, [1 - mom**t for t in steps])
+        den = torch._foreach_div(sqr_avgs, [1 - sqr_mom**t for t in steps])
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, eps)
+        torch._foreach_div_(upd, den)
+        ratios = _trust_ratios(torch._foreach_norm(params), torch._foreach_norm(upd), self.max_trust_ratio)
+        torch._foreach_mul_(upd, ratios)
+        torch._foreach_add_(params, upd, alpha=-lr)
 
 
 # -------------------------------------------------------------------------------------------------
