@@ -313,6 +313,123 @@ def test_text_language_model_in_mixed_precision_and_classifier_on_cuda(tmp_path)
     assert torch.allclose(preds.sum(1), torch.ones(8), atol=1e-4)
 
 
+def _lm_pair(drop: float = 0.0):
+    """Two copies of one small language model on the GPU: the second trains through CUDA graphs."""
+    import copy
+
+    from ember.text.models import get_language_model
+
+    torch.manual_seed(0)
+    config = dict(emb_sz=16, n_hid=32, n_layers=3, embed_p=0.0, output_p=0.0)
+    config.update(hidden_p=drop, input_p=drop, weight_p=drop)
+    eager = get_language_model(40, config=config, drop_mult=1.0).cuda().train()
+    graphed = copy.deepcopy(eager)
+    graphed[0].cuda_graphs = True
+    return eager, graphed
+
+
+def _lm_step(model, x, lr=0.1):
+    out = model(x)  # (B, T, V)
+    raw = model[0].hidden[-1][0]
+    loss = out.float().logsumexp(-1).mean() + (out[:, 1:] - out[:, :-1]).pow(2).mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+    model.zero_grad(set_to_none=True)
+    return out.detach(), raw.clone(), loss.detach(), grads
+
+
+def test_cuda_graphs_train_the_awd_lstm_exactly_as_without():
+    eager, graphed = _lm_pair()
+    gen = torch.Generator().manual_seed(1)
+    lengths = [5, 7, 5, 7, 5, 9, 7, 5, 7]  # 5 and 7 are recorded and replayed from their second call
+    for t in lengths:
+        x = torch.randint(0, 40, (4, t), generator=gen).cuda()
+        a, b = _lm_step(eager, x), _lm_step(graphed, x)
+        torch.testing.assert_close(b[0], a[0], rtol=1e-4, atol=1e-5)  # outputs
+        torch.testing.assert_close(b[1], a[1], rtol=1e-4, atol=1e-5)  # the carried hidden state
+        torch.testing.assert_close(b[2], a[2], rtol=1e-4, atol=1e-5)  # loss
+        assert b[3].keys() == a[3].keys()
+        for name in a[3]:
+            torch.testing.assert_close(b[3][name], a[3][name], rtol=1e-4, atol=1e-5, msg=name)
+    graphs = graphed[0]._graphs
+    assert graphs.failed is None, graphs.failed
+    assert len(graphs.recordings) == 2 and graphs.replays == 6, graphs.skipped  # and the updates reached the replays
+    assert graphs.skipped == {"rare shape": 3}
+
+
+def test_cuda_graphs_freeze_and_fallbacks():
+    eager, graphed = _lm_pair()
+    for model in (eager, graphed):  # train only the last layer: a recording per set of trainable weights
+        for p in model[0].rnns[:2].parameters():
+            p.requires_grad_(False)
+    x = torch.randint(0, 40, (4, 6)).cuda()
+    for _ in range(3):
+        a, b = _lm_step(eager, x), _lm_step(graphed, x)
+        for name in a[3]:
+            torch.testing.assert_close(b[3][name], a[3][name], rtol=1e-4, atol=1e-5, msg=name)
+    graphs = graphed[0]._graphs
+    assert graphs.replays == 2 and not any("rnns.0" in n for n in b[3]), graphs.skipped
+    # Two forwards before one backward: the second cannot replay (it would overwrite what the first's backward
+    # reads), and both backwards are right.
+    before = graphs.replays
+    for model in (eager, graphed):
+        model[0].reset()
+    outs = [(m(x), m(x)) for m in (eager, graphed)]
+    for o1, o2 in outs:
+        (o1.pow(2).mean() + o2.pow(2).mean()).backward()
+    assert graphs.replays == before + 1 and graphs.skipped["pending backward"] == 1
+    for (n, p), q in zip(eager.named_parameters(), graphed.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=n)
+    # A hook on a layer would run only while recording: such calls run without a graph.
+    handle = graphed[0].rnns[2].register_forward_hook(lambda *a: None)
+    graphed.zero_grad()
+    graphed(x).sum().backward()
+    assert graphs.replays == before + 1 and graphs.skipped["hooks"] == 1
+    handle.remove()
+    with torch.no_grad():
+        graphed(x)  # nothing to differentiate: no replay
+    assert graphs.skipped["no gradient"] == 1
+    graphed.eval()
+    graphed(x)  # evaluation does not even ask
+    assert graphs.replays == before + 1 and sum(graphs.skipped.values()) == 4
+
+
+def test_cuda_graphs_draw_fresh_dropout_masks_and_train_a_language_model(tmp_path):
+    from ember.text.data import TextDataLoaders
+    from ember.text.learner import language_model_learner
+
+    _, graphed = _lm_pair(drop=0.3)
+    x = torch.randint(0, 40, (4, 6)).cuda()
+    outs = []
+    for _ in range(4):
+        graphed[0].reset()
+        outs.append(graphed(x).detach())
+        graphed.zero_grad()
+    assert graphed[0]._graphs.replays == 3, graphed[0]._graphs.skipped  # each output was dropped before the next call
+    assert not torch.equal(outs[2], outs[3])  # each replay draws its own masks
+
+    words = "one two three four five six seven eight".split()
+    texts = [" ".join(words * 5) for _ in range(10)]
+    dls = TextDataLoaders.from_texts(texts[:8], texts[8:], is_lm=True, bs=4, seq_len=6, min_freq=1, device="cuda")
+    for precision in ("32", "16-mixed"):
+        torch.manual_seed(0)
+        learn = language_model_learner(
+            dls, pretrained=False, config=dict(emb_sz=16, n_hid=32, n_layers=2), precision=precision, path=tmp_path
+        )
+        learn.silent = True
+        learn.fit(4, 1e-2)
+        graphs = learn.model[0]._graphs
+        assert graphs is not None and graphs.failed is None and graphs.replays > 0, (precision, graphs.skipped)
+        losses = learn.recorder.values
+        assert all(math.isfinite(v) for row in losses for v in row[:2])
+        assert losses[-1][1] < losses[0][1], precision  # validation loss fell
+
+
 def test_tabular_one_epoch_on_cuda():
     from ember.data.builtin import penguins
     from ember.tabular import Categorify, FillMissing, Normalize, TabularDataLoaders, tabular_learner
@@ -415,7 +532,8 @@ def test_wgan_on_cuda_exports_a_generator_that_loads_on_the_cpu(tmp_path, precis
     critic = torch.cat([p.detach().flatten() for p in learn.model.critic.parameters()])
     assert float(critic.abs().max()) <= 0.01 + 1e-6 and critic.device.type == "cuda"
     noise = torch.randn(3, 8)
-    images = learn.generate(noise=noise)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # float32 convolutions, as on the CPU
+        images = learn.generate(noise=noise)
     assert images.shape == (3, 1, 16, 16) and images.device.type == "cpu"
     loaded = load_learner(learn.export(tmp_path / "gen.ember", verbose=False))
     assert torch.allclose(loaded.generate(noise=noise), images, atol=2e-2 if precision != "32" else 1e-5)

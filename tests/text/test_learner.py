@@ -34,6 +34,17 @@ def _lm(dls, tmp_path, **kwargs):
     return learn
 
 
+def test_language_model_learner_cuda_graphs_switch_changes_nothing_on_the_cpu(lm_dls, tmp_path):
+    on, off = _lm(lm_dls, tmp_path), _lm(lm_dls, tmp_path, cuda_graphs=False)
+    assert on.model[0].cuda_graphs is True and off.model[0].cuda_graphs is False
+    for learn in (on, off):
+        torch.manual_seed(1)
+        learn.fit(1, 1e-2)
+    assert on.model[0]._graphs is None  # made for CUDA inputs only
+    for a, b in zip(on.model.parameters(), off.model.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_language_model_learns_and_generates(lm_dls, tmp_path):
     learn = _lm(lm_dls, tmp_path)
     loss0, acc0, _ = learn.validate()

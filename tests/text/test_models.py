@@ -63,6 +63,41 @@ def test_weight_dropout_train_vs_eval_and_gradients():
     assert torch.allclose(wd(x)[0], ref(x)[0])
 
 
+def test_weight_dropped_language_model_copies_and_keeps_its_weights_in_place():
+    import copy
+
+    torch.manual_seed(0)
+    model = get_language_model(30, config=SMALL).train()
+    lstm = model[0].rnns[0].module
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    clone = copy.deepcopy(model)  # the RNN holds a dropped copy of its weight from the start
+    model(torch.randint(0, 30, (2, 5))).sum().backward()
+    assert [p.data_ptr() for p in model.parameters()] == ptrs  # the RNN does not repack its weights
+    assert all(w.grad_fn is None for w in lstm._flat_weights)  # and keeps no graph from the step
+    again = copy.deepcopy(model)
+    for m in (model, clone, again):
+        m.eval()
+    x = torch.randint(0, 30, (2, 5))
+    assert torch.equal(again(x), model(x))
+    assert clone[0]._graphs is None and again[0]._graphs is None
+
+
+def test_recurrent_graphs_run_the_plain_path_off_cuda():
+    from ember.text.graphs import RecurrentGraphs
+
+    torch.manual_seed(0)
+    enc = AWD_LSTM(30, **SMALL).train()
+    graphs = RecurrentGraphs(enc._layers, [enc.input_dp, enc.rnns, enc.hidden_dps])
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    hidden = [t for hc in enc._init_hidden(2, x) for t in hc]
+    torch.manual_seed(1)
+    out = graphs(x, *hidden)
+    torch.manual_seed(1)
+    ref = enc._layers(x, *hidden)
+    assert len(out) == 1 + 2 * SMALL["n_layers"] and all(torch.equal(a, b) for a, b in zip(out, ref))
+    assert graphs.skipped == {"not on CUDA": 1} and graphs.replays == 0 and not graphs.recordings
+
+
 def test_awd_lstm_keeps_state_between_calls():
     torch.manual_seed(0)
     enc = AWD_LSTM(20, **SMALL).eval()

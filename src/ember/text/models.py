@@ -15,6 +15,7 @@ Weight dropout uses ``torch.nn.utils.parametrize``: the trained matrix is the pa
 
 from __future__ import annotations
 
+import copy
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from torch.nn.utils import parametrize
 from ember.core.errors import ConfigError, EmberError, expected
 from ember.layers import LinBnDrop
 from ember.learner.export import register_model_factory
+from ember.text.graphs import RecurrentGraphs
 
 __all__ = [
     "awd_lstm_lm_config",
@@ -125,6 +127,12 @@ class WeightDropout(nn.Module):
         self.module, self.weight_p, self.layer_names = module, weight_p, tuple(layer_names)
         for name in self.layer_names:
             parametrize.register_parametrization(module, name, _DropWeight(weight_p))
+        if isinstance(module, nn.RNNBase):
+            # An RNN packs its weights into one new buffer whenever they change, which a dropped copy does at
+            # every call: each parameter would move to new memory at every step (what the optimizer and a CUDA
+            # graph hold would go stale). Leave them where they are; cuDNN compacts its own copy per call.
+            module.flatten_parameters = _leave_weights_in_place
+        self._forget_dropped()
 
     def forward(self, *args: Any) -> Any:
         with warnings.catch_warnings(), parametrize.cached():
@@ -132,7 +140,27 @@ class WeightDropout(nn.Module):
             # itself and would warn on every call.
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
             # cached(): the LSTM reads its weights more than once per call; draw one dropout mask, not several.
-            return self.module(*args)
+            out = self.module(*args)
+        self._forget_dropped()
+        return out
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WeightDropout:
+        self._forget_dropped()  # moving the module (.to, .cuda) has the RNN read a dropped copy again
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def _forget_dropped(self) -> None:
+        # The RNN keeps the weights it last used; drop the dropped copies' history (the model stays copyable, and
+        # the copies hold no graph once the step is over). The next call sees them changed and reads them afresh.
+        flat = getattr(self.module, "_flat_weights", None)
+        if flat is not None:
+            self.module._flat_weights = [w.detach() if torch.is_tensor(w) and w.grad_fn else w for w in flat]
+
+
+def _leave_weights_in_place() -> None:
+    """Stands in for an RNN's ``flatten_parameters`` under :class:`WeightDropout` (see there)."""
 
 
 class AWD_LSTM(nn.Module):  # noqa: N801 (the architecture's published name)
@@ -181,6 +209,15 @@ class AWD_LSTM(nn.Module):  # noqa: N801 (the architecture's published name)
         # RNNRegularizer turns this on to read the last layer's raw output (kept only while training).
         self.keep_outputs = False
         self.last_raw: torch.Tensor | None = None
+        #: Train the recurrent layers through CUDA graphs on a GPU (see :mod:`ember.text.graphs`); the language
+        #: model learner turns it on.
+        self.cuda_graphs = False
+        self._graphs: RecurrentGraphs | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state["_graphs"] = None  # recordings belong to this object's parameters on this GPU: never copied
+        return state
 
     def reset(self) -> None:
         """Forget the hidden state (the next batch starts from zeros)."""
@@ -208,16 +245,27 @@ class AWD_LSTM(nn.Module):  # noqa: N801 (the architecture's published name)
             self.hidden = self._init_hidden(bs, x)
         elif self.hidden[0][0].dtype != x.dtype:
             self.hidden = [(h.to(x.dtype), c.to(x.dtype)) for h, c in self.hidden]
-        x = self.input_dp(x)
-        new_hidden = []
-        for i, rnn in enumerate(self.rnns):
-            x, (h, c) = rnn(x, self.hidden[i])  # (B, T, H)
-            new_hidden.append((h.detach(), c.detach()))  # carried over, but no backprop into earlier batches
-            if i < self.n_layers - 1:
-                x = self.hidden_dps[i](x)
-        self.hidden = new_hidden
+        layers = self._layers
+        if self.cuda_graphs and self.training and x.is_cuda:
+            if self._graphs is None:
+                self._graphs = RecurrentGraphs(self._layers, [self.input_dp, self.rnns, self.hidden_dps])
+            layers = self._graphs
+        x, *flat = layers(x, *(t for hc in self.hidden for t in hc))
+        self.hidden = [(flat[2 * i], flat[2 * i + 1]) for i in range(self.n_layers)]
         self.last_raw = x if (self.keep_outputs and self.training) else None
         return x
+
+    def _layers(self, x: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The recurrent part: ``(B, T, E)`` and each layer's ``h, c`` ``(1, B, H)`` -> the last layer's outputs
+        ``(B, T, E)`` and each layer's new ``h, c``, detached (carried over, no backprop into earlier batches)."""
+        x = self.input_dp(x)
+        new_hidden: list[torch.Tensor] = []
+        for i, rnn in enumerate(self.rnns):
+            x, (h, c) = rnn(x, (hidden[2 * i], hidden[2 * i + 1]))  # (B, T, H)
+            new_hidden += [h.detach(), c.detach()]
+            if i < self.n_layers - 1:
+                x = self.hidden_dps[i](x)
+        return (x, *new_hidden)
 
 
 class LinearDecoder(nn.Module):
