@@ -189,6 +189,25 @@ def test_predict_segmentation_writes_masks_of_class_ids(segmenter, capsys):
     assert (first == library[0].numpy()).all()  # the command writes the library's prediction
 
 
+def test_predict_segmentation_writes_each_mask_at_its_image_size(segmenter, capsys, tmp_path):
+    import ember
+
+    _, data, out, _ = segmenter
+    src = np.asarray(Image.open(data / "images" / "0003.png").convert("RGB"))  # (32, 32, 3)
+    pad = np.zeros((32, 8, 3), np.uint8)
+    Image.fromarray(np.concatenate([pad, src, pad], 1)).save(tmp_path / "wide.png")  # (32, 48): a wider photo
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "wide.png"), "--out-dir", str(tmp_path / "m"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    img = Image.open(result["mask"])
+    ids = np.asarray(img)  # (32, 48)
+    assert img.size == (48, 32) and img.info.get("transparency") == 255
+    assert (ids[:, :8] == 255).all() and (ids[:, 40:] == 255).all()  # the centre crop left these unseen
+    centre, _, _ = ember.load_learner(out).predict(data / "images" / "0003.png")  # the same pixels, unpadded
+    assert (ids[:, 8:40] == centre.numpy()).all()
+    assert sum(q["share"] for q in result["classes"]) == pytest.approx(1.0, abs=1e-5)  # shares of what it saw
+
+
 def test_predict_segmentation_default_folder_and_text(segmenter, capsys, tmp_path, monkeypatch):
     _, data, out, _ = segmenter
     monkeypatch.chdir(tmp_path)

@@ -24,7 +24,8 @@ from ember.cli import main
 from ember.core.errors import ConfigError
 from ember.serve import make_server, serve
 from ember.serve_page import page
-from ember.serve_predict import _input_box, _Known, _mask_in_image, _plain
+from ember.serve_predict import _Known, _plain
+from ember.vision.pixels import input_box, mask_in_image
 
 
 def make_folder(root, n=6, size=16):
@@ -309,7 +310,7 @@ def test_values_json_cannot_hold_become_text_and_form_texts_find_the_category():
 
 def test_a_mask_is_mapped_back_to_the_pixels_of_the_image_sent():
     mask = torch.arange(16).reshape(4, 4)  # (4, 4) the model's view of the centre 6 x 6 of a 10 x 6 image
-    out = _mask_in_image(mask, (2.0, 0.0, 8.0, 6.0), 6, 10, 255)  # (6, 10)
+    out = mask_in_image(mask, (2.0, 0.0, 8.0, 6.0), 6, 10, 255)  # (6, 10)
     assert out.shape == (6, 10)
     assert (out[:, :2] == 255).all() and (out[:, 8:] == 255).all()  # cut off by the crop: unknown
     cols = [int((x + 0.5 - 2) * 4 / 6) for x in range(2, 8)]  # nearest neighbour: the mask pixel of each centre
@@ -351,7 +352,7 @@ def test_a_segmentation_learner_in_memory_answers_its_mask(tmp_path):
 
     # a 40 x 24 photo: Resize(16) shows the model its centre 24 x 24 (columns 8 to 32), at 16 x 16
     wide = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 24, 40), dtype=np.uint8))
-    assert _input_box(learn, wide) == pytest.approx((8.0, 0.0, 32.0, 24.0))
+    assert input_box(learn._encode_and_map([wide], True)[1][0], 40, 24) == pytest.approx((8.0, 0.0, 32.0, 24.0))
     buf = io.BytesIO()
     Image.fromarray(wide.permute(1, 2, 0).numpy()).save(buf, format="PNG")
     small, _, _ = learn.predict(wide)  # (16, 16)
@@ -361,7 +362,9 @@ def test_a_segmentation_learner_in_memory_answers_its_mask(tmp_path):
     png = Image.open(io.BytesIO(base64.b64decode(answer["mask"])))
     got = np.asarray(png)  # (24, 40)
     assert png.info["transparency"] == 255 and (got[:, :8] == 255).all() and (got[:, 32:] == 255).all()
-    expected = _mask_in_image(small, (8.0, 0.0, 32.0, 24.0), 24, 40, 255).numpy()
+    expected = mask_in_image(small, (8.0, 0.0, 32.0, 24.0), 24, 40, 255).numpy()
+    masks, _, _ = learn.predict_masks([wide, files[0]])  # the same mapping, for many items at once
+    assert np.array_equal(masks[0].numpy(), expected) and masks[1].shape == (16, 16)
     assert np.array_equal(got, expected)
     seen = expected[:, 8:32]
     shares = {c["label"]: c["share"] for c in answer["classes"]}

@@ -25,9 +25,6 @@ _MAX_WORDS = 1000
 _MAX_CHOICES = 2000
 #: The seeds a language model takes (those `torch.manual_seed` takes, from 0).
 _MAX_SEED = 2**63
-#: A segmentation mask's value at the pixels of the image the model did not see (outside its crop): with up to 255
-#: classes; with more, the mask is 16-bit and the value is 65535.
-UNKNOWN_PIXEL = 255
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,52 +188,22 @@ def _decode_image(data: bytes, mode: str, name: str) -> Any:
         ) from None
 
 
-def _input_box(learn: Any, image: Any) -> tuple[float, float, float, float]:
-    """``(x0, y0, x1, y1)``: where the edges of the model's input fall in the pixels of `image` ``(C, H, W)``.
-
-    From the map :meth:`VisionLearner._encode_and_map` gives predictions of keypoints and boxes (where the image's
-    corners land in the model's input, in [-1, 1]), inverted at the input's edges -1 and +1.
-    """
-    item_map = learn._encode_and_map([image], True)[1][0]
-    h, w = image.shape[-2:]
-    if item_map is None:
-        return 0.0, 0.0, float(w), float(h)
-    (cx0, cy0), (cx1, cy1), _ = item_map.double().tolist()  # (3, 2): corner (0, 0), corner (W, H), size
-    if not (abs(cx1 - cx0) > 1e-9 and abs(cy1 - cy0) > 1e-9):
-        return 0.0, 0.0, float(w), float(h)
-    sx, sy = w / (cx1 - cx0), h / (cy1 - cy0)  # image pixels per unit of the input's [-1, 1] range
-    return (-1 - cx0) * sx, (-1 - cy0) * sy, (1 - cx0) * sx, (1 - cy0) * sy
-
-
-def _mask_in_image(mask: Any, box: tuple[float, float, float, float], h: int, w: int, unknown: int) -> Any:
-    """The model's mask ``(h_in, w_in)`` at the ``(h, w)`` pixels of the image it was predicted for, nearest
-    neighbour: each image pixel takes the class of the mask pixel its centre falls in, or `unknown` outside the
-    region the model saw (what its crop cut off)."""
-    import torch
-
-    h_in, w_in = mask.shape
-    x0, y0, x1, y1 = box
-    cols = torch.floor((torch.arange(w, dtype=torch.float64) + 0.5 - x0) * w_in / (x1 - x0)).long()  # (W,)
-    rows = torch.floor((torch.arange(h, dtype=torch.float64) + 0.5 - y0) * h_in / (y1 - y0)).long()  # (H,)
-    out = mask[rows.clamp(0, h_in - 1)][:, cols.clamp(0, w_in - 1)].clone()  # (H, W)
-    out[(rows < 0) | (rows >= h_in)] = unknown
-    out[:, (cols < 0) | (cols >= w_in)] = unknown
-    return out
-
-
 def _segmentation_result(learn: Any, image: Any, decoded: Any, probs: Any) -> dict[str, Any]:
-    """A mask over the image sent, at its size: class ids, `UNKNOWN_PIXEL` where the model did not see it."""
+    """A mask over the image sent, at its size: class ids, 255 (65535 past 255 classes) where the model did not
+    see it."""
     import torch
 
     from ember.cli.vision import _mask_palette  # the colours `ember predict` writes masks in
+    from ember.vision.pixels import input_box, mask_in_image, unknown_id
 
     h, w = image.shape[-2:]
     codes = [str(c) for c in (learn.dls.vocab or [])]
     model_mask = decoded.long()  # (h_in, w_in) class ids, at the size the model sees
     n = max(len(codes), int(probs.shape[0]), int(model_mask.max()) + 1)
-    small = n <= UNKNOWN_PIXEL  # 8-bit ids, 255 left free for the unknown pixels
-    unknown = UNKNOWN_PIXEL if small else 2**16 - 1
-    mask = _mask_in_image(model_mask, _input_box(learn, image), h, w, unknown)  # (H, W)
+    unknown = unknown_id(n)
+    small = unknown == 255  # 8-bit ids, 255 left free for the unknown pixels
+    item_map = learn._encode_and_map([image], True)[1][0]
+    mask = mask_in_image(model_mask, input_box(item_map, w, h), h, w, unknown)  # (H, W)
     seen = mask[mask != unknown]
     share = torch.bincount(seen, minlength=n).double()[:n] / max(seen.numel(), 1)  # (n,) of the pixels seen
     order = torch.argsort(share, descending=True).tolist()

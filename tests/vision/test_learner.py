@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ember.core.errors import ConfigError, EmberError
+from ember.core.errors import ConfigError, DataError, EmberError
 from ember.data.block import CategoryBlock, DataBlock
 from ember.data.items import GrandparentSplitter, get_image_files, parent_label
 from ember.vision.augment import Normalize, Resize, aug_transforms
@@ -109,6 +109,10 @@ def test_predict_from_path_pil_and_tensor(dls, tmp_path):
     _, _, probs_pil = learn.predict(Image.open(path))
     _, _, probs_t = learn.predict(torch.from_numpy(np.array(Image.open(path)))[None])
     assert torch.allclose(probs, probs_pil) and torch.allclose(probs, probs_t)
+    with pytest.raises(ConfigError, match=r"predicts masks.*not \(1,\)"):
+        learn.predict_masks([path])  # a classifier has no mask to map
+    with pytest.raises(DataError, match="no items"):
+        learn.predict_masks([])
 
 
 def test_training_learns_and_results(dls):

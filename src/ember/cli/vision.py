@@ -249,23 +249,28 @@ def _mask_palette(n_classes: int) -> list[int]:
     return palette
 
 
-def _save_mask(mask: Any, dest: Path, palette: list[int]) -> None:
-    """Write an ``(H, W)`` tensor of class ids as a PNG whose pixel values are the ids (mode "P"; "I;16" above 255)."""
+def _save_mask(mask: Any, dest: Path, palette: list[int], unknown: int) -> None:
+    """Write an ``(H, W)`` tensor of class ids as a PNG whose pixel values are the ids (mode "P"; "I;16" above 255);
+    in an 8-bit mask the `unknown` pixels (255: the model did not see them) are transparent."""
     import numpy as np
     from PIL import Image
 
     ids = mask.numpy()
     if ids.max(initial=0) < 256:
         img = Image.fromarray(ids.astype(np.uint8))
-        img.putpalette(palette)  # mode "L" -> "P": viewers show colours, the values stay the ids
+        img.putpalette(palette + [0] * (768 - len(palette)))  # mode "L" -> "P": viewers show colours, values stay ids
+        img.save(dest, **({"transparency": unknown} if unknown == 255 and (ids == 255).any() else {}))
     else:
-        img = Image.fromarray(ids.astype(np.uint16))  # mode "I;16"
-    img.save(dest)
+        Image.fromarray(ids.astype(np.uint16)).save(dest)  # mode "I;16"
 
 
 def _predict_masks(args: argparse.Namespace, learn: Any, files: list[Path]) -> int:
-    """Write a mask PNG per file into the output folder; print each file's largest classes by share of pixels."""
+    """Write a mask PNG per file into the output folder, at the file's own size (transparent where the model's crop
+    did not reach); print each file's largest classes by share of the pixels the model saw."""
     import torch
+
+    from ember.core.errors import ConfigError
+    from ember.vision.pixels import unknown_id
 
     out_dir = Path(args.out_dir) if args.out_dir else Path(f"{Path(args.model).stem}_masks")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,18 +278,22 @@ def _predict_masks(args: argparse.Namespace, learn: Any, files: list[Path]) -> i
     names = _mask_names(files)
     palette: list[int] | None = None
     results = []
+    unknown = unknown_id(len(codes))
     for start in range(0, len(files), args.bs):  # a chunk at a time: (B, C, H, W) probabilities add up fast
         chunk = files[start : start + args.bs]
-        _, dec, probs = learn.predict_batch(chunk, bs=args.bs)  # dec: (B, H, W) class ids
-        if dec.dim() != 3:
-            raise fail(f"{args.model} does not predict masks (its predictions have shape {tuple(dec.shape)}).")
+        try:
+            # each mask at its image's own size, `unknown` where a crop kept the model from seeing the image
+            masks, _, probs = learn.predict_masks(chunk, bs=args.bs, unknown=unknown)
+        except ConfigError as e:
+            raise fail(f"{args.model} does not predict masks: {e}") from None
         n_classes = probs.shape[1]
         if palette is None:
             palette = _mask_palette(n_classes)
-        for f, name, mask in zip(chunk, names[start:], dec):
+        for f, name, mask in zip(chunk, names[start:], masks):
             dest = out_dir / name
-            _save_mask(mask, dest, palette)
-            share = torch.bincount(mask.flatten(), minlength=n_classes).double() / mask.numel()
+            _save_mask(mask, dest, palette, unknown)
+            seen = mask[mask != unknown]  # (n,) the pixels the model saw
+            share = torch.bincount(seen, minlength=n_classes).double()[:n_classes] / max(seen.numel(), 1)
             top_p, top_i = torch.topk(share, min(args.top_k, n_classes))
             result = {
                 "file": str(f),

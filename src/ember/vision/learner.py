@@ -27,6 +27,7 @@ from ember.learner.export import register_learner, register_model_factory
 from ember.learner.learner import Learner
 from ember.losses import loss_activation, loss_decodes
 from ember.vision.augment import Normalize, imagenet_stats
+from ember.vision.pixels import coordinates_in_pixels, masks_in_pixels
 
 __all__ = [
     "create_head",
@@ -783,23 +784,6 @@ class VisionLearner(Learner):
         targets = getattr(self.dls, "target_blocks", None) or []
         return bool(targets) and targets[0].kind in ("points", "bbox")
 
-    @staticmethod
-    def _coordinates_in_pixels(
-        maps: Sequence[torch.Tensor | None], coords: Sequence[torch.Tensor]
-    ) -> list[torch.Tensor]:
-        """Keypoints ``(N, 2)`` or boxes ``(N, 4)`` in [-1, 1] of the model's input, one tensor per item -> ``(x, y)``
-        pixels of each item's own image (a box's two corners each), by the maps of :meth:`_encode_and_map`. An item
-        without a map (no image input) keeps its coordinates as they are."""
-        out = []
-        for m, c in zip(maps, coords):
-            if m is None:
-                out.append(c)
-                continue
-            start, end, size = m  # each (2,), float64
-            xy = c.detach().cpu().double().reshape(-1, 2)  # (N * k, 2): points, or the two corners of each box
-            out.append(((xy - start) * size / (end - start)).float().reshape(c.shape))
-        return out
-
     def predict(self, item: Any) -> tuple[Any, Any, torch.Tensor]:
         """Predict one item (a path, a PIL image or a ``uint8 (C, H, W)`` tensor).
 
@@ -820,7 +804,7 @@ class VisionLearner(Learner):
         targets = getattr(self.dls, "target_blocks", [])
         label = targets[0].decode(self._undo_batch_tfms(dec[None])[0]) if targets else dec
         if coordinates:
-            label = self._coordinates_in_pixels(maps, [label])[0]
+            label = coordinates_in_pixels(maps, [label])[0]
         return label, dec, probs
 
     def predict_batch(self, items: Sequence[Any], bs: int = 64) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
@@ -835,16 +819,48 @@ class VisionLearner(Learner):
         if not self._predicts_coordinates() or not items:
             return super().predict_batch(items, bs=bs)
         # Keypoints and boxes: each chunk is read once, with the maps back to each image's pixels.
+        probs, dec, maps = self._predict_with_maps(items, bs)
+        return coordinates_in_pixels(maps, self._decode_targets(dec)), dec, probs
+
+    def _predict_with_maps(self, items: list[Any], bs: int) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """Probabilities, decoded predictions and each item's map to its own pixels, `bs` items read at a time."""
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ConfigError(expected("a positive int", "bs", bs))
         outs, maps = [], []
         for start in range(0, len(items), bs):
             xb, chunk_maps = self._encode_and_map(items[start : start + bs], True)
-            outs.append(self.predict_tensor(xb))  # (bs, n_out)
+            outs.append(self.predict_tensor(xb))  # (bs, ...)
             maps += chunk_maps
         probs = loss_activation(self.loss_func)(torch.cat(outs))
-        dec = loss_decodes(self.loss_func)(probs)
-        return self._coordinates_in_pixels(maps, self._decode_targets(dec)), dec, probs
+        return probs, loss_decodes(self.loss_func)(probs), maps
+
+    def predict_masks(
+        self, items: Sequence[Any], bs: int = 64, unknown: int = 255
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Segmentation: each item's predicted mask at the pixels of its own image.
+
+        :meth:`predict` gives a mask at the size the model sees (after the item transforms' resize and crop);
+        this maps it back onto the image the item came from, nearest neighbour, so that it overlays the image.
+
+        Args:
+            items: paths, PIL images or ``uint8 (C, H, W)`` tensors.
+            unknown: the class id written where the model did not see the image (the part a crop cut off).
+
+        Returns:
+            ``(masks, decoded, probabilities)``: one ``(H, W)`` int64 mask of class ids per item (its own image's
+            size), the masks ``(B, h, w)`` and the probabilities ``(B, C, h, w)`` at the model's size.
+
+        Raises:
+            ConfigError: the model does not predict masks.
+        """
+        items = list(items)
+        if not items:
+            raise DataError("predict_masks received no items: pass a list of at least one item.")
+        probs, dec, maps = self._predict_with_maps(items, bs)
+        if dec.dim() != 3:
+            shape = tuple(dec.shape)
+            raise ConfigError(f"predict_masks needs a model that predicts masks ((B, H, W) class ids), not {shape}.")
+        return masks_in_pixels(maps, dec.long(), unknown), dec, probs
 
     def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:
         """Decoded predictions ``(B, ...)`` taken back through the batch transforms' ``decode`` as the target they
