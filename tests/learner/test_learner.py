@@ -523,3 +523,39 @@ def test_summary_counts_frozen_groups(tiny_dls):
     learn = quiet_learner(tiny_dls, splitter=lambda m: [list(m[0].parameters()), list(m[2:].parameters())])
     learn.freeze()
     assert "first 1 of 2 parameter groups" in learn.summary(print_out=False)
+
+
+def test_show_training_loop_lists_each_event_with_its_callbacks(tiny_learner, capsys):
+    class OnlyTraining(Callback):
+        run_valid = False
+
+        def after_loss(self) -> None:
+            pass
+
+    tiny_learner.add_cb(OnlyTraining())
+    text = tiny_learner.show_training_loop()
+    assert capsys.readouterr().out.strip() == text.strip()
+    lines = [line.split() for line in text.splitlines()]
+    events = [words[0] for words in lines if words[0].startswith(("before_", "after_"))]
+    assert events[:3] == ["before_fit", "before_epoch", "before_train"] and events[-1] == "after_fit"
+    assert events.count("after_loss") == 2 and events.count("before_step") == 1  # validation takes no step
+    after_loss = [words[1:] for words in lines if words[0] == "after_loss"]  # training, then validation
+    assert any("OnlyTraining" in w for w in after_loss[0]) and not any("OnlyTraining" in w for w in after_loss[1])
+    assert any("Recorder" in w for words in lines if words[0] == "after_batch" for w in words[1:])
+
+
+def test_plot_metrics_draws_losses_and_each_metric(tiny_dls, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    learn = Learner(tiny_dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, path=tmp_path)
+    learn.silent = True
+    with pytest.raises(EmberError, match="fit the learner first"):
+        learn.recorder.plot_metrics()
+    learn.fit(2, 1e-2)
+    fig = learn.recorder.plot_metrics(fname=tmp_path / "metrics.png")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["loss", "accuracy"]
+    assert [line.get_label() for line in axes[0].lines] == ["train_loss", "valid_loss"]
+    assert list(axes[1].lines[0].get_ydata()) == [row[2] for row in learn.recorder.values]
+    assert (tmp_path / "metrics.png").stat().st_size > 0

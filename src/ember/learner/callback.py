@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENTS",
     "Callback",
+    "training_loop",
     "CancelFitException",
     "CancelEpochException",
     "CancelTrainException",
@@ -165,3 +166,31 @@ class Callback:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+# The loop's nesting, as `training_loop` shows it: a stage's events, with the stages it runs in between.
+_TRAIN_BATCH = ("before_batch", "after_pred", "after_loss", "before_backward", "after_backward", "before_step",
+                "after_step", "after_batch")  # fmt: skip
+_VALID_BATCH = ("before_batch", "after_pred", "after_loss", "after_batch")
+
+
+def training_loop(cbs: list[Callback]) -> str:
+    """The training loop's events in the order they fire, each with the callbacks (in `order`) that act on it:
+    what :meth:`~ember.learner.Learner.show_training_loop` prints. The batch events list, per phase, only the
+    callbacks that run there (``run_train``, ``run_valid``)."""
+    cbs = sorted(cbs, key=lambda c: c.order)
+
+    def line(event: str, depth: int, phase: str | None = None) -> str:
+        names = [
+            type(c).__name__
+            for c in cbs
+            if getattr(type(c), event, None) is not None
+            and (phase is None or (c.run_train if phase == "train" else c.run_valid))
+        ]
+        return f"{'  ' * depth}{event:<{24 - 2 * depth}} {', '.join(names) if names else '-'}"
+
+    out = [line("before_fit", 0), "epoch loop:", line("before_epoch", 1), "  training:", line("before_train", 2)]
+    out += ["    batch loop:", *(line(e, 3, "train") for e in _TRAIN_BATCH), line("after_train", 2)]
+    out += ["  validation:", line("before_validate", 2), "    batch loop:"]
+    out += [*(line(e, 3, "valid") for e in _VALID_BATCH), line("after_validate", 2), line("after_epoch", 1)]
+    return "\n".join([*out, line("after_fit", 0)])

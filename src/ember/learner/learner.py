@@ -998,6 +998,16 @@ class Learner:
 
         return export_onnx(self, fname, **kwargs)
 
+    def show_training_loop(self, print_out: bool = True) -> str:
+        """The training loop's events in the order they fire, each with the callbacks that act on it (in their
+        `order`; the batch events per phase: training or validation)."""
+        from ember.learner.callback import training_loop
+
+        text = training_loop(self.cbs)
+        if print_out:
+            print(text)
+        return text
+
     def summary(self, print_out: bool = True) -> str:
         """A table of every layer's output shape, parameter count and whether it trains (one batch is run)."""
         from ember.learner.summary import model_summary

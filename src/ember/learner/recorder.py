@@ -211,6 +211,33 @@ class Recorder(Callback):
         ax.legend()
         return _finish(fig, fname)
 
+    def plot_metrics(self, ncols: int = 3, fname: str | None = None) -> Any:
+        """Plot, per epoch, the training and validation losses on one panel and each metric on its own; returns the
+        Figure. Epochs without a value (no validation) are left out of their curve."""
+        import matplotlib.pyplot as plt
+
+        from ember.core.errors import EmberError
+
+        if not self.values:
+            raise EmberError("No epoch recorded yet: fit the learner first, then plot its metrics.")
+        names = self.metric_names[1:-1]  # train_loss, valid_loss, *metrics
+        panels = [("loss", [0, 1])] + [(name, [i]) for i, name in enumerate(names[2:], start=2)]
+        ncols = max(1, min(ncols, len(panels)))
+        nrows = -(-len(panels) // ncols)
+        fig, axs = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+        for ax, (title, cols) in zip(axs.flat, panels):
+            for j in cols:
+                points = [(e, row[j]) for e, row in enumerate(self.values) if row[j] is not None]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=names[j])
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            if len(cols) > 1:
+                ax.legend()
+        for ax in list(axs.flat)[len(panels) :]:
+            ax.set_visible(False)
+        return _finish(fig, fname)
+
     def plot_sched(self, keys: tuple[str, ...] = ("lr", "mom"), fname: str | None = None) -> Any:
         """Plot the learning rate and momentum of every training batch; returns the Figure."""
         import matplotlib.pyplot as plt
