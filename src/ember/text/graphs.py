@@ -138,15 +138,7 @@ def _autocast_state(device_type: str) -> torch.dtype | None:
 
 def _no_autocast_cache(dtype: torch.dtype | None) -> Any:
     """The caller's autocast, without the weight-cast cache (a cached cast would outlive the recording)."""
-    return _Null() if dtype is None else torch.autocast("cuda", dtype=dtype, cache_enabled=False)
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype, cache_enabled=False)
 
 
 class _Replay(torch.autograd.Function):
