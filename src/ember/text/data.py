@@ -16,15 +16,16 @@ Classification (:class:`ClassificationDataset`): documents are grouped with othe
 padded **at the start** with ``xxpad``; the classifier reads the state at each text's last real token and pools
 over the non-padding positions, and gives a text the same result whatever batch it is padded in.
 Long documents are kept whole (the model reads them in chunks).
+
+This module holds :class:`TextDataLoaders` and the loader factories; the datasets live in
+:mod:`ember.text.datasets`, the checks and encoding of texts and labels in :mod:`ember.text.inputs`, and the
+DataBlock input :class:`~ember.text.block.TextBlock` in :mod:`ember.text.block` (all importable from here).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,18 +36,20 @@ from torch.utils.data import DataLoader, IterableDataset
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 from ember.data.loaders import DataLoaders, DeviceLoader
-from ember.text.tokenize import (
-    FLD,
-    PAD,
-    UNK,
-    TokenizedCorpus,
-    Tokenizer,
-    _build_vocab,
-    _gather_index,
-    _text_files,
-    read_text_files,
-    tokenize_corpus,
+from ember.text.block import TextBlock, _text_block_base, _text_key  # noqa: F401  (kept importable from here)
+from ember.text.datasets import ClassificationDataset, LMDataset, _check_int, _NoTexts
+from ember.text.inputs import (
+    _bool_column,
+    _check_labels,
+    _check_texts,
+    _check_vocab,
+    _encode_labels,
+    _encode_multi_labels,
+    _is_missing,  # noqa: F401  (kept importable from here)
+    _label_list,
+    _read_text,
 )
+from ember.text.tokenize import FLD, TokenizedCorpus, Tokenizer, _text_files, tokenize_corpus
 from ember.text.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -60,235 +63,6 @@ __all__ = [
     "lm_dataloaders",
     "classification_dataloaders",
 ]
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(expected(f"an int >= {low}", name, value))
-
-
-class LMDataset(IterableDataset):
-    """Batches ``(x, y)`` of shape ``(bs, seq_len)`` from `bs` contiguous streams over a corpus.
-
-    Args:
-        corpus: the token ids.
-        bs: number of streams (rows of a batch).
-        seq_len: mean length of a batch (columns).
-        shuffle: shuffle the documents at each iteration (training).
-        random_seq_len: draw each batch's length around `seq_len` (training).
-        seed: seed of the shuffling and lengths; ``None`` draws from torch's global generator.
-    """
-
-    def __init__(
-        self,
-        corpus: TokenizedCorpus,
-        bs: int = 64,
-        seq_len: int = 72,
-        shuffle: bool = False,
-        random_seq_len: bool = False,
-        seed: int | None = None,
-    ) -> None:
-        _check_int("bs", bs)
-        _check_int("seq_len", seq_len)
-        self.corpus, self.bs, self.seq_len = corpus, bs, seq_len
-        self.shuffle, self.random_seq_len = shuffle, random_seq_len
-        self._rng = np.random.default_rng(seed) if seed is not None else None
-        n_tokens = int(corpus.offsets[-1])
-        self.stream_len = (n_tokens - 1) // bs  # L: positions per stream (one token is kept for the last y)
-        if self.stream_len < 1:
-            raise DataError(
-                f"The language-model corpus has {n_tokens} tokens, too few for {bs} streams; "
-                "use a smaller `bs` or more text."
-            )
-        self.n_batches = math.ceil(self.stream_len / seq_len)
-        self.boundaries: np.ndarray = np.zeros(0, dtype=np.int64)
-
-    @property
-    def vocab(self) -> Vocab:
-        return self.corpus.vocab
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def _generator(self) -> np.random.Generator:
-        if self._rng is not None:
-            return self._rng
-        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-
-    def resized(self, bs: int | None = None, seq_len: int | None = None) -> LMDataset:
-        """The same corpus and settings cut into `bs` streams of mean batch length `seq_len` (``None``: keep).
-
-        The shuffling generator is copied, not shared: this dataset's epochs stay as they would have been.
-        """
-        ds = type(self)(
-            self.corpus,
-            self.bs if bs is None else bs,
-            self.seq_len if seq_len is None else seq_len,
-            shuffle=self.shuffle,
-            random_seq_len=self.random_seq_len,
-        )
-        ds._rng = copy.deepcopy(self._rng)
-        return ds
-
-    def plan(self) -> tuple[torch.Tensor, np.ndarray]:
-        """The epoch's stream ``(bs * L + 1,)`` as a tensor and the batch boundaries ``(n_batches + 1,)``."""
-        corpus, rng = self.corpus, None
-        if self.shuffle or self.random_seq_len:
-            rng = self._generator()
-        if self.shuffle and len(corpus) > 1:
-            order = rng.permutation(len(corpus))
-            stream = np.asarray(corpus.ids)[_gather_index(corpus.offsets[order], corpus.lengths()[order])]
-        else:
-            stream = np.asarray(corpus.ids)
-        stream = torch.from_numpy(np.ascontiguousarray(stream[: self.bs * self.stream_len + 1], dtype=np.int64))
-        L, n = self.stream_len, self.n_batches
-        if self.random_seq_len and n > 1:
-            # Mostly seq_len, sometimes half of it, jittered; then scaled so that the n lengths cover L exactly.
-            base = np.where(rng.random(n) < 0.95, self.seq_len, self.seq_len / 2)
-            lens = np.maximum(rng.normal(base, 5), min(5, self.seq_len))
-            bounds = np.rint(np.concatenate([[0.0], np.cumsum(lens)]) * (L / lens.sum())).astype(np.int64)
-            bounds = np.maximum.accumulate(bounds)
-            bounds[-1] = L
-        else:
-            bounds = np.minimum(np.arange(n + 1, dtype=np.int64) * self.seq_len, L)
-        return stream, bounds
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        stream, bounds = self.plan()
-        self.boundaries = bounds
-        L = self.stream_len
-        xs = stream[: self.bs * L].view(self.bs, L)  # (bs, L): row s is stream s
-        ys = stream[1 : self.bs * L + 1].view(self.bs, L)  # the next token of each position
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            if b > a:
-                yield xs[:, a:b].contiguous(), ys[:, a:b].contiguous()  # (bs, T), (bs, T)
-
-
-class ClassificationDataset(IterableDataset):
-    """Padded batches ``(x, y)`` of documents of similar length: ``x`` is ``(B, T)`` padded at the start.
-
-    Args:
-        corpus: the token ids.
-        labels: one target per document (class ids ``(N,)`` or multi-label floats ``(N, C)``); ``None`` for
-            unlabelled texts (batches are then ``(x,)``).
-        bs: batch size.
-        shuffle: training order (random chunks sorted by length); otherwise fully sorted, longest first.
-        pad_idx: the padding id.
-        max_len: keep at most the last `max_len` tokens of a document (``None``: keep everything).
-        seed: seed of the shuffling.
-    """
-
-    def __init__(
-        self,
-        corpus: TokenizedCorpus,
-        labels: torch.Tensor | None,
-        bs: int = 64,
-        shuffle: bool = False,
-        pad_idx: int = 1,
-        max_len: int | None = None,
-        seed: int | None = None,
-    ) -> None:
-        _check_int("bs", bs)
-        if labels is not None and len(labels) != len(corpus):
-            raise DataError(f"Expected one label per text; received {len(labels)} labels for {len(corpus)} texts.")
-        if len(corpus) == 0:
-            raise DataError("The classification dataset has no text.")
-        self.corpus, self.labels, self.bs, self.shuffle = corpus, labels, bs, shuffle
-        self.pad_idx, self.max_len = pad_idx, max_len
-        self._rng = np.random.default_rng(seed) if seed is not None else None
-        self.order: np.ndarray = np.zeros(0, dtype=np.int64)  # document order of the last iteration
-
-    @property
-    def vocab(self) -> Vocab:
-        return self.corpus.vocab
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.corpus) / self.bs)
-
-    @property
-    def last_batch_size(self) -> int:
-        """The number of texts in an epoch's last batch (the others hold `bs`)."""
-        return len(self.corpus) - (len(self) - 1) * self.bs if len(self.corpus) else 0
-
-    def resized(self, bs: int | None = None) -> ClassificationDataset:
-        """The same documents, labels and settings in batches of `bs` (``None``: keep); the shuffling
-        generator is copied, not shared."""
-        ds = type(self)(
-            self.corpus,
-            self.labels,
-            self.bs if bs is None else bs,
-            shuffle=self.shuffle,
-            pad_idx=self.pad_idx,
-            max_len=self.max_len,
-        )
-        ds._rng = copy.deepcopy(self._rng)
-        return ds
-
-    def plan(self) -> list[np.ndarray]:
-        """The document indices of each batch, for one epoch."""
-        lens, bs = self.corpus.lengths(), self.bs
-        if not self.shuffle:
-            order = np.argsort(-lens, kind="stable")
-            return [order[i : i + bs] for i in range(0, len(order), bs)]
-        rng = self._rng if self._rng is not None else np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        perm = rng.permutation(len(lens))
-        chunk = bs * 50
-        parts = [perm[i : i + chunk] for i in range(0, len(perm), chunk)]
-        order = np.concatenate([p[np.argsort(-lens[p], kind="stable")] for p in parts])
-        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-        # Random batch order, but the batch holding the longest document first: memory problems show at once.
-        first = int(np.argmax([lens[b].max() for b in batches]))
-        rest = [batches[i] for i in rng.permutation(len(batches)) if i != first]
-        return [batches[first], *rest]
-
-    def collate(self, idxs: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Left-padded ids ``(B, T)`` and the targets of documents `idxs` (the ids alone when unlabelled)."""
-        lens = self.corpus.lengths()[idxs]
-        starts = self.corpus.offsets[idxs]
-        if self.max_len is not None:
-            cut = np.maximum(lens - self.max_len, 0)
-            starts, lens = starts + cut, lens - cut
-        width = max(int(lens.max()), 1)
-        x = np.full((len(idxs), width), self.pad_idx, dtype=np.int64)
-        mask = np.arange(width)[None, :] >= (width - lens)[:, None]  # (B, T): True on the real tokens
-        x[mask] = np.asarray(self.corpus.ids)[_gather_index(starts, lens)]  # row-major fill == concatenation order
-        if self.labels is None:
-            return (torch.from_numpy(x),)
-        return torch.from_numpy(x), self.labels[torch.from_numpy(idxs)]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        batches = self.plan()
-        self.order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
-        for idxs in batches:
-            yield self.collate(idxs)
-
-
-class _NoTexts(IterableDataset):
-    """The training set of inference loaders (rebuilt from an exported file): no batch, but the settings."""
-
-    def __init__(self, vocab: Vocab, bs: int, seq_len: int | None, max_len: int | None, multi_label: bool) -> None:
-        self.vocab, self.bs, self.seq_len, self.max_len = vocab, bs, seq_len, max_len
-        self.multi_label = multi_label
-
-    def __len__(self) -> int:
-        return 0
-
-    def resized(self, bs: int | None = None, seq_len: int | None = None) -> _NoTexts:
-        """The same settings with another batch size and (language model) `seq_len` (``None``: keep)."""
-        if bs is not None:
-            _check_int("bs", bs)
-        if seq_len is not None:
-            _check_int("seq_len", seq_len)
-        return type(self)(
-            self.vocab,
-            self.bs if bs is None else bs,
-            self.seq_len if seq_len is None else seq_len,
-            self.max_len,
-            self.multi_label,
-        )
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        return iter(())
 
 
 def _loader(ds: IterableDataset, device: Any, split: int, kinds: tuple[str, ...]) -> DeviceLoader:
@@ -829,98 +603,8 @@ class TextDataLoaders(DataLoaders):
         return rows
 
 
-def _encode_labels(labels: Sequence[Any] | None, classes: Sequence[str], split: str) -> torch.Tensor:
-    if labels is None:
-        raise ConfigError(f"A classifier needs `{split}_labels`.")
-    index = {c: i for i, c in enumerate(classes)}
-    out = []
-    for i, label in enumerate(labels):
-        j = index.get(str(label))
-        if j is None:
-            raise DataError(
-                f"The {split} label {label!r} (item {i}) is not a training class; valid: {', '.join(classes)}."
-            )
-        out.append(j)
-    return torch.tensor(out, dtype=torch.long)
-
-
-def _label_list(names: Any) -> list[Any]:
-    return [names] if isinstance(names, str) or not isinstance(names, (list, tuple)) else list(names)
-
-
-def _encode_multi_labels(labels: Sequence[Any], classes: Sequence[str], split: str = "test") -> torch.Tensor:
-    """Lists of class names -> multi-hot floats ``(N, C)``."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = torch.zeros(len(labels), len(classes))
-    for i, names in enumerate(labels):
-        for name in _label_list(names):
-            j = index.get(str(name))
-            if j is None:
-                valid = ", ".join(classes)
-                raise DataError(f"The {split} label {name!r} (item {i}) is not a training class; valid: {valid}.")
-            out[i, j] = 1.0
-    return out
-
-
-def _bool_column(col: Any, name: str) -> np.ndarray:
-    """A validation column as booleans: bools, 0/1, or the strings "True"/"False" (any case); DataError otherwise."""
-    if col.dtype == bool:
-        return col.to_numpy()
-    out = []
-    for row, v in zip(col.index, col.tolist()):
-        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
-            out.append(v.strip().lower() == "true")
-        elif isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) and v in (0, 1):
-            out.append(bool(v))
-        else:
-            raise DataError(
-                f"Column {name!r} should say which rows are for validation (True/False); row {row!r} holds {v!r}."
-            )
-    return np.array(out, dtype=bool)
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _check_labels(labels: Sequence[Any], split: str) -> None:
-    """DataError naming the first missing label (None or NaN: it would otherwise become a class "nan")."""
-    for i, label in enumerate(labels):
-        if _is_missing(label):
-            raise DataError(f"The {split} label of item {i} is missing ({label!r}); fill or drop that row first.")
-
-
-def _check_texts(texts: Any, name: str) -> None:
-    if isinstance(texts, (str, bytes)):
-        raise DataError(
-            f"Expected `{name}` to be a list of texts; received a single {type(texts).__name__} ({texts[:40]!r}). "
-            "Wrap it in a list: [text]."
-        )
-
-
-def _read_text(item: Any, i: int) -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, os.PathLike):
-        return read_text_files([item])[0]
-    raise DataError(f"Expected item {i} to be a text (str) or a text file path; received a {type(item).__name__}.")
-
-
 # The keywords of TextDataLoaders.from_folder besides its own arguments.
 _FOLDER_SETTINGS = ("tok", "vocab", "min_freq", "max_vocab", "max_len", "n_workers", "device", "seed", "random_seq_len")
-
-
-def _check_vocab(vocab: Any) -> None:
-    """ConfigError unless `vocab` is a Vocab holding the unknown and padding tokens (their ids are used everywhere)."""
-    if not isinstance(vocab, Vocab):
-        raise ConfigError(expected("a Vocab", "vocab", type(vocab).__name__))
-    missing = [t for t in (UNK, PAD) if t not in vocab]
-    if missing:
-        raise ConfigError(
-            f"The vocabulary lacks the special token(s) {', '.join(missing)}: unknown words and padding would take "
-            "the ids of real words. Build it with Vocab.from_tokens / Vocab.from_counter (which put the special "
-            "tokens first), or add them: Vocab([*SPECIAL_TOKENS, *words])."
-        )
 
 
 def _cache_dir(cache: bool | str | os.PathLike | None) -> Path | None:
@@ -931,159 +615,3 @@ def _cache_dir(cache: bool | str | os.PathLike | None) -> Path | None:
     if not cache:
         return None
     return Path(cache)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# TextBlock: texts as the input of a DataBlock (classification).
-
-
-def _text_block_base() -> type:
-    from ember.data.block import TransformBlock
-
-    return TransformBlock
-
-
-def _text_key(text: str) -> bytes:
-    """A 16-byte digest standing for a text in a cache, so that the cache does not hold the texts themselves."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-@register_recipe()
-class TextBlock(_text_block_base()):
-    """Texts (strings, or paths of text files) as a DataBlock input: token ids, padded at the start per batch.
-
-    :meth:`setup` tokenizes the training texts (on every core) and builds the vocabulary, unless one is given, and
-    keeps their token ids (keyed by a digest of each text, not the text); any other text (validation, prediction)
-    is tokenized when encoded and not kept (the ``Datasets`` cache keeps the validation set's), so a deployed
-    model's memory does not grow with its requests.
-    For language models, and for length-sorted batches, use :class:`TextDataLoaders`.
-
-    Args:
-        vocab: a vocabulary to use (e.g. the language model's); ``None`` builds one from the training texts.
-        tok: the tokenizer (default ``Tokenizer()``).
-        min_freq: least count of a word in the built vocabulary.
-        max_vocab: most words in the built vocabulary.
-        max_len: keep at most the last `max_len` tokens of a text.
-        text_cols: read the text from these column(s) of each item (a DataFrame row); several are joined, each
-            preceded by ``xxfld <n>``, as :func:`~ember.text.tokenize.tokenize_df` does. ``None``: items are texts.
-
-    Raises:
-        ConfigError: `vocab` lacks the special tokens ``xxunk``/``xxpad``.
-    """
-
-    kind = "text"
-
-    def __init__(
-        self,
-        vocab: Vocab | None = None,
-        tok: Tokenizer | None = None,
-        min_freq: int = 3,
-        max_vocab: int = 60000,
-        max_len: int | None = None,
-        text_cols: str | Sequence[str] | None = None,
-    ) -> None:
-        super().__init__()
-        if vocab is not None:
-            _check_vocab(vocab)
-        self.vocab, self.tok = vocab, tok if tok is not None else Tokenizer()
-        self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
-        if text_cols is not None and not isinstance(text_cols, str):
-            text_cols = list(text_cols)
-            if not text_cols or not all(isinstance(c, str) for c in text_cols):
-                raise ConfigError(expected("a column name or a non-empty list of them", "text_cols", text_cols))
-        self.text_cols = text_cols
-        self._cache: dict[str, torch.Tensor] = {}
-
-    @classmethod
-    def from_df(cls, text_cols: str | Sequence[str] = "text", **kwargs: Any) -> TextBlock:
-        """A block for texts in DataFrame column(s): it reads `text_cols` from each row itself (several columns are
-        joined with ``xxfld`` marks), so the DataBlock needs no ``get_x``; a ``get_x`` that gives the text works too.
-        """
-        return cls(text_cols=text_cols, **kwargs)
-
-    @classmethod
-    def from_folder(cls, path: str | os.PathLike | None = None, **kwargs: Any) -> TextBlock:
-        """A block for text files (items are paths; ``get_items`` lists the ``.txt`` files)."""
-        block = cls(**kwargs)
-        block.path = path
-        return block
-
-    def _text(self, value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (Path, os.PathLike)):
-            return read_text_files([value])[0]
-        if self.text_cols is not None and hasattr(value, "__getitem__") and not isinstance(value, (list, tuple)):
-            cols = [self.text_cols] if isinstance(self.text_cols, str) else self.text_cols
-            parts = []
-            for c in cols:
-                try:
-                    part = value[c]
-                except (KeyError, IndexError, TypeError) as e:
-                    raise DataError(
-                        f"TextBlock reads the column {c!r} (text_cols={self.text_cols!r}), which this item lacks; "
-                        f"received {type(value).__name__}: {value!r:.80}"
-                    ) from e
-                if part is None or (isinstance(part, float) and math.isnan(part)):
-                    raise DataError(f"The column {c!r} has a missing text in item {value!r:.80}; fill or drop it.")
-                parts.append(str(part))
-            if len(parts) == 1:
-                return parts[0]
-            return " ".join(f"{FLD} {i + 1} {p}" for i, p in enumerate(parts))
-        hint = "" if self.text_cols is not None else " (for DataFrame rows use TextBlock.from_df(text_cols))"
-        raise DataError(
-            f"Expected a text (str) or a text file path{hint}; received {type(value).__name__}: {value!r:.60}"
-        )
-
-    def setup(self, train_values: Sequence[Any]) -> None:
-        from ember.text.tokenize import tokenize_texts
-
-        texts = [self._text(v) for v in train_values]
-        if self.vocab is None and getattr(self.tok, "needs_setup", False):
-            self.tok.setup(texts)  # a subword model learns its pieces from the training texts only
-        tokens = tokenize_texts(texts, tok=self.tok)
-        if self.vocab is None:
-            self.vocab = _build_vocab(tokens, self.tok, min_freq=self.min_freq, max_vocab=self.max_vocab)
-        self._cache = {_text_key(text): self._ids(toks) for text, toks in zip(texts, tokens)}
-
-    def _ids(self, toks: list[str]) -> torch.Tensor:
-        ids = self.vocab.numericalize(toks)
-        return ids[-self.max_len :] if self.max_len is not None else ids
-
-    def encode(self, value: Any) -> torch.Tensor:
-        if self.vocab is None:
-            raise ConfigError("TextBlock has no vocabulary yet: it is built by setup() on the training texts.")
-        text = self._text(value)
-        ids = self._cache.get(_text_key(text))
-        return ids if ids is not None else self._ids(self.tok([text])[0])
-
-    def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        """Pad at the start to the longest text of the batch: ``(B, T)``."""
-        width = max(max(len(x) for x in xs), 1)
-        out = torch.full((len(xs), width), self.vocab.pad_idx, dtype=torch.long)
-        for i, x in enumerate(xs):
-            if len(x):
-                out[i, width - len(x) :] = x
-        return out
-
-    def decode(self, x: torch.Tensor) -> str:
-        return self.vocab.textify([t for t in x.tolist() if t != self.vocab.pad_idx])
-
-    def to_recipe(self) -> dict[str, Any]:
-        return {
-            "vocab": self.vocab.itos if self.vocab is not None else None,
-            "min_freq": self.min_freq,
-            "max_vocab": self.max_vocab,
-            "max_len": self.max_len,
-            "tok": dump(self.tok),
-            "text_cols": self.text_cols,
-        }
-
-    @classmethod
-    def from_recipe(cls, data: dict[str, Any]) -> TextBlock:
-        vocab = Vocab(data["vocab"]) if data.get("vocab") else None
-        if data.get("tok"):
-            tok = load(data["tok"])
-        else:  # the earlier layout: default rules, only the xxbos/xxeos settings written
-            tok = Tokenizer(add_bos=data.get("add_bos", True), add_eos=data.get("add_eos", False))
-        return cls(vocab, tok, data["min_freq"], data["max_vocab"], data.get("max_len"), data.get("text_cols"))
