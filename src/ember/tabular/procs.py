@@ -8,6 +8,9 @@ tensors a batch is sliced from: ``cats`` (int64, ``(N, n_cat)``), ``conts`` (flo
 ``ys``. Every piece writes itself to JSON (:func:`ember.core.recipe.dump`) so that a model exported
 with it processes new rows exactly as it did its training rows.
 
+This module holds the processor; the procs themselves are in :mod:`ember.tabular.builtin_procs` and the column
+helpers they share in :mod:`ember.tabular.columns` (both re-exported here).
+
 >>> proc = TabularProcessor(cat_names=["island"], cont_names=["bill_length_mm"], y_names="species")
 >>> cats, conts, ys = proc.setup(train_df)           # doctest: +SKIP
 >>> cats, conts, _ = proc.process(new_rows)          # doctest: +SKIP
@@ -16,7 +19,6 @@ with it processes new rows exactly as it did its training rows.
 from __future__ import annotations
 
 import copy
-import datetime
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -28,7 +30,20 @@ import torch
 from ember.core.errors import ConfigError, DataError, ExportError, expected
 from ember.core.recipe import dump, load, register_recipe
 
-# The DataFrame helpers live in frames.py; they are imported here too so that older imports keep working.
+# The procs, the column helpers and the DataFrame helpers live in builtin_procs.py, columns.py and frames.py; they are
+# imported here too so that older imports keep working.
+from ember.tabular.builtin_procs import NA_TOKEN, Categorify, FillMissing, Normalize, TabularProc
+from ember.tabular.columns import (
+    _first_bad_row,
+    _floats,
+    _from_json_scalar,
+    _json_scalar,
+    _median,  # noqa: F401 - imported from here by the tests
+    _scalar,
+    _values,
+    check_numeric,
+    lookup,
+)
 from ember.tabular.frames import _check_frame, _missing_col, _names, add_datepart, cont_cat_split
 
 __all__ = [
@@ -43,191 +58,7 @@ __all__ = [
     "lookup",
 ]
 
-NA_TOKEN = "#na#"
 Y_KINDS = ("category", "regression")
-
-
-def _scalar(v: Any) -> Any:
-    """A category value as a plain Python value: numpy scalars become Python ones, dates Timestamps (``.item()`` of a
-    nanosecond datetime64 would give an int), durations Timedeltas."""
-    if isinstance(v, np.datetime64):
-        return pd.Timestamp(v)
-    if isinstance(v, np.timedelta64):
-        return pd.Timedelta(v)
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, datetime.datetime) and not isinstance(v, pd.Timestamp):
-        return pd.Timestamp(v)
-    return v
-
-
-def _json_scalar(v: Any, where: str) -> Any:
-    """A category value as a JSON value: numpy scalars become Python ones, dates ``{"timestamp": ISO string}`` (or
-    ``{"date": ...}`` for ``datetime.date``) and durations ``{"timedelta": ISO string}`` (:func:`_from_json_scalar`
-    reads them back); ExportError otherwise."""
-    v = _scalar(v)
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if isinstance(v, pd.Timestamp):
-        return {"timestamp": v.isoformat()}
-    if isinstance(v, pd.Timedelta):
-        return {"timedelta": v.isoformat()}
-    if isinstance(v, datetime.timedelta):
-        return {"timedelta": pd.Timedelta(v).isoformat()}
-    if isinstance(v, datetime.date):
-        return {"date": v.isoformat()}
-    raise ExportError(
-        f"Cannot export the category {v!r} of {where}: only strings, numbers, booleans and dates can be written to "
-        "JSON. Convert the column to strings before building the data."
-    )
-
-
-def _from_json_scalar(v: Any) -> Any:
-    """The inverse of :func:`_json_scalar`."""
-    if isinstance(v, dict):
-        if "timestamp" in v:
-            return pd.Timestamp(v["timestamp"])
-        if "timedelta" in v:
-            return pd.Timedelta(v["timedelta"])
-        if "date" in v:
-            return datetime.date.fromisoformat(v["date"])
-        raise ExportError(f"Unknown category value {v!r} in the model file; the file is damaged or from a newer ember.")
-    return v
-
-
-def _first_bad_row(df: pd.DataFrame, mask: np.ndarray) -> Any:
-    return df.index[int(np.flatnonzero(mask)[0])]
-
-
-def check_numeric(df: pd.DataFrame, col: str, arg: str = "cont_names") -> None:
-    """Raise a DataError naming `col` (and a row) when it is not a numeric column, or holds infinities.
-
-    Args:
-        arg: the argument that named the column (for the message).
-    """
-    s = df[col]
-    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
-        raise DataError(
-            expected(
-                "a continuous column of numbers",
-                arg,
-                col,
-                hint=f"Column `{col}` holds {'dates' if pd.api.types.is_datetime64_any_dtype(s) else 'durations'} "
-                f"({s.dtype}). Expand dates into numbers with add_datepart(df, {col!r}) (or convert the column to "
-                "numbers yourself, e.g. durations with .dt.total_seconds()).",
-            )
-        )
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
-        return  # no missing values or infinities to look for
-    if pd.api.types.is_numeric_dtype(s):
-        x = (
-            s.to_numpy(dtype=np.float64, na_value=np.nan)
-            if isinstance(s.dtype, pd.api.extensions.ExtensionDtype)
-            else s.to_numpy()
-        )
-        _check_finite(df, col, x, arg)
-        return
-    coerced = pd.to_numeric(s, errors="coerce")
-    bad = coerced.isna().to_numpy() & s.notna().to_numpy()
-    if not bad.any() and not pd.api.types.is_string_dtype(s) or s.isna().all():
-        # An object column of numbers and None (a row built by hand) is fine.
-        _check_finite(df, col, coerced.to_numpy(dtype=np.float64, na_value=np.nan), arg)
-        return
-    where = f" (row {_first_bad_row(df, bad)!r} holds {s[bad].iloc[0]!r})" if bad.any() else ""
-    raise DataError(
-        expected(
-            "a continuous column of numbers",
-            arg,
-            col,
-            hint=f"Column `{col}` has dtype {s.dtype}{where}. Convert it with pd.to_numeric, or list it in "
-            "`cat_names` if it is a category.",
-        )
-    )
-
-
-def _check_finite(df: pd.DataFrame, col: str, x: np.ndarray, arg: str) -> None:
-    """DataError naming `col` and its first row holding an infinity."""
-    if x.dtype.kind != "f":
-        return
-    inf = np.isinf(x)
-    if inf.any():
-        i = int(np.flatnonzero(inf)[0])
-        raise DataError(
-            f"Column `{col}` (in `{arg}`) holds {float(x[i])} at row {df.index[i]!r} ({int(inf.sum())} infinite "
-            "value(s)): a model cannot learn from infinities. Replace them, e.g. df.replace([np.inf, -np.inf], np.nan) "
-            "(FillMissing then fills them), or clip the column."
-        )
-
-
-def lookup(vocab: Sequence[Any], values: Any) -> np.ndarray:
-    """Position of each value in `vocab` (a hash lookup), -1 for missing values and values not in it."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
-        out = _lookup_ints(vocab, values)
-        if out is not None:
-            return out
-    return pd.Index(list(vocab)).get_indexer(pd.Series(values, copy=False)).astype(np.int64, copy=False)
-
-
-def _lookup_ints(vocab: Sequence[Any], values: np.ndarray) -> np.ndarray | None:
-    """`lookup` of integer (or boolean) values in a vocabulary of integers (or booleans) through a table indexed by
-    value: a few vectorised passes instead of a hash probe per row. None when it does not apply (other types, a
-    vocabulary too sparse for a table, repeated entries)."""
-    if not vocab or any(type(v) is not type(vocab[0]) for v in vocab) or type(vocab[0]) not in (int, bool):
-        return None
-    if (type(vocab[0]) is bool) != (values.dtype.kind == "b") or values.dtype == np.uint64:
-        return None  # pandas does not match booleans with integers; uint64 may not fit in int64
-    lo, hi = int(min(vocab)), int(max(vocab))
-    if hi - lo > 4 * len(vocab) + len(values) or len(set(vocab)) != len(vocab):
-        return None  # the table would be much bigger than the work it saves
-    table = np.full(hi - lo + 1, -1, dtype=np.int64)
-    table[np.asarray(vocab, dtype=np.int64) - lo] = np.arange(len(vocab))
-    x = values.astype(np.int64, copy=False)
-    out = table[np.clip(x - lo, 0, hi - lo)]
-    out[(x < lo) | (x > hi)] = -1
-    return out
-
-
-def _values(s: pd.Series) -> Any:
-    """A column's values without a copy: pandas string arrays as they are (hash lookups on them are about twice as
-    fast as on the object array `to_numpy` makes of them), nullable integers and booleans as they are too (with a
-    missing value `to_numpy` would make them floats, and the categories 1.0, 2.0), anything else as a numpy
-    array."""
-    if isinstance(s.dtype, pd.StringDtype):
-        return s.array
-    if pd.api.types.is_extension_array_dtype(s.dtype) and s.dtype.kind in "iub":
-        return s.array if s.hasnans else s.to_numpy(dtype=s.dtype.numpy_dtype)
-    return s.to_numpy()
-
-
-def _isna(x: Any) -> np.ndarray:
-    """Missing-value mask of a column (a Series, a numpy or a pandas array) as a bool numpy array."""
-    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
-        return np.isnan(x)
-    return np.asarray(pd.isna(x), dtype=bool)
-
-
-def _floats(x: Any, dtype: Any = None) -> np.ndarray:
-    """A numeric column as a float numpy array, NaN for missing values.
-
-    Args:
-        dtype: the float type; None keeps float32/float16 columns as they are (so that their median is the one pandas
-            computes) and makes anything else float64.
-    """
-    arr = x.to_numpy() if isinstance(x, pd.Series) else x
-    if isinstance(arr, np.ndarray) and arr.dtype.kind in "fiub":
-        if dtype is None:
-            return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
-        return arr.astype(dtype, copy=False)
-    return pd.Series(x, copy=False).to_numpy(dtype=dtype or np.float64, na_value=np.nan)
-
-
-def _median(x: np.ndarray) -> Any:
-    """``np.median`` of a float array without NaN, with one partition instead of two (several times faster)."""
-    k = len(x) // 2
-    part = np.partition(x, k)  # part[k] is the k-th smallest, everything before it is no larger
-    if len(x) % 2:
-        return part[k]
-    return np.mean(np.array([part[:k].max(), part[k]], dtype=x.dtype))  # the mean np.median takes, in x's type
 
 
 class _Rows(Mapping):
@@ -248,304 +79,8 @@ class _Rows(Mapping):
         return len(self._cols)
 
 
-class TabularProc:
-    """Base of the preprocessing steps. Subclasses implement `setup`, `process`, `to_recipe`, `from_recipe`.
-
-    `setup` and `process` receive a DataFrame. (The built-in procs also accept a mapping of column names to arrays:
-    :class:`TabularProcessor` gives them one, which spares it a DataFrame and copies of the training rows.)
-
-    Attributes:
-        order: procs run in increasing order (fill missing values, then categorify, then normalize).
-    """
-
-    order: int = 0
-
-    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
-        """Learn the state from the training rows `df`; may append new column names to `cat_names`."""
-
-    def process(self, df: pd.DataFrame) -> None:
-        """Apply the learned state to `df`, in place."""
-
-    def to_recipe(self) -> dict[str, Any]:
-        raise ExportError(
-            f"The tabular proc {type(self).__name__} cannot be written to a model file: give it to_recipe/from_recipe "
-            "and register it with @register_recipe (see ember.core.recipe), or use ember's procs."
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-@register_recipe("tabular.FillMissing")
-class FillMissing(TabularProc):
-    """Fill missing values of continuous columns, and add a ``<col>_na`` indicator column (a category).
-
-    The fill value of every continuous column is learned from the training rows, so a value missing in
-    new rows is filled even in a column that had none in training; the indicator is only added for
-    columns that had missing training values (the model's inputs stay the same).
-
-    Args:
-        fill_strategy: ``"median"``, ``"mode"`` or ``"constant"`` (uses `fill_value`).
-        fill_value: the constant of ``"constant"``.
-        add_col: add the ``<col>_na`` indicator columns.
-    """
-
-    order = 0
-    STRATEGIES = ("median", "mode", "constant")
-
-    def __init__(self, fill_strategy: str = "median", fill_value: float = 0.0, add_col: bool = True) -> None:
-        if fill_strategy not in self.STRATEGIES:
-            raise ConfigError(expected("a fill strategy", "fill_strategy", fill_strategy, self.STRATEGIES))
-        self.fill_strategy, self.fill_value, self.add_col = fill_strategy, float(fill_value), add_col
-        self.fill_values: dict[str, float] = {}
-        self.na_cols: list[str] = []
-
-    def _fill_value(self, x: np.ndarray, na: np.ndarray) -> float:
-        if self.fill_strategy == "constant":
-            return self.fill_value
-        x = x[~na] if na.any() else x
-        if len(x) == 0:
-            return self.fill_value
-        if self.fill_strategy == "median":
-            return float(_median(x))
-        return float(pd.Series(x, copy=False).mode().iloc[0])
-
-    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
-        self.fill_values, self.na_cols = {}, []
-        for c in cont_names:
-            x = _floats(df[c])
-            na = np.isnan(x)
-            self.fill_values[c] = self._fill_value(x, na)
-            if self.add_col and na.any():
-                self.na_cols.append(c)
-        for c in self.na_cols:
-            if f"{c}_na" not in cat_names:
-                cat_names.append(f"{c}_na")
-
-    def process(self, df: pd.DataFrame) -> None:
-        masks = {}
-        for c in self.na_cols:
-            masks[c] = _isna(df[c])
-            df[f"{c}_na"] = masks[c]
-        for c, v in self.fill_values.items():
-            x = df[c]
-            na = masks[c] if c in masks else _isna(x)
-            if na.any():
-                df[c] = x.fillna(v) if isinstance(x, pd.Series) else _filled(x, na, v)
-
-    def to_recipe(self) -> dict[str, Any]:
-        return {
-            "fill_strategy": self.fill_strategy,
-            "fill_value": self.fill_value,
-            "add_col": self.add_col,
-            "fill_values": dict(self.fill_values),
-            "na_cols": list(self.na_cols),
-        }
-
-    @classmethod
-    def from_recipe(cls, data: dict[str, Any]) -> FillMissing:
-        out = cls(data["fill_strategy"], data["fill_value"], data["add_col"])
-        out.fill_values = {k: float(v) for k, v in data["fill_values"].items()}
-        out.na_cols = list(data["na_cols"])
-        return out
-
-    def __repr__(self) -> str:
-        return f"FillMissing(fill_strategy={self.fill_strategy!r}, add_col={self.add_col})"
-
-
-@register_recipe("tabular.Categorify")
-class Categorify(TabularProc):
-    """Replace the values of categorical columns by integer codes, from a vocabulary of the training rows.
-
-    Code 0 is ``#na#``: missing values and categories never seen in training both map to it.
-
-    Args:
-        max_vocab: the most distinct training values a column may have; more means the column is
-            probably an identifier (a DataError says so).
-    """
-
-    order = 1
-
-    def __init__(self, max_vocab: int = 100_000) -> None:
-        self.max_vocab = int(max_vocab)
-        self.vocabs: dict[str, list[Any]] = {}
-
-    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
-        self.vocabs = {}
-        for c in cat_names:
-            try:
-                values = pd.unique(df[c])  # in order of appearance
-            except TypeError as e:
-                raise DataError(_unhashable(c, df[c])) from e
-            values = values[~_isna(values)]
-            n = len(values)
-            if n > self.max_vocab:
-                raise DataError(
-                    f"Categorical column `{c}` has {n:,} distinct values in the training rows (more than "
-                    f"max_vocab={self.max_vocab:,}): it looks like an identifier, which a model cannot learn from. "
-                    "Drop it, list it in `cont_names` if it is a number, or raise Categorify(max_vocab=...)."
-                )
-            try:
-                values = sorted(values)
-            except TypeError:  # mixed types: keep the order of appearance
-                values = list(values)
-            self.vocabs[c] = [NA_TOKEN, *(_scalar(v) for v in values)]
-
-    def process(self, df: pd.DataFrame) -> None:
-        """Codes of every categorical column.
-
-        Raises:
-            DataError: a column holds unhashable values (lists), or none of its values is known and they are of
-                another type than the vocabulary's (e.g. the strings "2" for the integer 2).
-        """
-        for c, vocab in self.vocabs.items():
-            x = df[c]
-            # A hash lookup per value: missing and unseen values give -1, hence +1 -> 0 (#na#).
-            try:
-                codes = lookup(vocab[1:], x) + 1
-            except TypeError as e:
-                raise DataError(_unhashable(c, x)) from e
-            if len(vocab) > 1 and len(codes) and not codes.any():
-                _check_value_type(c, vocab[1:], x)
-            df[c] = codes
-
-    def n_classes(self, col: str) -> int:
-        """Size of the vocabulary of `col`, ``#na#`` included (the rows of its embedding)."""
-        return len(self.vocabs[col])
-
-    def decode(self, col: str, codes: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Codes of `col` back to its values (``#na#`` for code 0)."""
-        vocab = np.asarray(self.vocabs[col], dtype=object)
-        codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-        return vocab[codes]
-
-    def to_recipe(self) -> dict[str, Any]:
-        return {
-            "max_vocab": self.max_vocab,
-            "vocabs": {c: [_json_scalar(v, f"column `{c}`") for v in vocab] for c, vocab in self.vocabs.items()},
-        }
-
-    @classmethod
-    def from_recipe(cls, data: dict[str, Any]) -> Categorify:
-        out = cls(data["max_vocab"])
-        out.vocabs = {c: [_from_json_scalar(x) for x in v] for c, v in data["vocabs"].items()}
-        return out
-
-    def __repr__(self) -> str:
-        return f"Categorify({', '.join(f'{c}: {len(v)}' for c, v in self.vocabs.items())})"
-
-
-@register_recipe("tabular.Normalize")
-class Normalize(TabularProc):
-    """Standardize continuous columns with the mean and standard deviation of the training rows."""
-
-    order = 2
-
-    def __init__(self) -> None:
-        self.stats: dict[str, tuple[float, float]] = {}
-
-    def setup(self, df: pd.DataFrame, cat_names: list[str], cont_names: list[str]) -> None:
-        self.stats = {}
-        for c in cont_names:
-            x = _floats(df[c], np.float64)
-            if len(x) == 0:
-                mean, std = 0.0, 1.0
-            elif np.isnan(x).any():
-                mean, std = float(np.nanmean(x)), float(np.nanstd(x))
-            else:  # the same sums as nanmean/nanstd, without their copy of the column
-                mean, std = float(x.mean()), float(x.std())
-            # A constant column would divide by zero; it carries no information either way.
-            self.stats[c] = (0.0 if mean != mean else mean, std if std > 1e-7 else 1.0)
-
-    def process(self, df: pd.DataFrame) -> None:
-        for c, (mean, std) in self.stats.items():
-            # Integers and float64 in float64, cast at the end: a column far from zero (dates in seconds,
-            # counters) keeps its resolution, which float32 would lose before the mean is subtracted. A float32
-            # (or float16) column has no more resolution to keep: float32 arithmetic, half the memory traffic.
-            x = _floats(df[c])
-            work = np.float32 if x.dtype in (np.float32, np.float16) else np.float64
-            x = x.astype(work) - work(mean)  # a new array: the input is never written to
-            x /= work(std)
-            df[c] = x.astype(np.float32, copy=False)
-
-    def decode(self, col: str, values: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Normalized values of `col` back to the original scale."""
-        values = values.cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-        mean, std = self.stats[col]
-        return values.astype(np.float64) * std + mean
-
-    def to_recipe(self) -> dict[str, Any]:
-        return {"stats": {c: [m, s] for c, (m, s) in self.stats.items()}}
-
-    @classmethod
-    def from_recipe(cls, data: dict[str, Any]) -> Normalize:
-        out = cls()
-        out.stats = {c: (float(m), float(s)) for c, (m, s) in data["stats"].items()}
-        return out
-
-
-def _unhashable(col: str, x: Any) -> str:
-    """The message of a categorical column holding values that cannot be categories (lists, dicts, sets)."""
-    for v in pd.Series(x, copy=False):
-        try:
-            hash(v)
-        except TypeError:
-            return (
-                f"Categorical column `{col}` holds the value {v!r} (a {type(v).__name__}), which cannot be a category: "
-                f"categories are strings, numbers, booleans or dates. Convert such cells (e.g. df[{col!r}] = "
-                f"df[{col!r}].astype(str)) or leave the column out of `cat_names`."
-            )
-    return f"Categorical column `{col}` holds values that cannot be categories (they are not hashable)."
-
-
-def _value_kind(v: Any) -> str:
-    v = _scalar(v)
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    return type(v).__name__
-
-
-_TYPE_HINTS = {
-    "number": "pd.to_numeric(df[{c!r}])",
-    "str": "df[{c!r}].astype(str)",
-    "bool": 'df[{c!r}].map({{"True": True, "False": False}})',
-}
-
-
-def _check_value_type(col: str, vocab: Sequence[Any], x: Any) -> None:
-    """DataError when the values `x` of `col`, none of them in `vocab`, are of another type than the vocabulary's (a
-    model trained on the integers 1, 2, 3 given the strings "1", "2", "3" would read every row as unknown)."""
-    na = _isna(x)
-    if na.all():
-        return
-    first = pd.Series(x, copy=False).iloc[int(np.flatnonzero(~na)[0])]
-    kinds = {_value_kind(v) for v in vocab}
-    kind = _value_kind(first)
-    if kind in kinds:
-        return  # categories of the right type, only not seen in training
-    known = next(iter(kinds)) if len(kinds) == 1 else " / ".join(sorted(kinds))
-    fix = _TYPE_HINTS.get(known)
-    how = f"e.g. {fix.format(c=col)}" if fix else "the type it had in the training data"
-    raise DataError(
-        f"Categorical column `{col}` holds {kind} values (e.g. {first!r}) but the model's categories of `{col}` are "
-        f"{known} values (e.g. {vocab[0]!r}): no value matches, so every row would be read as unknown. Convert the "
-        f"column first ({how})."
-    )
-
-
 # Procs whose setup/process take a mapping of column arrays as well as a DataFrame (subclasses may not).
 _ARRAY_PROCS = (FillMissing, Categorify, Normalize)
-
-
-def _filled(x: Any, na: np.ndarray, value: float) -> np.ndarray:
-    """A copy of the column `x` with `value` where `na` is True."""
-    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
-        out = x.copy()
-        out[na] = value
-        return out
-    return pd.Series(x, copy=False).fillna(value).to_numpy()
 
 
 def _rows_of(columns: list[np.ndarray], rows: np.ndarray | None, m: int, dtype: Any) -> np.ndarray:
