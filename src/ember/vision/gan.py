@@ -14,12 +14,15 @@ Two ways in, as in the lessons:
 
 In both, the inactive player's parameters are frozen while the other trains, so a single optimizer (one parameter
 group per player) serves both; momentum is off by default, which GANs train better without.
+
+The generator and critic architectures are in :mod:`ember.vision.gan_models`, the losses and the patch accuracy in
+:mod:`ember.vision.gan_losses`, the model, loss, switchers and callback of the alternation in
+:mod:`ember.vision.gan_trainer`; every name stays importable from here.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,12 +30,36 @@ import torch
 from torch import nn
 
 from ember.core.errors import ConfigError, DataError, expected
-from ember.layers import ConvLayer, Flatten, SelfAttention
 from ember.learner.callback import Callback
-from ember.learner.export import export_learner, register_learner, register_model_factory
+from ember.learner.export import export_learner, register_learner
 from ember.learner.learner import Learner
 from ember.learner.optim import Adam, RMSprop
-from ember.metrics import Metric
+from ember.vision.gan_losses import (
+    AdaptiveLoss,
+    _expand,  # noqa: F401  (kept importable from here)
+    accuracy_thresh_expand,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
+from ember.vision.gan_models import (
+    _check_count,
+    _check_size,  # noqa: F401  (kept importable from here)
+    _leaky,  # noqa: F401  (kept importable from here)
+    _NoiseAsMap,  # noqa: F401  (kept importable from here)
+    _Squeeze,  # noqa: F401  (kept importable from here)
+    basic_critic,
+    basic_generator,
+    gan_critic,
+)
+from ember.vision.gan_trainer import (
+    _INPUTS_ONLY,
+    AdaptiveGANSwitcher,
+    FixedGANSwitcher,
+    GANLoss,
+    GANModule,
+    GANTrainer,
+    _PlayerLoss,
+)
 from ember.vision.learner import decode_images
 
 __all__ = [
@@ -51,530 +78,6 @@ __all__ = [
     "GANLearner",
     "GeneratorLearner",
 ]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# models
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _check_size(name: str, size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size & (size - 1):
-        raise ConfigError(expected("a power of two of at least 8", name, size, hint="e.g. 32 or 64 pixels"))
-    return size
-
-
-def _check_count(name: str, value: object, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(expected(f"an int >= {least}", name, value))
-    return value
-
-
-class _NoiseAsMap(nn.Module):
-    """``(B, n)`` noise vectors -> ``(B, n, 1, 1)``, the 1x1 "image" a transposed convolution grows from."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1, 1, 1)
-
-
-@register_model_factory("basic_generator")
-def basic_generator(
-    out_size: int, n_channels: int, in_sz: int = 100, n_features: int = 64, n_extra_layers: int = 0
-) -> nn.Sequential:
-    """A DCGAN generator: noise ``(B, in_sz)`` (or ``(B, in_sz, 1, 1)``) -> images ``(B, n_channels, out_size,
-    out_size)`` in [-1, 1].
-
-    Transposed convolutions double the size from 4x4 up, halving the features each time; the last one gives
-    `n_channels` through a tanh, so normalize the real images to [-1, 1] (``Normalize.from_stats([0.5]*C,
-    [0.5]*C)``). The model's ``noise_sz`` attribute says how long a noise vector it takes.
-
-    Args:
-        out_size: image side in pixels, a power of two (>= 8).
-        n_channels: image channels (3 for colour, 1 for grey).
-        in_sz: length of the noise vector.
-        n_features: features of the layer before the image (doubled at every smaller size).
-        n_extra_layers: 3x3 convolutions added before the last upsampling.
-    """
-    _check_size("out_size", out_size)
-    for name, v in (("n_channels", n_channels), ("in_sz", in_sz), ("n_features", n_features)):
-        _check_count(name, v)
-    _check_count("n_extra_layers", n_extra_layers, 0)
-    n_up = int(math.log2(out_size)) - 3  # 4 -> out_size/2 by doubling, then the last layer doubles to out_size
-    nf = n_features * 2**n_up
-    layers: list[nn.Module] = [_NoiseAsMap(), ConvLayer(in_sz, nf, ks=4, stride=1, padding=0, transpose=True)]
-    for _ in range(n_up):
-        layers.append(ConvLayer(nf, nf // 2, ks=4, stride=2, padding=1, transpose=True))
-        nf //= 2
-    layers += [ConvLayer(nf, nf, ks=3) for _ in range(n_extra_layers)]
-    layers += [nn.ConvTranspose2d(nf, n_channels, 4, stride=2, padding=1, bias=False), nn.Tanh()]
-    model = nn.Sequential(*layers)
-    model.noise_sz = in_sz
-    kwargs = dict(out_size=out_size, n_channels=n_channels, in_sz=in_sz, n_features=n_features)
-    model.model_recipe = {"factory": "basic_generator", "kwargs": {**kwargs, "n_extra_layers": n_extra_layers}}
-    return model
-
-
-_leaky = functools.partial(nn.LeakyReLU, 0.2, inplace=True)
-
-
-def basic_critic(
-    in_size: int, n_channels: int, n_features: int = 64, n_extra_layers: int = 0, norm_type: str | None = "batch"
-) -> nn.Sequential:
-    """A DCGAN critic: images ``(B, n_channels, in_size, in_size)`` -> one score per image ``(B,)``.
-
-    Strided convolutions with leaky ReLUs halve the size down to 4x4, doubling the features; a last 4x4
-    convolution gives the score (a logit: no sigmoid, so it suits both a Wasserstein loss and
-    ``BCEWithLogitsLoss``).
-
-    Args:
-        in_size: image side in pixels, a power of two (>= 8).
-        norm_type: normalization of the inner layers (``"batch"``, ``"instance"``, ``"spectral"`` or None).
-    """
-    _check_size("in_size", in_size)
-    _check_count("n_channels", n_channels)
-    _check_count("n_features", n_features)
-    _check_count("n_extra_layers", n_extra_layers, 0)
-    first = ConvLayer(n_channels, n_features, ks=4, stride=2, padding=1, norm_type=None, act_cls=_leaky)
-    layers: list[nn.Module] = [first]
-    size, nf = in_size // 2, n_features
-    layers += [ConvLayer(nf, nf, ks=3, norm_type=norm_type, act_cls=_leaky) for _ in range(n_extra_layers)]
-    while size > 4:
-        layers.append(ConvLayer(nf, nf * 2, ks=4, stride=2, padding=1, norm_type=norm_type, act_cls=_leaky))
-        nf, size = nf * 2, size // 2
-    layers += [nn.Conv2d(nf, 1, 4, padding=0, bias=False), Flatten(full=False), _Squeeze()]
-    return nn.Sequential(*layers)
-
-
-class _Squeeze(nn.Module):
-    """``(B, 1)`` -> ``(B,)``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.squeeze(1)
-
-
-def gan_critic(n_channels: int = 3, nf: int = 128, n_blocks: int = 3, p: float = 0.15) -> nn.Sequential:
-    """A critic for image-to-image GANs: images of any size -> a score per patch ``(B, n_patches)``.
-
-    Every convolution has spectral normalization (which keeps the critic from pushing its weights, and the
-    generator's, out of control), dropout regularizes it and one self-attention layer lets the first block see
-    the whole image. Train it with ``AdaptiveLoss(nn.BCEWithLogitsLoss())``, which gives every patch the image's
-    label, and measure it with :func:`accuracy_thresh_expand`.
-
-    Args:
-        n_channels: image channels.
-        nf: features of the first layer (doubled by each block).
-        n_blocks: strided blocks after the first layer; each halves the size (inputs of at least
-            ``2 ** (n_blocks + 3)`` pixels).
-        p: dropout probability inside the blocks (half of it before the first one).
-    """
-    _check_count("n_channels", n_channels)
-    _check_count("nf", nf)
-    _check_count("n_blocks", n_blocks)
-    if not (isinstance(p, (int, float)) and 0 <= p < 1):
-        raise ConfigError(expected("a probability in [0, 1)", "p", p))
-
-    def conv(ni: int, no: int, ks: int, stride: int, padding: int = 1, act: bool = True) -> ConvLayer:
-        return ConvLayer(
-            ni, no, ks=ks, stride=stride, padding=padding, norm_type="spectral", act_cls=_leaky if act else None
-        )
-
-    layers: list[nn.Module] = [conv(n_channels, nf, 4, 2), nn.Dropout2d(p / 2), conv(nf, nf, 3, 1)]
-    for i in range(n_blocks):
-        layers += [nn.Dropout2d(p), conv(nf, nf * 2, 4, 2)]
-        if i == 0:
-            layers.append(SelfAttention(nf * 2))
-        nf *= 2
-    layers += [conv(nf, 1, 4, 1, padding=0, act=False), Flatten()]
-    return nn.Sequential(*layers)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# losses and metrics
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _expand(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """One label per image ``(B,)`` spread over every score of that image (``like``: ``(B, ...)``)."""
-    if target.ndim == 0 or target.shape[0] != like.shape[0]:
-        raise DataError(
-            f"Expected one label per image ({like.shape[0]} for these scores); received a target of shape "
-            f"{tuple(target.shape)}."
-        )
-    return target.reshape(-1, *([1] * (like.ndim - 1))).expand_as(like).to(like.dtype)
-
-
-class AdaptiveLoss(nn.Module):
-    """Wrap a loss so that a label per image ``(B,)`` is compared with every score of that image.
-
-    A patch critic such as :func:`gan_critic` scores each region of an image; the wrapped loss (e.g.
-    ``nn.BCEWithLogitsLoss()``) sees the image's label repeated for each region.
-    """
-
-    def __init__(self, crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        if not callable(crit):
-            raise ConfigError(expected("a loss function", "crit", crit))
-        self.crit = crit
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.crit(output, _expand(target, output))
-
-    def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """The wrapped loss's activation (a sigmoid for ``BCEWithLogitsLoss``)."""
-        from ember.losses import loss_activation
-
-        return loss_activation(self.crit)(x)
-
-
-def accuracy_thresh_expand(
-    pred: torch.Tensor, targ: torch.Tensor, thresh: float = 0.5, sigmoid: bool = True
-) -> torch.Tensor:
-    """Accuracy of patch scores ``(B, ...)`` against one 0/1 label per image ``(B,)``: each score counts."""
-    probs = torch.sigmoid(pred) if sigmoid else pred
-    return ((probs > thresh) == _expand(targ, pred).bool()).float().mean()
-
-
-def wgan_critic_loss(real_pred: torch.Tensor, fake_pred: torch.Tensor) -> torch.Tensor:
-    """The Wasserstein critic's loss: low when it scores real images higher than generated ones."""
-    return fake_pred.float().mean() - real_pred.float().mean()
-
-
-def wgan_generator_loss(fake_pred: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """The Wasserstein generator's loss: low when the critic scores its images high (`fake`, `real` unused)."""
-    return -fake_pred.float().mean()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the model and the loss the loop sees
-# --------------------------------------------------------------------------------------------------------------
-
-
-class GANModule(nn.Module):
-    """The generator and the critic as one model: in generator mode it runs the generator, else the critic."""
-
-    def __init__(self, generator: nn.Module, critic: nn.Module, gen_mode: bool = False) -> None:
-        super().__init__()
-        for name, m in (("generator", generator), ("critic", critic)):
-            if not isinstance(m, nn.Module):
-                raise ConfigError(expected("a torch.nn.Module", name, type(m).__name__))
-        self.generator, self.critic, self.gen_mode = generator, critic, gen_mode
-
-    def switch(self, gen_mode: bool | None = None) -> None:
-        """Set the mode (``None`` flips it)."""
-        self.gen_mode = (not self.gen_mode) if gen_mode is None else bool(gen_mode)
-
-    def forward(self, *args: Any) -> torch.Tensor:
-        return self.generator(*args) if self.gen_mode else self.critic(*args)
-
-
-class GANLoss(nn.Module):
-    """The loss of whichever player is training.
-
-    In generator mode ``loss(fake, real) = gen_loss_func(critic(fake), fake, real)``; in critic mode (the loop
-    passes the critic's scores of the real images and the generated images) ``loss(real_pred, fake) =
-    crit_loss_func(real_pred, critic(fake))``.
-    """
-
-    def __init__(
-        self,
-        gen_loss_func: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-        crit_loss_func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        gan_model: GANModule,
-    ) -> None:
-        super().__init__()
-        for name, f in (("gen_loss_func", gen_loss_func), ("crit_loss_func", crit_loss_func)):
-            if not callable(f):
-                raise ConfigError(expected("a function", name, f))
-        self.gen_loss_func, self.crit_loss_func = gen_loss_func, crit_loss_func
-        self._model = [gan_model]  # a list: not a submodule (its parameters belong to the learner's model)
-
-    @property
-    def gan_model(self) -> GANModule:
-        return self._model[0]
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        critic = self.gan_model.critic
-        if self.gan_model.gen_mode:
-            return self.gen_loss_func(critic(pred), pred, target)
-        return self.crit_loss_func(pred, critic(target))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# switching between the players
-# --------------------------------------------------------------------------------------------------------------
-
-
-class FixedGANSwitcher:
-    """Train the critic for `n_crit` batches, then the generator for `n_gen`, and so on."""
-
-    def __init__(self, n_crit: int = 1, n_gen: int = 1) -> None:
-        self.n_crit, self.n_gen = _check_count("n_crit", n_crit), _check_count("n_gen", n_gen)
-        self.reset()
-
-    def reset(self) -> None:
-        self._n = 0
-
-    def __call__(self, gen_mode: bool, loss: torch.Tensor) -> bool:
-        """The mode for the next batch, after a batch in `gen_mode` with this `loss`."""
-        self._n += 1
-        if self._n >= (self.n_gen if gen_mode else self.n_crit):
-            self._n = 0
-            return not gen_mode
-        return gen_mode
-
-    def state_dict(self) -> dict[str, int]:
-        return {"n": self._n}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._n = int(state["n"])
-
-    def __repr__(self) -> str:
-        return f"FixedGANSwitcher(n_crit={self.n_crit}, n_gen={self.n_gen})"
-
-
-class AdaptiveGANSwitcher:
-    """Switch when the player in training gets its loss under its threshold (``None``: after every batch).
-
-    With ``critic_thresh=0.65`` the critic trains until it tells generated images from real ones better than
-    chance (a binary cross-entropy of 0.69), then the generator trains until it fools it again (or, with
-    `gen_thresh`, until its own loss is low enough). Reading a loss waits for the device, once per batch.
-    """
-
-    def __init__(self, gen_thresh: float | None = None, critic_thresh: float | None = None) -> None:
-        for name, v in (("gen_thresh", gen_thresh), ("critic_thresh", critic_thresh)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ConfigError(expected("a number or None", name, v))
-        self.gen_thresh, self.critic_thresh = gen_thresh, critic_thresh
-
-    def reset(self) -> None:
-        pass  # no state: the decision depends on the last loss only
-
-    def __call__(self, gen_mode: bool, loss: torch.Tensor) -> bool:
-        thresh = self.gen_thresh if gen_mode else self.critic_thresh
-        if thresh is None or float(loss) < thresh:
-            return not gen_mode
-        return gen_mode
-
-    def __repr__(self) -> str:
-        return f"AdaptiveGANSwitcher(gen_thresh={self.gen_thresh}, critic_thresh={self.critic_thresh})"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the loop
-# --------------------------------------------------------------------------------------------------------------
-
-
-_INPUTS_ONLY = (
-    "This GAN's generator takes the batch's inputs and learns to match its targets, but these loaders give inputs "
-    "only. Use loaders of (input, target) pairs, or give noise_sz to generate from noise."
-)
-
-
-class GANTrainer(Callback):
-    """Run the GAN's alternation inside the ordinary training loop.
-
-    Before each training batch it sets up what the active player needs: in generator mode the model gets the
-    generator's input and the loss the real images; in critic mode the model gets the real images and the loss
-    images generated (without gradients) from the input. The inactive player's parameters are frozen. After the
-    critic's step its weights are clipped to ``[-clip, clip]`` when `clip` is set (Wasserstein GANs). Validation
-    always runs the generator. Afterwards (however the fit ended) the model is left in generator mode with every
-    parameter as trainable as it was. The alternation carries on from one fit to the next (and through a
-    checkpoint): the first fit starts with `gen_first`, later ones where the last one stopped.
-
-    Args:
-        switcher: decides the next mode after each batch (default: switch after every batch).
-        gen_first: start with the generator (else the critic).
-        clip: clip the critic's weights after each of its steps.
-        noise_sz: draw the generator's input as ``(B, noise_sz)`` standard normal noise; the batch's last
-            tensor is then the real image (a batch of images only works too).
-    """
-
-    order = -20  # before the other callbacks see the batch
-
-    def __init__(
-        self,
-        switcher: Any = None,
-        gen_first: bool = False,
-        clip: float | None = None,
-        noise_sz: int | None = None,
-    ) -> None:
-        if switcher is not None and not callable(switcher):
-            raise ConfigError(expected("a switcher such as FixedGANSwitcher()", "switcher", switcher))
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
-            raise ConfigError(expected("a positive number or None", "clip", clip))
-        if noise_sz is not None:
-            _check_count("noise_sz", noise_sz)
-        self.switcher = switcher if switcher is not None else FixedGANSwitcher()
-        self.gen_first, self.clip, self.noise_sz = gen_first, clip, noise_sz
-        self.gen_mode = gen_first  # the player that trains the next batch
-        self.gen_losses: list[torch.Tensor] = []
-        self.crit_losses: list[torch.Tensor] = []
-        self._started = False
-        self._trainable: set[int] | None = None  # set during a fit: the parameters trainable before it
-        self._checked = False
-
-    @property
-    def in_fit(self) -> bool:
-        """Whether a fit is running (the trainer has frozen one player)."""
-        return self._trainable is not None
-
-    @property
-    def gan_model(self) -> GANModule:
-        model = self.learn.model
-        if not isinstance(model, GANModule):
-            raise ConfigError(expected("a learner whose model is a GANModule", "learn.model", type(model).__name__))
-        return model
-
-    # -- modes -----------------------------------------------------------------------------------------
-    def _set_mode(self, gen_mode: bool) -> None:
-        self.gen_mode = gen_mode
-        model = self.gan_model
-        model.switch(gen_mode)
-        trainable = self._trainable or set()
-        for player, active in ((model.generator, gen_mode), (model.critic, not gen_mode)):
-            for p in player.parameters():
-                p.requires_grad_(active and id(p) in trainable)
-                if not active:
-                    p.grad = None  # gradients kept for accumulation must not reach the other player's step
-
-    def _clip(self) -> None:
-        with torch.no_grad():
-            for p in self.gan_model.critic.parameters():
-                p.clamp_(-self.clip, self.clip)
-
-    def before_fit(self) -> None:
-        model = self.gan_model
-        self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        if not self._started:
-            reset = getattr(self.switcher, "reset", None)
-            if reset is not None:
-                reset()
-            self.gen_mode, self._started = self.gen_first, True
-        if self.clip is not None:
-            self._clip()  # the critic's first batch already sees clipped weights
-        self._checked = False
-        self._set_mode(self.gen_mode)
-
-    def cleanup_fit(self) -> None:
-        """Every parameter as trainable as before the fit, the model in generator mode (also after an error)."""
-        if self._trainable is None:
-            return
-        model = self.gan_model
-        for p in model.parameters():
-            p.requires_grad_(id(p) in self._trainable)
-        self._trainable = None
-        model.switch(True)  # predictions after training come from the generator
-
-    def state_dict(self) -> dict[str, Any]:
-        switcher_state = getattr(self.switcher, "state_dict", None)
-        return {"gen_mode": self.gen_mode, "switcher": switcher_state() if switcher_state is not None else {}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load = getattr(self.switcher, "load_state_dict", None)
-        if load is not None and state.get("switcher"):
-            load(state["switcher"])
-        self._started = True
-        if "gen_mode" not in state:
-            return  # a checkpoint from before the alternation was saved: start where this fit would
-        if self._trainable is not None:
-            self._set_mode(bool(state["gen_mode"]))
-        else:
-            self.gen_mode = bool(state["gen_mode"])
-
-    def before_epoch(self) -> None:
-        self.gen_losses, self.crit_losses = [], []
-
-    # -- batches ---------------------------------------------------------------------------------------
-    def _split(self) -> tuple[tuple, torch.Tensor]:
-        """(the generator's input, the real images) of this batch."""
-        learn = self.learn
-        batch = (*learn.xb, *learn.yb)
-        if not batch:
-            raise DataError("A GAN needs batches of images; this loader gave an empty batch.")
-        real = batch[-1]
-        if not (isinstance(real, torch.Tensor) and real.is_floating_point()):
-            raise DataError(
-                "A GAN takes the real images from the last element of each batch; here it is "
-                f"{getattr(real, 'dtype', type(real).__name__)} of shape {tuple(getattr(real, 'shape', ()))} "
-                "(labels?). Use loaders of images, or of (input, image) pairs."
-            )
-        if self.noise_sz is not None:
-            noise = torch.randn(real.shape[0], self.noise_sz, device=real.device)
-            return (noise,), real
-        if not learn.yb:
-            raise DataError(_INPUTS_ONLY)
-        return tuple(learn.xb), learn.yb[0]
-
-    def before_batch(self) -> None:
-        learn = self.learn
-        gen_input, real = self._split()
-        if not learn.training or self.gen_mode:
-            if not learn.training:
-                self.gan_model.switch(True)
-            learn.xb, learn.yb = gen_input, (real,)
-            return
-        with torch.no_grad(), learn._autocast():
-            fake = self.gan_model.generator(*gen_input)
-        self._check(fake, real)
-        learn.xb, learn.yb = (real,), (fake,)
-
-    def after_pred(self) -> None:
-        if self.gan_model.gen_mode and isinstance(self.learn.pred, torch.Tensor) and self.learn.yb:
-            self._check(self.learn.pred, self.learn.yb[0])
-
-    def _check(self, fake: torch.Tensor, real: torch.Tensor) -> None:
-        """Once a fit: the generated images must be like the real ones, or the critic compares unlike things."""
-        if self._checked:
-            return
-        if fake.shape != real.shape:
-            raise DataError(
-                f"The generator makes images of shape {tuple(fake.shape)} but the real images are "
-                f"{tuple(real.shape)}: give the generator the data's size and channels (e.g. basic_generator("
-                f"{real.shape[-1]}, {real.shape[1] if real.ndim == 4 else 1}) or Resize the data)."
-            )
-        self._checked = True
-
-    def after_step(self) -> None:
-        if self.clip is not None and not self.gen_mode:
-            self._clip()
-
-    def after_batch(self) -> None:
-        learn = self.learn
-        if not learn.training or learn.loss is None:
-            return
-        (self.gen_losses if self.gen_mode else self.crit_losses).append(learn.loss.detach())
-        new_mode = bool(self.switcher(self.gen_mode, learn.loss))
-        if new_mode != self.gen_mode:
-            self._set_mode(new_mode)
-
-    def before_validate(self) -> None:
-        self.gan_model.switch(True)
-
-    def after_validate(self) -> None:
-        # back to the player in training during a fit; outside one (validate, get_preds) the generator
-        self.gan_model.switch(self.gen_mode if self.in_fit else True)
-
-    def mean_loss(self, gen: bool) -> float | None:
-        """The mean training loss of one player over the current epoch (None if it did not train)."""
-        losses = self.gen_losses if gen else self.crit_losses
-        return float(torch.stack([x.float() for x in losses]).mean()) if losses else None
-
-
-class _PlayerLoss(Metric):
-    """The epoch's mean training loss of the generator or the critic, shown beside the validation metrics."""
-
-    from_training = True  # shown without a validation set too
-
-    def __init__(self, trainer: GANTrainer, gen: bool) -> None:
-        super().__init__(name="gen_loss" if gen else "crit_loss")
-        self.trainer, self.gen = trainer, gen
-
-    def update(self, pred: torch.Tensor, *targs: torch.Tensor) -> None:
-        pass  # read from the trainer at the end of the epoch
-
-    def compute(self) -> float:
-        value = self.trainer.mean_loss(self.gen) if self.trainer.in_fit else None
-        return float("nan") if value is None else value  # outside a fit (validate()): no training to report
 
 
 def _no_momentum(opt_func: Callable[..., Any]) -> Callable[..., Any]:
