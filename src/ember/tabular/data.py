@@ -4,7 +4,9 @@ A batch is ``(x_cat, x_cont, y)``: int64 codes ``(B, n_cat)``, float32 values ``
 target (class indices ``(B,)`` or values ``(B,)`` / ``(B, n_targets)``). The loaders are plain torch
 DataLoaders with ``batch_size=None`` over a sampler that yields whole index batches, and a dataset whose
 ``__getitem__`` takes such a batch and slices every tensor at once: no per-row work, no collate, and
-workers, pinned memory and distributed samplers still behave as PyTorch users expect.
+workers, pinned memory and distributed samplers still behave as PyTorch users expect (that machinery is
+:mod:`ember.tabular.slice_loader`; row splits are :mod:`ember.tabular.row_splits`, CSV reading and table
+printing :mod:`ember.tabular.table_io`, all re-exported here).
 
 >>> dls = TabularDataLoaders.from_df(df, y_names="species", cat_names=["island", "sex"],
 ...     cont_names=["bill_length_mm"], procs=[Categorify, FillMissing, Normalize])  # doctest: +SKIP
@@ -13,18 +15,14 @@ workers, pinned memory and distributed samplers still behave as PyTorch users ex
 
 from __future__ import annotations
 
-import copy
-import inspect
-import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ember.core.device import default_device
 from ember.core.errors import ConfigError, DataError, ExportError, expected
@@ -36,9 +34,20 @@ from ember.data.loaders import (
     check_random_loader_args,
     require_arg,
     train_weights,
-    weighted_draws,
 )
 from ember.tabular.procs import TabularProc, TabularProcessor, _check_frame
+from ember.tabular.row_splits import _complement_split, as_positions, random_split_idx
+from ember.tabular.slice_loader import (
+    BatchIndexSampler,
+    PartialBatchIndexSampler,
+    SliceLoader,
+    TensorBatches,
+    WeightedBatchIndexSampler,
+    check_bs,
+    check_dl_kwargs,
+    tensor_loader,
+)
+from ember.tabular.table_io import print_table, read_csv, split_read_csv_kwargs
 
 __all__ = [
     "TabularPandas",
@@ -52,321 +61,6 @@ __all__ = [
     "tensor_loader",
     "random_split_idx",
 ]
-
-
-class TensorBatches(Dataset):
-    """A dataset of equally long tensors indexed by a whole batch of positions at once.
-
-    ``ds[idx]`` with a 1-d index tensor (or list) returns ``tuple(t[idx] for t in tensors)``; an int
-    returns one row of each.
-    """
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        n = {int(t.shape[0]) for t in tensors}
-        if len(n) > 1:
-            raise DataError(f"Expected tensors of one length; received lengths {sorted(n)}.")
-        self.tensors = tuple(tensors)
-
-    def __len__(self) -> int:
-        return int(self.tensors[0].shape[0]) if self.tensors else 0
-
-    def __getitem__(self, idx: Any) -> tuple:
-        if not isinstance(idx, (int, torch.Tensor)):
-            idx = torch.as_tensor(idx, dtype=torch.int64)
-        if isinstance(idx, torch.Tensor) and idx.device != self.tensors[0].device:
-            idx = idx.to(self.tensors[0].device, non_blocking=True)
-        return tuple(t[idx] for t in self.tensors)
-
-    def to(self, device: torch.device | str) -> TensorBatches:
-        """Move the tensors to `device` (in place); returns self."""
-        self.tensors = tuple(t.to(device) for t in self.tensors)
-        return self
-
-
-def check_bs(bs: Any, name: str = "bs") -> int:
-    """`bs` as an int (numpy integers are fine); ConfigError unless it is a positive integer."""
-    if isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
-        raise ConfigError(expected("a positive int", name, bs))
-    return int(bs)
-
-
-# What torch's DataLoader takes besides what the slicing loaders set themselves.
-_DL_ARGS = frozenset(inspect.signature(DataLoader.__init__).parameters) - {
-    "self",
-    "dataset",
-    "batch_size",
-    "shuffle",
-    "sampler",
-    "batch_sampler",
-    "collate_fn",
-    "drop_last",
-    "generator",
-}
-
-
-def check_dl_kwargs(dl_kwargs: dict[str, Any], where: str) -> None:
-    """ConfigError naming the keyword arguments that neither `where` nor torch's DataLoader knows."""
-    bad = sorted(set(dl_kwargs) - _DL_ARGS)
-    if bad:
-        raise ConfigError(
-            f"{where} got unknown keyword argument(s) {bad}: besides its own arguments it only passes torch "
-            f"DataLoader options on ({', '.join(sorted(_DL_ARGS))}). Check the spelling."
-        )
-
-
-def split_read_csv_kwargs(kwargs: dict[str, Any], own: Callable[..., Any]) -> dict[str, Any]:
-    """Take out of `kwargs` (in place) the options of pandas.read_csv that `own` (a from_df) does not take."""
-    csv_args = set(inspect.signature(pd.read_csv).parameters) - set(inspect.signature(own).parameters)
-    return {k: kwargs.pop(k) for k in list(kwargs) if k in csv_args}
-
-
-def read_csv(csv: str | os.PathLike, **read_kwargs: Any) -> pd.DataFrame:
-    """pandas.read_csv with a DataError naming the file when it is missing or cannot be read."""
-    if not os.path.isfile(csv):
-        raise DataError(f"No CSV file at {os.fspath(csv)!r}.")
-    try:
-        return pd.read_csv(csv, **read_kwargs)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise DataError(f"Cannot read the CSV file {os.fspath(csv)!r}: {e}") from e
-
-
-def as_positions(idx: Any, n: int, name: str) -> np.ndarray:
-    """Row positions from positions or a boolean mask of the `n` rows (``df.year == 2020``): int64, 1-d.
-
-    Raises:
-        DataError: a boolean mask of another length, or values that are not integers.
-    """
-    arr = np.asarray(idx.to_numpy() if isinstance(idx, (pd.Series, pd.Index)) else idx)
-    if arr.dtype == bool:
-        if arr.ndim != 1 or len(arr) != n:
-            raise DataError(
-                f"`{name}` is a boolean mask of {arr.size} values, but the DataFrame has {n} rows: a mask needs one "
-                "value per row (or give row positions, 0 to len(df) - 1)."
-            )
-        return np.flatnonzero(arr).astype(np.int64)
-    arr = arr.reshape(-1)
-    if len(arr) == 0:
-        return arr.astype(np.int64)
-    whole = arr.dtype.kind in "iu" or (
-        arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr) & (arr == np.round(arr))))
-    )
-    if not whole:
-        bad = next((v for v in arr.tolist() if not isinstance(v, numbers.Integral)), arr[0])
-        raise DataError(
-            f"`{name}` holds {bad!r}: expected row positions (integers, 0 to len(df) - 1) or a boolean mask with one "
-            "value per row."
-        )
-    return arr.astype(np.int64)
-
-
-class BatchIndexSampler(Sampler):
-    """Yield batches of positions as int64 tensors: slices of one permutation per epoch (or of ``arange``).
-
-    Args:
-        n: number of items.
-        bs: batch size.
-        shuffle: a new random permutation each epoch.
-        drop_last: skip the last, incomplete batch.
-        generator: the torch Generator for the permutation (seeded loaders repeat their order).
-    """
-
-    def __init__(
-        self, n: int, bs: int, shuffle: bool = True, drop_last: bool = False, generator: torch.Generator | None = None
-    ) -> None:
-        bs = check_bs(bs)
-        self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        stop = self.n - self.n % self.bs if self.drop_last else self.n
-        if stop <= 0:
-            return  # no rows (an inference-only loader), or fewer than one batch with drop_last: no batch at all
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        yield from order[:stop].split(self.bs)
-
-    def __len__(self) -> int:
-        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
-
-
-class WeightedBatchIndexSampler(BatchIndexSampler):
-    """Batches of positions drawn with replacement in proportion to `weights`: ``len(weights)`` of them an epoch.
-
-    Args:
-        weights: one non-negative weight per item (a 1-d tensor; they need not sum to 1).
-        bs: batch size.
-        drop_last: skip the last, incomplete batch.
-        generator: the torch Generator for the draws (``None``: torch's global one).
-    """
-
-    def __init__(
-        self, weights: torch.Tensor, bs: int, drop_last: bool = False, generator: torch.Generator | None = None
-    ) -> None:
-        super().__init__(len(weights), bs, shuffle=True, drop_last=drop_last, generator=generator)
-        self.weights = torch.as_tensor(weights, dtype=torch.float64)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        stop = self.n - self.n % self.bs if self.drop_last else self.n
-        if stop <= 0:
-            return
-        order = weighted_draws(self.weights, self.n, self.generator)  # (n,)
-        yield from order[:stop].split(self.bs)
-
-
-class PartialBatchIndexSampler(BatchIndexSampler):
-    """Batches of `n` distinct positions out of `n_items`, a fresh random choice every epoch.
-
-    ``n`` (what the batches hold in all) is the count a distributed loader divides, as for the other samplers.
-    """
-
-    def __init__(
-        self, n_items: int, n: int, bs: int, drop_last: bool = False, generator: torch.Generator | None = None
-    ) -> None:
-        super().__init__(min(n, n_items), bs, shuffle=True, drop_last=drop_last, generator=generator)
-        self.n_items = n_items
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        stop = self.n - self.n % self.bs if self.drop_last else self.n
-        if stop <= 0:
-            return
-        order = torch.randperm(self.n_items, generator=self.generator)[: self.n]  # (n,)
-        yield from order[:stop].split(self.bs)
-
-
-def _identity(batch: Any) -> Any:
-    # Module level (not a lambda) so that loaders with workers can pickle it.
-    return batch
-
-
-def tensor_loader(
-    tensors: Sequence[torch.Tensor],
-    bs: int = 64,
-    shuffle: bool = False,
-    drop_last: bool = False,
-    generator: torch.Generator | None = None,
-    sampler: BatchIndexSampler | None = None,
-    **dl_kwargs: Any,
-) -> DataLoader:
-    """A torch DataLoader whose batches are slices of `tensors` (one index op per tensor per batch).
-
-    Args:
-        sampler: the batches of positions (a weighted or partial sampler); default: a :class:`BatchIndexSampler`
-            over every row built from `bs`, `shuffle`, `drop_last` and `generator`.
-    """
-    ds = TensorBatches(*tensors)
-    if sampler is None:
-        sampler = BatchIndexSampler(len(ds), bs, shuffle=shuffle, drop_last=drop_last, generator=generator)
-    return DataLoader(ds, batch_size=None, sampler=sampler, collate_fn=_identity, **dl_kwargs)
-
-
-class SliceLoader(DeviceLoader):
-    """A :class:`DeviceLoader` over a :func:`tensor_loader`: it knows its batch size, and `new`/`to` keep
-    the slicing design (``to`` also moves the preprocessed tensors when they live on an accelerator).
-
-    Attributes:
-        to_table: ``(batch, max_n) -> DataFrame``, the decoding of a batch as a readable table (set by the tabular
-            and ratings loaders), which :meth:`show_batch` prints.
-    """
-
-    to_table: Callable[[Sequence[torch.Tensor], int], pd.DataFrame] | None = None
-
-    def show_batch(
-        self, batch: Sequence[torch.Tensor] | None = None, max_n: int = 10, print_out: bool = True, **kwargs: Any
-    ) -> Any:
-        """The first `max_n` rows of `batch` (default: the first batch) as a readable table, printed and returned."""
-        if self.to_table is None:
-            return super().show_batch(batch, max_n=max_n, **kwargs)
-        df = self.to_table(batch if batch is not None else self.one_batch(), max_n)
-        if print_out:
-            print_table(df)
-        return df
-
-    def __iter__(self) -> Iterator[tuple]:
-        dl = self.dl
-        if dl.num_workers > 0 or dl.pin_memory:
-            yield from super().__iter__()  # torch's own machinery: worker processes, pinning
-            return
-        # In one process a DataLoader with batch_size=None does exactly `dataset[idx] for idx in sampler`;
-        # doing it here skips its per-batch bookkeeping (about 100 us a batch, 10% of a small model's step).
-        tensors, device, tfms, kinds, split = dl.dataset.tensors, self.device, self.batch_tfms, self.kinds, self.split
-        src = tensors[0].device if tensors else None
-        move = device is not None and any(t.device != device for t in tensors)
-        for idx in dl.sampler:
-            if idx.device != src:
-                idx = idx.to(src, non_blocking=True)
-            batch = tuple(t[idx] for t in tensors)
-            if move:
-                batch = tuple(t.to(device, non_blocking=True) for t in batch)
-            if tfms:
-                k = kinds if kinds is not None else ("any",) * len(batch)
-                for tfm in tfms:
-                    batch = tfm(batch, k, split)
-            yield batch
-
-    @property
-    def bs(self) -> int:
-        return self.dl.sampler.bs
-
-    @property
-    def drop_last(self) -> bool:
-        return self.dl.sampler.drop_last
-
-    @property
-    def shuffle(self) -> bool:
-        return self.dl.sampler.shuffle
-
-    def to(self, device: torch.device | str | None) -> SliceLoader:
-        super().to(device)
-        ds = self.dl.dataset
-        if device is not None and ds.tensors and ds.tensors[0].device.type != "cpu":
-            ds.to(device)
-        return self
-
-    def new(self, dl: DataLoader | None = None, **kwargs: Any) -> SliceLoader:
-        """A copy over the same tensors with some settings changed (``bs``, ``shuffle``, ``drop_last``)."""
-        if dl is None:
-            s = self.dl.sampler
-            bs, shuffle = kwargs.pop("bs", s.bs), kwargs.pop("shuffle", None)
-            drop_last, generator = kwargs.pop("drop_last", s.drop_last), kwargs.pop("generator", None)
-            if generator is None and isinstance(s.generator, torch.Generator):
-                # The copy draws from a generator of its own, starting where the original's is now.
-                generator = torch.Generator(s.generator.device).set_state(s.generator.get_state())
-            sampler = None
-            if shuffle is None and type(s) is not BatchIndexSampler:
-                # A weighted or partial loader stays one, with the new batch size and generator.
-                sampler = copy.copy(s)
-                sampler.bs, sampler.drop_last, sampler.generator = check_bs(bs), drop_last, generator
-            dl = tensor_loader(
-                self.dl.dataset.tensors,
-                bs=bs,
-                shuffle=s.shuffle if shuffle is None else shuffle,
-                drop_last=drop_last,
-                generator=generator,
-                sampler=sampler,
-                num_workers=kwargs.pop("num_workers", self.dl.num_workers),
-                pin_memory=kwargs.pop("pin_memory", self.dl.pin_memory),
-                **kwargs,
-            )
-        out = type(self)(
-            dl, device=self.device, batch_tfms=self.batch_tfms, n_inp=self.n_inp, kinds=self.kinds, split=self.split
-        )
-        out.to_table = self.to_table
-        return out
-
-
-def random_split_idx(n: int, valid_pct: float = 0.2, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``(train_idx, valid_idx)`` of a random split of `n` items (`seed` makes it repeatable)."""
-    if not 0.0 <= valid_pct < 1.0:
-        raise ConfigError(expected("a fraction in [0, 1)", "valid_pct", valid_pct))
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_valid = int(round(n * valid_pct))
-    is_valid = np.zeros(n, dtype=bool)
-    is_valid[perm[:n_valid]] = True
-    return _complement_split(is_valid)
-
-
-def _complement_split(is_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted positions ``(train_idx, valid_idx)`` from a validation mask (linear time, unlike sorting or setdiff)."""
-    return np.flatnonzero(~is_valid).astype(np.int64), np.flatnonzero(is_valid).astype(np.int64)
 
 
 def _y_kind(y_block: Any) -> str | None:
@@ -827,29 +521,3 @@ def decode_batch(processor: TabularProcessor, batch: Sequence[torch.Tensor], max
         for k, v in processor.decode_y(batch[2][:max_n].cpu()).items():
             df[k] = v
     return df
-
-
-def print_table(df: pd.DataFrame, title: str | None = None) -> None:
-    """Print a DataFrame as a readable table (rich when it is installed, pandas' text otherwise)."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # rich is a dependency, but printing must never fail for lack of it
-        print(df.to_string(index=False))
-        return
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200))  # piped output: do not squeeze the columns to 80
-    table = Table(title=title)
-    for c in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-        table.add_column(str(c), justify="right" if numeric else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*(_fmt(v) for v in row))
-    console.print(table)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.4g}"
-    return str(v)
