@@ -9,447 +9,56 @@ Loaders built from :class:`~ember.data.datasets.Datasets` (by ``DataBlock.datalo
 :meth:`DataLoaders.from_dsets`) also know their blocks, so they can decode and show batches
 (:meth:`DataLoaders.show_batch`), suggest a loss (``dls.loss_func``) and the number of outputs
 (``dls.c``), and build loaders over new items (:meth:`DataLoaders.test_dl`).
+
+Each loader is a :class:`~ember.data.device_loader.DeviceLoader`; the torch DataLoaders are built by
+:mod:`ember.data.torch_loader`, and the samplers of weighted and partial training loaders are in
+:mod:`ember.data.sampling`. Every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, TensorDataset
 
 from ember.core import recipe
-from ember.core.device import default_device, to_cpu, to_device
+from ember.core.device import default_device
 from ember.core.errors import ConfigError, DataError, ExportError, expected
-from ember.core.seed import seed_worker
-from ember.data.transform import Transform, as_transform
+from ember.data.device_loader import (
+    BatchTfm,
+    DeviceLoader,
+    _as_tuple,  # noqa: F401  (kept importable from here)
+    _needs_setup,
+    setup_batch_tfms,
+)
+from ember.data.sampling import (
+    _random_sampler_of,
+    check_partial_n,
+    check_random_loader_args,
+    require_arg,
+    train_weights,
+    weighted_draws,
+)
+from ember.data.torch_loader import loading_settings, make_loader
+from ember.data.transform import Transform
 
-__all__ = ["DeviceLoader", "DataLoaders", "make_loader"]
-
-BatchTfm = Transform | Callable[[tuple], tuple]
-
-
-def _as_tuple(batch: Any) -> tuple:
-    if isinstance(batch, tuple):
-        return batch
-    if isinstance(batch, list):
-        return tuple(batch)
-    if isinstance(batch, torch.Tensor):
-        return (batch,)
-    raise DataError(
-        f"Expected a batch to be a tuple or list of tensors; received a {type(batch).__name__}. "
-        "Make the dataset return (input, target) tuples."
-    )
-
-
-class DeviceLoader:
-    """A torch DataLoader whose batches arrive as tuples on `device`, with batch transforms applied.
-
-    Args:
-        dl: the torch DataLoader.
-        device: where batches go; ``None`` leaves them where the DataLoader put them.
-        batch_tfms: :class:`~ember.data.transform.Transform` objects (or plain callables
-            ``batch -> batch``) run, in order, on the device after the move.
-        n_inp: how many leading batch elements are inputs.
-        kinds: what each batch element is (``("image", "category")``); transforms act by kind.
-        split: 0 for a training loader (augmentations run), 1 for validation/inference.
-        blocks: the block of each batch element (needed to decode and show batches).
-    """
-
-    def __init__(
-        self,
-        dl: DataLoader,
-        device: torch.device | str | None = None,
-        batch_tfms: Sequence[BatchTfm] | None = None,
-        n_inp: int = 1,
-        kinds: Sequence[str] | None = None,
-        split: int = 0,
-        blocks: Sequence[Any] | None = None,
-    ) -> None:
-        if not isinstance(dl, DataLoader):
-            raise ConfigError(expected("a torch.utils.data.DataLoader", "dl", type(dl).__name__))
-        self.dl = dl
-        self.device = torch.device(device) if device is not None else None
-        self.batch_tfms = sorted((as_transform(t) for t in batch_tfms or []), key=lambda t: t.order)
-        self.n_inp = n_inp
-        self.blocks = list(blocks) if blocks is not None else None
-        if kinds is None and self.blocks is not None:
-            kinds = [b.kind for b in self.blocks]
-        self.kinds = tuple(kinds) if kinds is not None else None
-        self.split = split
-        # The training loader that sets up stateful batch transforms (Normalize() statistics) for this one.
-        self.setup_from: DeviceLoader | None = None
-
-    def setup_tfms(self) -> None:
-        """Make the batch transforms that learn from data (``Normalize()``) ready before a batch goes through them.
-
-        A training loader's first batch sets them itself; any other loader (validation, test, TTA) asks its
-        training loader (``setup_from``) for one batch first, so the statistics always come from training data.
-        """
-        setup_batch_tfms(self.batch_tfms, self.setup_from if self.split != 0 else None)
-
-    def __iter__(self) -> Iterator[tuple]:
-        device, tfms, split = self.device, self.batch_tfms, self.split
-        kinds = self.kinds
-        if split != 0 and tfms:
-            self.setup_tfms()
-        for batch in self.dl:
-            batch = to_device(_as_tuple(batch), device)
-            if tfms:
-                k = kinds if kinds is not None else ("any",) * len(batch)
-                for tfm in tfms:
-                    batch = tfm(batch, k, split)
-            yield batch
-
-    def __len__(self) -> int:
-        return len(self.dl)
-
-    @property
-    def dataset(self) -> Any:
-        return self.dl.dataset
-
-    @property
-    def bs(self) -> int | None:
-        return self.dl.batch_size
-
-    @property
-    def drop_last(self) -> bool:
-        return self.dl.drop_last
-
-    def one_batch(self) -> tuple:
-        """The first batch (a tuple of tensors on the device). Raises DataError on an empty loader."""
-        for batch in self:
-            return batch
-        raise DataError("This loader yields no batch: its dataset is empty (or smaller than `bs` with drop_last).")
-
-    def to(self, device: torch.device | str | None) -> DeviceLoader:
-        """Send later batches to `device` (in place); returns self."""
-        self.device = torch.device(device) if device is not None else None
-        return self
-
-    def new(self, dl: DataLoader | None = None, **dl_kwargs: Any) -> DeviceLoader:
-        """A copy with another torch DataLoader, or this one rebuilt with some arguments changed (e.g. ``bs=``)."""
-        if dl is None:
-            dl = _rebuild_dl(self.dl, **dl_kwargs)
-        out = type(self)(
-            dl,
-            device=self.device,
-            batch_tfms=self.batch_tfms,
-            n_inp=self.n_inp,
-            kinds=self.kinds,
-            split=self.split,
-            blocks=self.blocks,
-        )
-        out.setup_from = self.setup_from
-        return out
-
-    def decode(self, batch: Sequence[torch.Tensor]) -> tuple:
-        """Undo the batch transforms (their ``decode``, in reverse order) and move the batch to the CPU."""
-        batch = _as_tuple(batch)
-        kinds = self.kinds if self.kinds is not None else ("any",) * len(batch)
-        kinds = kinds[: len(batch)]
-        for tfm in reversed(self.batch_tfms):
-            batch = tfm.decode(batch, kinds)
-        return to_cpu(batch)
-
-    def decode_batch(self, batch: Sequence[torch.Tensor], max_n: int = 9) -> list[tuple]:
-        """The first `max_n` samples of a batch as human values: one tuple per sample, one value per block."""
-        if self.blocks is None:
-            raise DataError(
-                "This loader does not know its blocks, so it cannot decode batches. "
-                "Build it with DataBlock.dataloaders or DataLoaders.from_dsets."
-            )
-        batch = self.decode(batch)
-        n = min(max_n, len(batch[0]))
-        return [tuple(block.decode(x[i]) for block, x in zip(self.blocks, batch)) for i in range(n)]
-
-    def _one_item_batch(self, n: int) -> tuple:
-        """The first item of the dataset `n` times, each drawn again (random item transforms) and then augmented
-        as one batch on the device."""
-        ds = self.dataset
-        collate = self.dl.collate_fn
-        if len(ds) == 0:
-            raise DataError("This loader has no item to show: its dataset is empty.")
-        # Statistics (Normalize()) come from a real batch of the training loader, never from copies of one item.
-        setup_batch_tfms(self.batch_tfms, self if self.split == 0 else self.setup_from)
-        batch = _as_tuple(collate([ds[0] for _ in range(n)]))
-        batch = to_device(batch, self.device)
-        kinds = self.kinds if self.kinds is not None else ("any",) * len(batch)
-        for tfm in self.batch_tfms:
-            batch = tfm(batch, kinds, self.split)
-        return batch
-
-    def show_batch(
-        self,
-        batch: Sequence[torch.Tensor] | None = None,
-        max_n: int = 9,
-        nrows: int | None = None,
-        ncols: int | None = None,
-        figsize: tuple[float, float] | None = None,
-        fname: str | os.PathLike | None = None,
-        unique: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """Draw the first `max_n` samples of `batch` (default: the first batch); returns the matplotlib Figure.
-
-        Args:
-            nrows, ncols: the grid; when both are given, at most ``nrows * ncols`` samples are shown.
-            unique: draw the first item `max_n` times, each time through the random transforms (how the
-                augmentation varies one image).
-            kwargs: passed to the input blocks' ``show`` (matplotlib's ``imshow`` for images); an unknown one
-                is a ConfigError.
-        """
-        from ember.data.show import check_show_kwargs, show_batch
-
-        if nrows is not None and ncols is not None:
-            max_n = min(max_n, nrows * ncols)
-        check_show_kwargs(
-            "show_batch",
-            kwargs,
-            self.blocks or [],
-            self.n_inp,
-            ("batch", "max_n", "nrows", "ncols", "unique", "figsize", "fname"),
-        )
-        if unique and batch is None:
-            batch = self._one_item_batch(max_n)
-        samples = self.decode_batch(batch if batch is not None else self.one_batch(), max_n=max_n)
-        return show_batch(
-            samples, self.blocks, n_inp=self.n_inp, nrows=nrows, ncols=ncols, figsize=figsize, fname=fname, **kwargs
-        )
-
-
-def _needs_setup(tfms: Sequence[Any]) -> bool:
-    return any(getattr(t, "ready", True) is False for t in tfms)
-
-
-def setup_batch_tfms(tfms: Sequence[Any], train: DeviceLoader | None) -> None:
-    """Set up the batch transforms in `tfms` that learn from data (``Normalize()``) from one batch of `train`.
-
-    Nothing to do when they are ready (or `train` is None: a training loader sets them with its own first batch).
-    When `train` has no data (a learner loaded from a file), the transforms themselves raise a clear error later.
-    """
-    if train is None or not _needs_setup(tfms):
-        return
-    try:
-        has_data = len(train) > 0
-    except TypeError:
-        has_data = True
-    if has_data:
-        train.one_batch()
-
-
-def _default_workers(dataset: Dataset) -> int:
-    # A fully cached dataset is a list lookup: worker processes would only add the cost of sending tensors.
-    if getattr(dataset, "is_cached", False):
-        return 0
-    return min(8, os.cpu_count() or 1)
-
-
-def make_loader(
-    dataset: Dataset,
-    bs: int = 64,
-    shuffle: bool = False,
-    drop_last: bool = False,
-    num_workers: int | None = None,
-    device: torch.device | str | None = None,
-    collate_fn: Callable[[list], Any] | None = None,
-    **kwargs: Any,
-) -> DataLoader:
-    """A torch DataLoader with ember's defaults.
-
-    Args:
-        num_workers: ``None`` picks 0 for a fully cached dataset, else ``min(8, cpu_count)``.
-        device: the device batches go to; pinned memory is used when it is CUDA.
-        collate_fn: ``None`` takes the dataset's ``collate`` method if it has one.
-
-    Workers are persistent and seeded by :func:`~ember.core.seed.seed_worker`; shuffling uses a
-    generator seeded from torch's, so ``set_seed`` makes the order reproducible.
-    """
-    if not isinstance(bs, int) or bs < 1:
-        raise ConfigError(expected("a positive int", "bs", bs))
-    if num_workers is None:
-        num_workers = _default_workers(dataset)
-    if collate_fn is None:
-        collate_fn = getattr(dataset, "collate", None)
-    settings: dict[str, Any] = {
-        "batch_size": bs,
-        "shuffle": shuffle,
-        "drop_last": drop_last,
-        "num_workers": num_workers,
-        "collate_fn": collate_fn,
-        "pin_memory": device is not None and torch.device(device).type == "cuda",
-        "worker_init_fn": seed_worker,
-    }
-    if "generator" not in kwargs:
-        settings["generator"] = _loader_generator()
-    if num_workers > 0:
-        settings["persistent_workers"] = True
-    settings.update(kwargs)
-    return DataLoader(dataset, **settings)
-
-
-def _loader_generator() -> torch.Generator:
-    """A torch Generator for a loader's random order, seeded from torch's global one: ``set_seed`` before building
-    the loaders fixes every epoch's order, and the loaders' own draws leave the global stream alone afterwards."""
-    return torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-
-
-def train_weights(
-    wgts: Any,
-    n_train: int,
-    source: tuple[int, Sequence[int]] | None = None,
-    nouns: tuple[str, str] = ("item of the source", "training item"),
-) -> torch.Tensor:
-    """Check sampling weights and return those of the training items (float64, one per training item).
-
-    The weights returned are scaled so that the largest is 1: their sum stays finite however large they were,
-    and the draws are the same (only the ratios count).
-
-    Args:
-        wgts: one non-negative weight per training item, or (when `source` is given) one per item of the whole
-            source, of which the training items' are taken (so when the two counts are equal, the weights are
-            read as the source's, in its order).
-        n_train: the number of training items.
-        source: ``(n_items, train_positions)``: how many items the source has and where the training items are
-            in it.
-        nouns: what the messages call an item of the source and a training item (``("row of the DataFrame",
-            "training row")`` for a table).
-
-    Raises:
-        ConfigError: weights that are not numbers, of another length, negative or not finite, or all zero on
-            the training items.
-    """
-    source_noun, train_noun = nouns
-    try:
-        arr = np.asarray(wgts.detach().cpu() if isinstance(wgts, torch.Tensor) else wgts, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(expected(f"a sequence of numbers, one weight per {train_noun}", "wgts", _short(wgts))) from e
-    sizes = [n_train] if source is None or source[0] == n_train else [source[0], n_train]
-    what = " or ".join(
-        f"one weight per {source_noun if source is not None and k == source[0] else train_noun} ({k})" for k in sizes
-    )
-    if arr.ndim != 1 or len(arr) not in sizes:
-        raise ConfigError(f"Expected `wgts` to hold {what}; received {arr.size} weights of shape {arr.shape}.")
-    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
-    if len(bad):
-        i = int(bad[0])
-        raise ConfigError(
-            f"Expected `wgts` to be non-negative finite numbers; received `wgts[{i}]={float(arr[i])!r}` "
-            f"({len(bad)} such weight(s)). A weight of 0 is never drawn; a larger one is drawn more often."
-        )
-    if source is not None and len(arr) == source[0]:
-        arr = arr[np.asarray(source[1], dtype=np.int64)]  # (n_train,)
-    top = arr.max() if len(arr) else 0.0
-    if n_train and not top > 0:
-        raise ConfigError(
-            f"Every {train_noun} has weight 0 in `wgts`, so none can be drawn: give at least one {train_noun} a "
-            "positive weight (the validation weights are not used)."
-        )
-    if len(arr):
-        # Weights near the float64 limit would sum to inf, and every draw would land on the last positive one.
-        arr = arr / top  # (n_train,) in [0, 1]
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def check_partial_n(partial_n: Any, n_train: int) -> int:
-    """`partial_n` as an int, at most `n_train` (a loader cannot read more distinct items than it has)."""
-    if isinstance(partial_n, bool) or not isinstance(partial_n, numbers.Integral) or partial_n < 1:
-        raise ConfigError(expected("a positive int (the training items read each epoch)", "partial_n", partial_n))
-    return min(int(partial_n), n_train)
-
-
-def _short(value: Any, n: int = 80) -> Any:
-    text = repr(value)
-    return value if len(text) <= n else text[: n - 3] + "..."
-
-
-def weighted_draws(weights: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`n` positions drawn with replacement, each with probability proportional to its weight (int64, ``(n,)``).
-
-    Inverse-CDF sampling of sorted uniforms, then shuffled: unlike ``torch.multinomial`` it has no limit of 2**24
-    items, and sorted look-ups make it several times faster on millions of items (about 3 s instead of 30 s for
-    16 million on one core). A weight of 0 is never drawn. `weights` are non-negative float64, not all zero, with
-    a finite sum (:func:`train_weights` returns them so).
-    """
-    cdf = weights.cumsum(0)  # (N,)
-    # n sorted uniforms in [0, total): the partial sums of n + 1 exponential draws, over their sum.
-    gaps = torch.empty(n + 1, dtype=torch.float64).exponential_(generator=generator)  # (n + 1,)
-    u = gaps.cumsum(0)[:n] * (cdf[-1] / gaps.sum())  # (n,)
-    # The first position whose cumulative weight exceeds u; the clamp guards a u rounded up to the total.
-    last = int(torch.nonzero(weights)[-1])
-    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=last)  # (n,) sorted
-    return idx[torch.randperm(n, generator=generator)]
-
-
-class _WeightedSampler(WeightedRandomSampler):
-    """torch's WeightedRandomSampler (with replacement) drawing by :func:`weighted_draws`: any number of items."""
-
-    def __iter__(self) -> Iterator[int]:
-        yield from weighted_draws(self.weights, self.num_samples, self.generator).tolist()
-
-
-def _random_train_sampler(
-    n_train: int, generator: torch.Generator, wgts: torch.Tensor | None = None, partial_n: int | None = None
-) -> Sampler:
-    """The sampler of a weighted or partial training loader (torch's own samplers, drawing from `generator`).
-
-    Weighted: ``n_train`` items an epoch, drawn with replacement in proportion to `wgts`. Partial: `partial_n`
-    distinct items an epoch, a fresh random choice each time.
-    """
-    if wgts is not None:
-        return _WeightedSampler(wgts, n_train, replacement=True, generator=generator)
-    # RandomSampler without replacement and num_samples < n yields the start of a fresh permutation each epoch.
-    return RandomSampler(range(n_train), replacement=False, num_samples=partial_n, generator=generator)
-
-
-def _keeps_sampler(sampler: Any, dataset: Any) -> bool:
-    """Whether a rebuilt loader keeps `sampler`: a weighted one, or a random one that draws part of the items."""
-    if isinstance(sampler, WeightedRandomSampler):
-        return True
-    try:
-        return isinstance(sampler, RandomSampler) and sampler.num_samples != len(dataset)
-    except TypeError:
-        return False
-
-
-def loading_settings(dl: DataLoader) -> dict[str, Any]:
-    """How `dl` loads (workers, collation, pinning, seeding), without how it batches: the arguments that
-    a DataLoader rebuilt over the same dataset with another sampler keeps."""
-    settings: dict[str, Any] = {
-        "num_workers": dl.num_workers,
-        "collate_fn": dl.collate_fn,
-        "pin_memory": dl.pin_memory,
-        "worker_init_fn": dl.worker_init_fn,
-        "generator": dl.generator,
-    }
-    if dl.num_workers > 0:
-        settings["persistent_workers"] = dl.persistent_workers
-        settings["prefetch_factor"] = dl.prefetch_factor
-    return settings
-
-
-def _rebuild_dl(dl: DataLoader, bs: int | None = None, shuffle: bool | None = None, **kwargs: Any) -> DataLoader:
-    """Rebuild a torch DataLoader with the same settings but a few changed."""
-    settings = {"batch_size": dl.batch_size if bs is None else bs, "drop_last": dl.drop_last, **loading_settings(dl)}
-    if "generator" not in kwargs and isinstance(dl.generator, torch.Generator):
-        # The copy draws from a generator of its own, starting where the original's is now: reading one loader
-        # leaves the other's draws alone.
-        settings["generator"] = torch.Generator(dl.generator.device).set_state(dl.generator.get_state())
-    settings.update(kwargs)
-    if shuffle is None and _keeps_sampler(dl.sampler, dl.dataset):
-        # A weighted or partial loader stays one, its sampler drawing from the copy's generator.
-        sampler = copy.copy(dl.sampler)
-        sampler.generator = settings["generator"]
-        return DataLoader(dl.dataset, sampler=sampler, **settings)
-    if shuffle is None:
-        shuffle = isinstance(dl.sampler, RandomSampler)
-    return DataLoader(dl.dataset, shuffle=shuffle, **settings)
+__all__ = [
+    "DeviceLoader",
+    "DataLoaders",
+    "make_loader",
+    "setup_batch_tfms",
+    "loading_settings",
+    "train_weights",
+    "check_partial_n",
+    "weighted_draws",
+    "check_random_loader_args",
+    "require_arg",
+]
 
 
 def _inference_tfms(tfms: Sequence[Transform], what: str) -> list[dict[str, Any]]:
@@ -500,54 +109,6 @@ def _label_getters(dsets: Any) -> list[dict[str, Any]]:
             rec = None
         out.append(rec if rec is not None else {"type": "missing", "name": getattr(g, "__name__", None) or repr(g)})
     return out
-
-
-def check_random_loader_args(wgts: Any, partial_n: Any, shuffle: bool, dl_kwargs: dict[str, Any]) -> None:
-    """Refuse what a weighted or partial training loader cannot do, before any work (filling a cache) starts.
-
-    Nothing is checked when neither `wgts` nor `partial_n` is given (the usual loaders). The weights and the count
-    themselves are checked by :func:`train_weights` and :func:`check_partial_n`.
-
-    Raises:
-        ConfigError: both given, ``shuffle=False``, or a ``sampler``/``batch_sampler`` in `dl_kwargs`.
-    """
-    if wgts is None and partial_n is None:
-        return
-    if wgts is not None and partial_n is not None:
-        raise ConfigError("Pass `wgts` (weighted loaders) or `partial_n` (partial loaders), not both.")
-    what = "weighted" if wgts is not None else "partial"
-    if not shuffle:
-        raise ConfigError(
-            f"A {what} training loader draws at random, so it cannot keep the training order: leave `shuffle` at "
-            "True (for a loader in order, build one without weights or partial_n, with shuffle=False)."
-        )
-    given = [k for k in ("sampler", "batch_sampler") if dl_kwargs.get(k) is not None]
-    if given:
-        raise ConfigError(f"A {what} training loader makes its own sampler: do not pass `{given[0]}`.")
-
-
-def require_arg(value: Any, name: str, what: str) -> None:
-    """ConfigError when `value` (an argument that a weighted or partial loader needs) is None: inside
-    ``dataloaders`` None means "not weighted", so a variable never filled in would quietly give the usual loaders.
-    """
-    if value is None:
-        raise ConfigError(
-            expected(what, name, None, hint="Fill it in, or call `dataloaders` for the usual training loader.")
-        )
-
-
-def _random_sampler_of(dsets: Any, n_train: int, wgts: Any, partial_n: Any, common: dict[str, Any]) -> Sampler:
-    """The weighted or partial training sampler of :meth:`DataLoaders.from_dsets`, with its own generator
-    (the arguments already passed :func:`check_random_loader_args`)."""
-    if n_train == 0:
-        raise DataError("The training set is empty: weighted and partial loaders need training items to draw from.")
-    gen = common.get("generator") or _loader_generator()
-    if wgts is not None:
-        source = None
-        if hasattr(dsets, "source_positions"):
-            source = (dsets.n_source, dsets.source_positions(dsets.splits[0]))
-        return _random_train_sampler(n_train, gen, wgts=train_weights(wgts, n_train, source))
-    return _random_train_sampler(n_train, gen, partial_n=check_partial_n(partial_n, n_train))
 
 
 @recipe.register_recipe()
