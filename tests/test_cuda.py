@@ -397,6 +397,16 @@ def test_cuda_graphs_freeze_and_fallbacks():
     graphed.eval()
     graphed(x)  # evaluation does not even ask
     assert graphs.replays == before + 1 and sum(graphs.skipped.values()) == 4
+    # Unfrozen: the frozen set's recording can never replay again and is dropped; the length is recorded anew.
+    graphed.train()
+    for p in graphed.parameters():
+        p.requires_grad_(True)
+    for _ in range(2):
+        graphed.zero_grad()
+        graphed[0].reset()
+        graphed(x).sum().backward()
+    assert len(graphs.recordings) == 1 and graphs.replays == before + 2, graphs.skipped
+    assert all(p.grad is not None for p in graphed[0].rnns.parameters())
 
 
 def test_cuda_graphs_draw_fresh_dropout_masks_and_train_a_language_model(tmp_path):

@@ -352,7 +352,7 @@ def test_a_segmentation_learner_in_memory_answers_its_mask(tmp_path):
 
     # a 40 x 24 photo: Resize(16) shows the model its centre 24 x 24 (columns 8 to 32), at 16 x 16
     wide = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (3, 24, 40), dtype=np.uint8))
-    assert input_box(learn._encode_and_map([wide], True)[1][0], 40, 24) == pytest.approx((8.0, 0.0, 32.0, 24.0))
+    assert input_box(learn._encode_and_map([wide], True)[1][0], 24, 40) == pytest.approx((8.0, 0.0, 32.0, 24.0))
     buf = io.BytesIO()
     Image.fromarray(wide.permute(1, 2, 0).numpy()).save(buf, format="PNG")
     small, _, _ = learn.predict(wide)  # (16, 16)
@@ -365,6 +365,11 @@ def test_a_segmentation_learner_in_memory_answers_its_mask(tmp_path):
     expected = mask_in_image(small, (8.0, 0.0, 32.0, 24.0), 24, 40, 255).numpy()
     masks, _, _ = learn.predict_masks([wide, files[0]])  # the same mapping, for many items at once
     assert np.array_equal(masks[0].numpy(), expected) and masks[1].shape == (16, 16)
+    masks, _, _ = learn.predict_masks([wide], unknown=-1)
+    assert (masks[0][:, :8] == -1).all() and np.array_equal(masks[0][:, 8:32].numpy(), expected[:, 8:32])
+    for bad in (3, True, 2.5):  # a class id (4 classes), or not an int
+        with pytest.raises(ConfigError, match="unknown"):
+            learn.predict_masks([wide], unknown=bad)
     assert np.array_equal(got, expected)
     seen = expected[:, 8:32]
     shares = {c["label"]: c["share"] for c in answer["classes"]}

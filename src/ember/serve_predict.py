@@ -203,7 +203,7 @@ def _segmentation_result(learn: Any, image: Any, decoded: Any, probs: Any) -> di
     unknown = unknown_id(n)
     small = unknown == 255  # 8-bit ids, 255 left free for the unknown pixels
     item_map = learn._encode_and_map([image], True)[1][0]
-    mask = mask_in_image(model_mask, input_box(item_map, w, h), h, w, unknown)  # (H, W)
+    mask = mask_in_image(model_mask, input_box(item_map, h, w), h, w, unknown)  # (H, W)
     seen = mask[mask != unknown]
     share = torch.bincount(seen, minlength=n).double()[:n] / max(seen.numel(), 1)  # (n,) of the pixels seen
     order = torch.argsort(share, descending=True).tolist()

@@ -22,7 +22,7 @@ from ember.learner import (
     CancelTrainException,
     Learner,
 )
-from ember.metrics import accuracy
+from ember.metrics import accuracy, error_rate
 
 
 class EventLog(Callback):
@@ -537,8 +537,12 @@ def test_show_training_loop_lists_each_event_with_its_callbacks(tiny_learner, ca
     assert capsys.readouterr().out.strip() == text.strip()
     lines = [line.split() for line in text.splitlines()]
     events = [words[0] for words in lines if words[0].startswith(("before_", "after_"))]
-    assert events[:3] == ["before_fit", "before_epoch", "before_train"] and events[-1] == "after_fit"
-    assert events.count("after_loss") == 2 and events.count("before_step") == 1  # validation takes no step
+    loop = events[: events.index("after_fit") + 1]
+    assert loop[:3] == ["before_fit", "before_epoch", "before_train"]
+    assert loop.count("after_loss") == 2 and loop.count("before_step") == 1  # validation takes no step
+    assert events[len(loop) :] == [e for e in EVENTS if e.startswith("after_cancel_")]
+    cleanup = [words for words in lines if words[0] == "cleanup_fit"]
+    assert len(cleanup) == 1 and "ProgressCallback" in cleanup[0][1]
     after_loss = [words[1:] for words in lines if words[0] == "after_loss"]  # training, then validation
     assert any("OnlyTraining" in w for w in after_loss[0]) and not any("OnlyTraining" in w for w in after_loss[1])
     assert any("Recorder" in w for words in lines if words[0] == "after_batch" for w in words[1:])
@@ -559,3 +563,6 @@ def test_plot_metrics_draws_losses_and_each_metric(tiny_dls, tmp_path):
     assert [line.get_label() for line in axes[0].lines] == ["train_loss", "valid_loss"]
     assert list(axes[1].lines[0].get_ydata()) == [row[2] for row in learn.recorder.values]
     assert (tmp_path / "metrics.png").stat().st_size > 0
+    learn.metrics = [error_rate, accuracy]  # changed after the fit: the plot keeps the fit's own columns
+    fig = learn.recorder.plot_metrics()
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["loss", "accuracy"]

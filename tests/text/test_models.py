@@ -72,8 +72,14 @@ def test_weight_dropped_language_model_copies_and_keeps_its_weights_in_place():
     ptrs = [p.data_ptr() for p in model.parameters()]
     clone = copy.deepcopy(model)  # the RNN holds a dropped copy of its weight from the start
     model(torch.randint(0, 30, (2, 5))).sum().backward()
-    assert [p.data_ptr() for p in model.parameters()] == ptrs  # the RNN does not repack its weights
+    # the RNN does not repack its weights into new memory (on a GPU it would at every call)
+    assert lstm.flatten_parameters.__name__ == "_leave_weights_in_place"
+    assert [p.data_ptr() for p in model.parameters()] == ptrs
     assert all(w.grad_fn is None for w in lstm._flat_weights)  # and keeps no graph from the step
+    model.to(torch.float64)
+    assert all(w.grad_fn is None for w in lstm._flat_weights)  # nor after a move
+    copy.deepcopy(lstm)
+    model.float()
     again = copy.deepcopy(model)
     for m in (model, clone, again):
         m.eval()

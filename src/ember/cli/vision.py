@@ -269,7 +269,6 @@ def _predict_masks(args: argparse.Namespace, learn: Any, files: list[Path]) -> i
     did not reach); print each file's largest classes by share of the pixels the model saw."""
     import torch
 
-    from ember.core.errors import ConfigError
     from ember.vision.pixels import unknown_id
 
     out_dir = Path(args.out_dir) if args.out_dir else Path(f"{Path(args.model).stem}_masks")
@@ -278,15 +277,12 @@ def _predict_masks(args: argparse.Namespace, learn: Any, files: list[Path]) -> i
     names = _mask_names(files)
     palette: list[int] | None = None
     results = []
-    unknown = unknown_id(len(codes))
     for start in range(0, len(files), args.bs):  # a chunk at a time: (B, C, H, W) probabilities add up fast
         chunk = files[start : start + args.bs]
-        try:
-            # each mask at its image's own size, `unknown` where a crop kept the model from seeing the image
-            masks, _, probs = learn.predict_masks(chunk, bs=args.bs, unknown=unknown)
-        except ConfigError as e:
-            raise fail(f"{args.model} does not predict masks: {e}") from None
+        # each mask at its image's own size, `unknown` where a crop kept the model from seeing the image
+        masks, _, probs = learn.predict_masks(chunk, bs=args.bs)
         n_classes = probs.shape[1]
+        unknown = unknown_id(n_classes)  # the value predict_masks writes there
         if palette is None:
             palette = _mask_palette(n_classes)
         for f, name, mask in zip(chunk, names[start:], masks):

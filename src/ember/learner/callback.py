@@ -168,16 +168,15 @@ class Callback:
         return f"{type(self).__name__}()"
 
 
-# The loop's nesting, as `training_loop` shows it: a stage's events, with the stages it runs in between.
-_TRAIN_BATCH = ("before_batch", "after_pred", "after_loss", "before_backward", "after_backward", "before_step",
-                "after_step", "after_batch")  # fmt: skip
-_VALID_BATCH = ("before_batch", "after_pred", "after_loss", "after_batch")
+# The batch loop's events as `training_loop` shows them: all of them in training, no backward or step in validation.
+_TRAIN_BATCH = EVENTS[EVENTS.index("before_batch") : EVENTS.index("after_batch") + 1]
+_VALID_BATCH = tuple(e for e in _TRAIN_BATCH if not e.endswith(("_backward", "_step")))
 
 
 def training_loop(cbs: list[Callback]) -> str:
     """The training loop's events in the order they fire, each with the callbacks (in `order`) that act on it:
     what :meth:`~ember.learner.Learner.show_training_loop` prints. The batch events list, per phase, only the
-    callbacks that run there (``run_train``, ``run_valid``)."""
+    callbacks that run there (``run_train``, ``run_valid``); then the cancel events and ``cleanup_fit``."""
     cbs = sorted(cbs, key=lambda c: c.order)
 
     def line(event: str, depth: int, phase: str | None = None) -> str:
@@ -193,4 +192,6 @@ def training_loop(cbs: list[Callback]) -> str:
     out += ["    batch loop:", *(line(e, 3, "train") for e in _TRAIN_BATCH), line("after_train", 2)]
     out += ["  validation:", line("before_validate", 2), "    batch loop:"]
     out += [*(line(e, 3, "valid") for e in _VALID_BATCH), line("after_validate", 2), line("after_epoch", 1)]
-    return "\n".join([*out, line("after_fit", 0)])
+    out += [line("after_fit", 0), "when a stage is cancelled (then its after_ event runs):"]
+    out += [line(e, 1) for e in EVENTS if e.startswith("after_cancel_")]
+    return "\n".join([*out, line("cleanup_fit", 0) + "   (at the end of every fit, however it ended)"])

@@ -73,6 +73,8 @@ class Recorder(Callback):
         self._epoch_losses = []
         self._epoch_bs = []
         self._smoothed_upto = 0
+        #: The columns of `values` as the fit that recorded them named them (the metrics may change later).
+        self.columns: list[str] = []
 
     # -- names -------------------------------------------------------------------------------------
     @property
@@ -85,6 +87,7 @@ class Recorder(Callback):
     # -- training --------------------------------------------------------------------------------
     def before_fit(self) -> None:
         self._reset()
+        self.columns = self.metric_names
 
     def before_epoch(self) -> None:
         self._t0 = time.perf_counter()
@@ -174,6 +177,7 @@ class Recorder(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {
             "values": self.values,
+            "columns": self.columns,
             "losses": self.losses,
             "lrs": self.lrs,
             "moms": self.moms,
@@ -185,6 +189,7 @@ class Recorder(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.values = [list(v) for v in state["values"]]
+        self.columns = list(state.get("columns") or self.metric_names)  # checkpoints before columns were kept
         self.losses = list(state["losses"])
         self.lrs = list(state["lrs"])
         self.moms = list(state["moms"])
@@ -220,7 +225,7 @@ class Recorder(Callback):
 
         if not self.values:
             raise EmberError("No epoch recorded yet: fit the learner first, then plot its metrics.")
-        names = self.metric_names[1:-1]  # train_loss, valid_loss, *metrics
+        names = (self.columns or self.metric_names)[1:-1]  # train_loss, valid_loss, *metrics, as recorded
         panels = [("loss", [0, 1])] + [(name, [i]) for i, name in enumerate(names[2:], start=2)]
         ncols = max(1, min(ncols, len(panels)))
         nrows = -(-len(panels) // ncols)

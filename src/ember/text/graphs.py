@@ -14,7 +14,9 @@ All recordings share one memory pool, which is safe while each replayed forward 
 backward before any other forward replays. A forward called while an earlier one still waits for its backward
 (two forwards before one backward, as a classifier reading a document in chunks does) therefore runs without a
 graph. So do calls with module hooks on the layers (they would run only while recording), with nothing that
-needs a gradient, and shapes past :attr:`RecurrentGraphs.max_graphs`.
+needs a gradient, on a GPU other than the current one, and shapes past :attr:`RecurrentGraphs.max_graphs`.
+When the trainable weights change (a layer frozen or unfrozen, the model moved), the recordings made for the old
+ones are dropped. What a replay returns is a copy: it outlives later replays.
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ class _Replay(torch.autograd.Function):
         rec.fwd.replay()
         ctx.owner, ctx.rec = owner, rec
         ctx.set_materialize_grads(False)
-        outs = tuple(o.detach() for o in rec.outputs)
+        # Copies: a recording's outputs live in the shared pool, where another recording's replay may write; what
+        # the caller keeps (the hidden state, the output AR/TAR read) must not change under it.
+        outs = tuple(o.clone() for o in rec.outputs)
         ctx.mark_non_differentiable(*(o for o, d in zip(outs, rec.diff_slots) if not d))
         return outs
 
@@ -203,6 +207,7 @@ class RecurrentGraphs:
         self._pool: Any = None
         self._stream: torch.cuda.Stream | None = None
         self._grad_bufs: dict[int, torch.Tensor] = {}
+        self._weights_key: tuple | None = None
         #: How many calls replayed a recording (the rest ran as usual).
         self.replays = 0
         #: Why recording failed, if it did (no graph is used from then on).
@@ -216,7 +221,7 @@ class RecurrentGraphs:
         self.recordings.clear()
         self.calls.clear()
         self._grad_bufs.clear()
-        self.pending, self._pool, self._stream = None, None, None
+        self.pending, self._pool, self._stream, self._weights_key = None, None, None, None
 
     def why_not(self, args: Sequence[torch.Tensor]) -> str | None:
         """Why a call on `args` may not replay (None: it may): it must run on CUDA, recording gradients, with no
@@ -226,6 +231,8 @@ class RecurrentGraphs:
         x = args[0]
         if not (x.is_cuda and torch.is_grad_enabled()):
             return "no gradient" if x.is_cuda else "not on CUDA"
+        if x.device.index != torch.cuda.current_device():
+            return "not the current GPU"  # recordings are made on the current device's streams
         if torch.cuda.is_current_stream_capturing():
             return "capturing"
         if _has_hooks(self.parts) or _global_hooks():
@@ -246,6 +253,12 @@ class RecurrentGraphs:
         if not params and not any(a.requires_grad for a in args):
             return self._eager("no gradient", args)
         key = self._key(args, params)
+        if key[2] != self._weights_key:
+            # Other trainable weights (frozen or unfrozen layers, a move to other memory): the recordings made for
+            # the old ones can never replay again; free them and their place under `max_graphs`.
+            self.recordings.clear()
+            self.calls.clear()
+            self._weights_key = key[2]
         rec = self.recordings.get(key)
         if rec is None:
             n = self.calls[key] = self.calls.get(key, 0) + 1

@@ -130,7 +130,8 @@ class WeightDropout(nn.Module):
         if isinstance(module, nn.RNNBase):
             # An RNN packs its weights into one new buffer whenever they change, which a dropped copy does at
             # every call: each parameter would move to new memory at every step (what the optimizer and a CUDA
-            # graph hold would go stale). Leave them where they are; cuDNN compacts its own copy per call.
+            # graph hold would go stale). Leave them where they are; cuDNN compacts its own copy per call (in
+            # evaluation too, where packing once used to save that copy: a few tens of microseconds per call).
             module.flatten_parameters = _leave_weights_in_place
         self._forget_dropped()
 
@@ -144,8 +145,13 @@ class WeightDropout(nn.Module):
         self._forget_dropped()
         return out
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> WeightDropout:
+    def _apply(self, fn: Any, recurse: bool = True) -> WeightDropout:
+        out = super()._apply(fn, recurse)
         self._forget_dropped()  # moving the module (.to, .cuda) has the RNN read a dropped copy again
+        return out
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WeightDropout:
+        self._forget_dropped()
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         new.__dict__.update(copy.deepcopy(self.__dict__, memo))
@@ -213,6 +219,12 @@ class AWD_LSTM(nn.Module):  # noqa: N801 (the architecture's published name)
         #: model learner turns it on.
         self.cuda_graphs = False
         self._graphs: RecurrentGraphs | None = None
+
+    @property
+    def graphs(self) -> RecurrentGraphs | None:
+        """The CUDA-graph recordings (``replays``, ``skipped``, ``clear()``), made at the first training batch on a
+        GPU with :attr:`cuda_graphs` on; None before."""
+        return self._graphs
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())

@@ -30,7 +30,7 @@ from ember.losses import loss_activation, loss_decodes
 from ember.vision.augment import Normalize
 from ember.vision.body import _pretrained_stats, adapt_first_conv, arch_name, create_body, pretrained_path
 from ember.vision.head import _body_head_split, _stages_head_split, create_head, create_vision_model
-from ember.vision.pixels import coordinates_in_pixels, masks_in_pixels
+from ember.vision.pixels import coordinates_in_pixels, masks_in_pixels, unknown_id
 
 __all__ = [
     "create_head",
@@ -414,7 +414,7 @@ class VisionLearner(Learner):
         return probs, loss_decodes(self.loss_func)(probs), maps
 
     def predict_masks(
-        self, items: Sequence[Any], bs: int = 64, unknown: int = 255
+        self, items: Sequence[Any], bs: int = 64, unknown: int | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Segmentation: each item's predicted mask at the pixels of its own image.
 
@@ -423,14 +423,17 @@ class VisionLearner(Learner):
 
         Args:
             items: paths, PIL images or ``uint8 (C, H, W)`` tensors.
-            unknown: the class id written where the model did not see the image (the part a crop cut off).
+            unknown: the value written where the model did not see the image (the part a crop cut off); it must
+                not be a class id. Default: 255 up to 255 classes, else 65535
+                (:func:`~ember.vision.pixels.unknown_id`).
 
         Returns:
             ``(masks, decoded, probabilities)``: one ``(H, W)`` int64 mask of class ids per item (its own image's
             size), the masks ``(B, h, w)`` and the probabilities ``(B, C, h, w)`` at the model's size.
 
         Raises:
-            ConfigError: the model does not predict masks.
+            ConfigError: the model does not predict masks, or `unknown` is one of its class ids.
+            DataError: no items.
         """
         items = list(items)
         if not items:
@@ -439,6 +442,11 @@ class VisionLearner(Learner):
         if dec.dim() != 3:
             shape = tuple(dec.shape)
             raise ConfigError(f"predict_masks needs a model that predicts masks ((B, H, W) class ids), not {shape}.")
+        n_classes = int(probs.shape[1])
+        if unknown is None:
+            unknown = unknown_id(n_classes)
+        elif isinstance(unknown, bool) or not isinstance(unknown, int) or 0 <= unknown < n_classes:
+            raise ConfigError(expected(f"an int that is not a class id (0 to {n_classes - 1})", "unknown", unknown))
         return masks_in_pixels(maps, dec.long(), unknown), dec, probs
 
     def _undo_batch_tfms(self, dec: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,12 @@ def coordinates_in_pixels(maps: Sequence[torch.Tensor | None], coords: Sequence[
     return out
 
 
-def input_box(item_map: torch.Tensor | None, w: int, h: int) -> tuple[float, float, float, float]:
-    """``(x0, y0, x1, y1)``: where the edges of the model's input fall in the pixels of a ``w x h`` image, from its
-    map (the map inverted at the input's edges -1 and +1); the whole image without a usable map."""
+Box = tuple[float, float, float, float]
+
+
+def input_box(item_map: torch.Tensor | None, h: int, w: int) -> Box:
+    """``(x0, y0, x1, y1)``: where the edges of the model's input fall in the pixels of an ``(h, w)`` image, from
+    its map (the map inverted at the input's edges -1 and +1); the whole image without a usable map."""
     if item_map is None:
         return 0.0, 0.0, float(w), float(h)
     (cx0, cy0), (cx1, cy1), _ = item_map.double().tolist()  # (3, 2): corner (0, 0), corner (W, H), size
@@ -46,9 +49,6 @@ def input_box(item_map: torch.Tensor | None, w: int, h: int) -> tuple[float, flo
         return 0.0, 0.0, float(w), float(h)
     sx, sy = w / (cx1 - cx0), h / (cy1 - cy0)  # image pixels per unit of the input's [-1, 1] range
     return (-1 - cx0) * sx, (-1 - cy0) * sy, (1 - cx0) * sx, (1 - cy0) * sy
-
-
-Box = tuple[float, float, float, float]
 
 
 def mask_in_image(mask: torch.Tensor, box: Box, h: int, w: int, unknown: int) -> torch.Tensor:
@@ -76,5 +76,5 @@ def masks_in_pixels(maps: Sequence[torch.Tensor | None], masks: torch.Tensor, un
             out.append(mask.cpu())
             continue
         w, h = (int(round(v)) for v in m[2].tolist())
-        out.append(mask_in_image(mask, input_box(m, w, h), h, w, unknown))
+        out.append(mask_in_image(mask, input_box(m, h, w), h, w, unknown))
     return out
