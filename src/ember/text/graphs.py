@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from ember.core.errors import EmberError
 
 __all__ = ["RecurrentGraphs"]
 
@@ -255,10 +256,11 @@ class RecurrentGraphs:
         key = self._key(args, params)
         if key[2] != self._weights_key:
             # Other trainable weights (frozen or unfrozen layers, a move to other memory): the recordings made for
-            # the old ones can never replay again; free them and their place under `max_graphs`.
+            # the old ones can never replay again; free them and their place under `max_graphs`, and record the
+            # new ones in a pool of their own.
             self.recordings.clear()
             self.calls.clear()
-            self._weights_key = key[2]
+            self._weights_key, self._pool = key[2], None
         rec = self.recordings.get(key)
         if rec is None:
             n = self.calls[key] = self.calls.get(key, 0) + 1
@@ -273,16 +275,17 @@ class RecurrentGraphs:
                 rec = _Recording(
                     self.recur, self.parts, args, params, bufs, self._pool, self._stream, not self.recordings
                 )
-            except Exception as e:  # a kernel that cannot be recorded: train on without graphs, and say so once
+            except Exception as e:
+                # A capture that fails can leave torch's CUDA random generator unusable for the rest of the process,
+                # so going on without graphs is not safe: stop, keep what was trained, and say how to go on.
                 self.failed = f"{type(e).__name__}: {e}"
-                warnings.warn(
-                    f"CUDA graphs are off for this model: recording its recurrent layers failed ({self.failed}). "
-                    "Training goes on without them.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
                 self.clear()
-                return self._eager("failed", args)
+                raise EmberError(
+                    f"Recording the AWD-LSTM's recurrent layers as a CUDA graph failed ({self.failed}). The weights "
+                    "trained so far are kept: turn graphs off with `learn.model[0].cuda_graphs = False` (or "
+                    "`language_model_learner(..., cuda_graphs=False)`) and fit again, in a new process if CUDA "
+                    "errors follow."
+                ) from e
             self.recordings[key] = rec
         outs = _Replay.apply(self, rec, *args, *params)
         self.replays += 1
