@@ -225,3 +225,78 @@ def test_read_itos_pickle_refuses_code(tmp_path):
     bad.write_bytes(pickle.dumps([EmberError("x")]))
     with pytest.raises(EmberError, match="Refusing"):
         read_itos_pickle(bad)
+
+
+class _StubRecording:
+    """Stands in for a CUDA recording (this machine may have no GPU): remembers how it was made."""
+
+    def __init__(self, recur, parts, args, params, bufs, pool, stream, warm_up):
+        self.recur, self.pool, self.warm_up = recur, pool, warm_up
+
+
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _StubReplay:
+    @staticmethod
+    def apply(owner, rec, *args):
+        n = len(args) - sum(p.requires_grad for p in owner._parameters())
+        outs = rec.recur(*args[:n])
+        return (_Identity.apply(outs[0]), *outs[1:])
+
+
+@pytest.fixture
+def stub_graphs(monkeypatch):
+    import ember.text.graphs as graphs_module
+
+    monkeypatch.setattr(graphs_module, "_Recording", _StubRecording)
+    monkeypatch.setattr(graphs_module, "_Replay", _StubReplay)
+    pools = iter(range(100))
+    monkeypatch.setattr(graphs_module.torch.cuda, "graph_pool_handle", lambda: next(pools))
+    monkeypatch.setattr(graphs_module.torch.cuda, "Stream", lambda: None)
+    torch.manual_seed(0)
+    enc = AWD_LSTM(30, **SMALL).train()
+    graphs = graphs_module.RecurrentGraphs(enc._layers, [enc.input_dp, enc.rnns, enc.hidden_dps], max_graphs=2)
+    monkeypatch.setattr(graphs, "why_not", lambda args: None)  # as for training batches on a GPU
+
+    def step(t: int) -> None:
+        x = torch.randn(2, t, 8, requires_grad=True)
+        graphs(x, *(h for hc in enc._init_hidden(2, x) for h in hc))[0].sum().backward()
+
+    return enc, graphs, step
+
+
+def test_recurrent_graphs_record_shapes_met_twice_and_drop_them_when_the_weights_change(stub_graphs):
+    enc, graphs, step = stub_graphs
+    for t in (5, 5, 6, 6, 7, 7):
+        step(t)
+    assert graphs.replays == 2 and graphs.skipped == {"rare shape": 3, "too many shapes": 1}
+    assert [(r.pool, r.warm_up) for r in graphs.recordings.values()] == [(0, True), (0, False)]
+    for p in enc.rnns[0].parameters():  # frozen: the recordings of the old trainable set can never replay
+        p.requires_grad_(False)
+    step(5)
+    assert not graphs.recordings and graphs.skipped["rare shape"] == 4
+    step(5)
+    assert graphs.replays == 3 and [(r.pool, r.warm_up) for r in graphs.recordings.values()] == [(1, True)]
+
+
+def test_a_failed_recording_stops_the_fit_and_says_how_to_go_on(stub_graphs, monkeypatch):
+    import ember.text.graphs as graphs_module
+
+    enc, graphs, step = stub_graphs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs_module, "_Recording", broken)
+    step(5)
+    with pytest.raises(EmberError, match=r"cuda_graphs = False.*fit again") as info:
+        step(5)
+    assert "not permitted" in str(info.value) and "not permitted" in graphs.failed and not graphs.recordings
