@@ -250,10 +250,11 @@ class RecurrentGraphs:
         why = self.why_not(args)
         if why is not None:
             return self._eager(why, args)
-        params = [p for p in self._parameters() if p.requires_grad]
+        weights = self._parameters()  # walked once per call: this is the step's host time
+        params = [p for p in weights if p.requires_grad]
         if not params and not any(a.requires_grad for a in args):
             return self._eager("no gradient", args)
-        key = self._key(args, params)
+        key = self._key(args, weights)
         if key[2] != self._weights_key:
             # Other trainable weights (frozen or unfrozen layers, a move to other memory): the recordings made for
             # the old ones can never replay again; free them and their place under `max_graphs`, and record the
@@ -302,7 +303,9 @@ class RecurrentGraphs:
     def _parameters(self) -> list[nn.Parameter]:
         return [p for part in self.parts for p in part.parameters()]
 
-    def _key(self, args: Sequence[torch.Tensor], params: Sequence[nn.Parameter]) -> tuple:
+    def _key(self, args: Sequence[torch.Tensor], weights: Sequence[nn.Parameter]) -> tuple:
+        """What a recording depends on: the inputs' shapes and types, the autocast type, each weight's memory and
+        whether it trains (item 2, compared on its own), and the dropout probabilities."""
         x = args[0]
         drops = tuple(
             getattr(m, name)
@@ -314,7 +317,6 @@ class RecurrentGraphs:
         return (
             tuple((tuple(a.shape), a.dtype, a.requires_grad, a.device) for a in args),
             _autocast_state(x.device.type),
-            tuple((p.data_ptr(), p.requires_grad) for p in self._parameters()),
-            len(params),
+            tuple((p.data_ptr(), p.requires_grad) for p in weights),
             drops,
         )
